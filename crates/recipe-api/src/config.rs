@@ -1,0 +1,130 @@
+//! Configuration from the environment (DESIGN §4): database URL, bind address, tokens, pool
+//! size, body limit. The database URL and the tokens are secrets: `Debug` redacts them.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// Everything `Application::build` needs.
+#[derive(Clone)]
+pub struct Config {
+    /// Diesel MySQL URL (`DATABASE_URL`).
+    pub database_url: String,
+    /// Address to listen on (`RECIPE_API_BIND`, default `127.0.0.1:8080`); port 0 picks one.
+    pub bind: String,
+    /// Bearer tokens allowed to write (`RECIPE_API_TOKENS` or `RECIPE_API_TOKENS_FILE`).
+    pub tokens: Vec<String>,
+    /// Maximum connections in the pool (`RECIPE_API_POOL_SIZE`, default 10).
+    pub pool_size: u32,
+    /// How long a request waits for a database connection before answering 503
+    /// (`RECIPE_API_DB_TIMEOUT_MS`, default 2000).
+    pub db_timeout: Duration,
+    /// Largest accepted request body in bytes (`RECIPE_API_BODY_LIMIT`, default 256 KiB).
+    pub body_limit: usize,
+    /// HTTP worker threads (`RECIPE_API_WORKERS`, default: one per core).
+    pub workers: Option<usize>,
+    /// Seconds in-flight requests get to finish after SIGTERM.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &"<redacted>")
+            .field("bind", &self.bind)
+            .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
+            .field("pool_size", &self.pool_size)
+            .field("db_timeout", &self.db_timeout)
+            .field("body_limit", &self.body_limit)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+/// Default body limit: 256 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
+
+impl Config {
+    /// A configuration with defaults for everything but the database URL and tokens.
+    pub fn new(database_url: impl Into<String>, tokens: Vec<String>) -> Config {
+        Config {
+            database_url: database_url.into(),
+            bind: "127.0.0.1:8080".to_string(),
+            tokens,
+            pool_size: 10,
+            db_timeout: Duration::from_millis(2000),
+            body_limit: DEFAULT_BODY_LIMIT,
+            workers: None,
+            shutdown_timeout_secs: 30,
+        }
+    }
+
+    /// Reads the configuration from the environment.
+    pub fn from_env() -> anyhow::Result<Config> {
+        let database_url = std::env::var("DATABASE_URL").context("DATABASE_URL is not set")?;
+        let mut tokens = match std::env::var("RECIPE_API_TOKENS") {
+            Ok(list) => parse_tokens(&list),
+            Err(_) => Vec::new(),
+        };
+        if let Ok(path) = std::env::var("RECIPE_API_TOKENS_FILE") {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("Failed to read RECIPE_API_TOKENS_FILE {path}"))?;
+            tokens.extend(parse_tokens(&text));
+        }
+        let mut config = Config::new(database_url, tokens);
+        if let Ok(bind) = std::env::var("RECIPE_API_BIND") {
+            config.bind = bind;
+        }
+        if let Some(n) = env_number::<u32>("RECIPE_API_POOL_SIZE")? {
+            anyhow::ensure!(n > 0, "RECIPE_API_POOL_SIZE must be at least 1");
+            config.pool_size = n;
+        }
+        if let Some(ms) = env_number::<u64>("RECIPE_API_DB_TIMEOUT_MS")? {
+            config.db_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(n) = env_number::<usize>("RECIPE_API_BODY_LIMIT")? {
+            config.body_limit = n;
+        }
+        config.workers = env_number::<usize>("RECIPE_API_WORKERS")?.filter(|n| *n > 0);
+        Ok(config)
+    }
+}
+
+fn env_number<T: std::str::FromStr>(key: &str) -> anyhow::Result<Option<T>> {
+    match std::env::var(key) {
+        Ok(v) => v
+            .trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{key} must be a non-negative integer")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Splits a token list on commas and newlines, dropping blanks.
+pub fn parse_tokens(text: &str) -> Vec<String> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_split_on_commas_and_lines_and_blanks_dropped() {
+        assert_eq!(parse_tokens("a, b,,\nc\n\n"), vec!["a", "b", "c"]);
+        assert!(parse_tokens(" ").is_empty());
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let config = Config::new("mysql://u:pw@h/db", vec!["tok".into()]);
+        let text = format!("{config:?}");
+        assert!(!text.contains("pw") && !text.contains("tok\""));
+    }
+}

@@ -1,0 +1,263 @@
+//! `/v1/ingredients`: list (with a case-insensitive name-prefix search), create, read, rename,
+//! delete, and the recipes that use an ingredient.
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use diesel::Connection;
+
+use super::{db, page_params, paginate, path_id, read_json, AppState};
+use crate::auth::Authenticated;
+use crate::error::{ApiError, Problem};
+use crate::models::ingredients::{self as model, NewIngredient};
+use crate::models::{self, recipes as recipe_model};
+use crate::resources::{Ingredient, IngredientBody, IngredientPage, RecipePage};
+use crate::validation;
+
+const JSON: &[&str] = &["application/json"];
+
+fn not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("ingredient {id} does not exist"))
+}
+
+fn duplicate(name: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "an ingredient named '{name}' already exists (names ignore case)"
+    ))
+}
+
+/// Maps a unique violation to a 409 naming the duplicate.
+fn unique_name(error: diesel::result::Error, name: &str) -> ApiError {
+    match error {
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        ) => duplicate(name),
+        other => other.into(),
+    }
+}
+
+/// List ingredients, by id, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/ingredients", tag = "ingredients",
+    params(
+        ("limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("q" = Option<String>, Query, description = "Case-insensitive name prefix"),
+    ),
+    responses(
+        (status = 200, description = "A page of ingredients", body = IngredientPage),
+        (status = 400, description = "Malformed limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list_ingredients(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let params = page_params(req.query_string())?;
+    let page = db(&state.pool, move |conn| {
+        let rows = model::list(conn, params.after, params.limit + 1, params.q.as_deref())?;
+        let (rows, next_cursor) = paginate(rows, params.limit, |r| r.id);
+        Ok(IngredientPage {
+            items: rows.into_iter().map(Ingredient::from).collect(),
+            next_cursor,
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Create an ingredient.
+#[utoipa::path(
+    post, path = "/v1/ingredients", tag = "ingredients",
+    request_body = IngredientBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; `Location` set", body = Ingredient),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name exists (ignoring case)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create_ingredient(
+    _auth: Authenticated,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_json(&req, payload, state.body_limit, JSON).await?;
+    let input = validation::ingredient_input(&body).map_err(ApiError::Validation)?;
+    let ingredient = db(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            let now = models::now();
+            let new = NewIngredient {
+                name: &input.name,
+                created_at: now,
+                updated_at: now,
+            };
+            let id = model::insert(conn, &new).map_err(|e| unique_name(e, &input.name))?;
+            model::find(conn, id)?.map(Ingredient::from).ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("created ingredient {id} vanished"))
+            })
+        })
+    })
+    .await?;
+    tracing::info!(ingredient.id = ingredient.id, "ingredient created");
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/v1/ingredients/{}", ingredient.id),
+        ))
+        .json(ingredient))
+}
+
+/// Read an ingredient.
+#[utoipa::path(
+    get, path = "/v1/ingredients/{id}", tag = "ingredients",
+    params(("id" = i64, Path, description = "Ingredient id", minimum = 1)),
+    responses(
+        (status = 200, description = "The ingredient", body = Ingredient),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such ingredient", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get_ingredient(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let ingredient = db(&state.pool, move |conn| Ok(model::find(conn, id)?))
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(HttpResponse::Ok().json(Ingredient::from(ingredient)))
+}
+
+/// Rename an ingredient.
+#[utoipa::path(
+    put, path = "/v1/ingredients/{id}", tag = "ingredients",
+    params(("id" = i64, Path, description = "Ingredient id", minimum = 1)),
+    request_body = IngredientBody,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The renamed ingredient", body = Ingredient),
+        (status = 400, description = "Malformed id or JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such ingredient", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another ingredient has the name (ignoring case)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn replace_ingredient(
+    _auth: Authenticated,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let body = read_json(&req, payload, state.body_limit, JSON).await?;
+    let input = validation::ingredient_input(&body).map_err(ApiError::Validation)?;
+    let ingredient = db(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            if model::find(conn, id)?.is_none() {
+                return Err(not_found(id));
+            }
+            model::rename(conn, id, &input.name, models::now())
+                .map_err(|e| unique_name(e, &input.name))?;
+            model::find(conn, id)?
+                .map(Ingredient::from)
+                .ok_or_else(|| not_found(id))
+        })
+    })
+    .await?;
+    tracing::info!(ingredient.id = id, "ingredient renamed");
+    Ok(HttpResponse::Ok().json(ingredient))
+}
+
+/// Delete an ingredient that no recipe uses.
+#[utoipa::path(
+    delete, path = "/v1/ingredients/{id}", tag = "ingredients",
+    params(("id" = i64, Path, description = "Ingredient id", minimum = 1)),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such ingredient", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A recipe uses it", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete_ingredient(
+    _auth: Authenticated,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let in_use =
+        move || ApiError::Conflict(format!("ingredient {id} is used by at least one recipe"));
+    db(&state.pool, move |conn| {
+        conn.transaction(|conn| {
+            if model::find(conn, id)?.is_none() {
+                return Err(not_found(id));
+            }
+            if model::in_use(conn, id)? {
+                return Err(in_use());
+            }
+            // The foreign key (ON DELETE RESTRICT) still guards against a recipe added since.
+            match model::delete(conn, id) {
+                Err(diesel::result::Error::DatabaseError(
+                    diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                    _,
+                )) => Err(in_use()),
+                other => other.map(|_| ()).map_err(ApiError::from),
+            }
+        })
+    })
+    .await?;
+    tracing::info!(ingredient.id = id, "ingredient deleted");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// List the recipes that use an ingredient, a page at a time.
+#[utoipa::path(
+    get, path = "/v1/ingredients/{id}/recipes", tag = "ingredients",
+    params(
+        ("id" = i64, Path, description = "Ingredient id", minimum = 1),
+        ("limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 20)", minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of recipes", body = RecipePage),
+        (status = 400, description = "Malformed id, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such ingredient", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn ingredient_recipes(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let params = page_params(req.query_string())?;
+    let page = db(&state.pool, move |conn| {
+        if !model::exists(conn, id)? {
+            return Err(not_found(id));
+        }
+        let rows = recipe_model::list(conn, params.after, params.limit + 1, Some(id))?;
+        let (rows, next_cursor) = paginate(rows, params.limit, |r| r.id);
+        let items = recipe_model::with_ingredients(conn, rows)?;
+        Ok(RecipePage { items, next_cursor })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(page))
+}

@@ -1,0 +1,671 @@
+//! Request validation: turns a parsed JSON document into a typed input or a list of field
+//! errors (`{"field": "ingredients[0].ingredient_id", "message": "..."}`). Pure functions, so
+//! every rule of the contract is checked by table-driven unit tests without a server.
+//!
+//! Bodies are parsed into `serde_json::Value` first and checked here by hand, because serde's
+//! own errors (unknown field, wrong type) name neither the full field path nor map to a 422.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+
+use bigdecimal::{BigDecimal, RoundingMode};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// Limits of the contract (DESIGN §4).
+pub const TITLE_MAX: usize = 200;
+pub const DESCRIPTION_MAX: usize = 2_000;
+pub const INSTRUCTIONS_MAX: usize = 20_000;
+pub const SERVINGS_RANGE: (i64, i64) = (1, 100);
+pub const PREP_MINUTES_RANGE: (i64, i64) = (0, 10_080);
+pub const INGREDIENTS_MAX: usize = 100;
+pub const QUANTITY_MAX: f64 = 1_000_000.0;
+pub const UNIT_MAX: usize = 32;
+pub const INGREDIENT_NAME_MAX: usize = 100;
+
+/// Writable fields of a recipe, in the order they are reported.
+pub const RECIPE_FIELDS: &[&str] = &[
+    "title",
+    "description",
+    "instructions",
+    "servings",
+    "prep_minutes",
+    "ingredients",
+];
+const RECIPE_INGREDIENT_FIELDS: &[&str] = &["ingredient_id", "quantity", "unit"];
+const INGREDIENT_FIELDS: &[&str] = &["name"];
+
+/// One violated rule, naming the field by its JSON path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Path of the offending field, e.g. `ingredients[0].ingredient_id`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A validated recipe body (POST, PUT, or a PATCH after merging).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipeInput {
+    /// Trimmed, 1..=200 characters.
+    pub title: String,
+    pub description: Option<String>,
+    pub instructions: Option<String>,
+    pub servings: Option<i32>,
+    pub prep_minutes: Option<i32>,
+    /// In the order given; `ingredient_id`s are unique.
+    pub ingredients: Vec<RecipeIngredientInput>,
+}
+
+/// One entry of a recipe's ingredient list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecipeIngredientInput {
+    pub ingredient_id: i64,
+    /// Rounded to the column's 6 decimal places.
+    pub quantity: Option<BigDecimal>,
+    pub unit: Option<String>,
+}
+
+/// A validated ingredient body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngredientInput {
+    /// Trimmed, 1..=100 characters.
+    pub name: String,
+}
+
+fn as_object<'a>(value: &'a Value, errors: &mut Vec<FieldError>) -> Option<&'a Map<String, Value>> {
+    match value {
+        Value::Object(map) => Some(map),
+        _ => {
+            errors.push(FieldError::new("$", "the body must be a JSON object"));
+            None
+        }
+    }
+}
+
+fn unknown_fields(
+    map: &Map<String, Value>,
+    known: &[&str],
+    prefix: &str,
+    errors: &mut Vec<FieldError>,
+) {
+    for key in map.keys() {
+        if !known.contains(&key.as_str()) {
+            errors.push(FieldError::new(format!("{prefix}{key}"), "unknown field"));
+        }
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A required string, trimmed, with a length in characters.
+fn required_trimmed(
+    map: &Map<String, Value>,
+    key: &str,
+    max: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    match map.get(key) {
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new(key, "is required"));
+            None
+        }
+        Some(Value::String(s)) => {
+            let trimmed = s.trim();
+            let len = trimmed.chars().count();
+            if len == 0 || len > max {
+                errors.push(FieldError::new(
+                    key,
+                    format!("must be 1 to {max} characters long after trimming"),
+                ));
+                None
+            } else {
+                Some(trimmed.to_string())
+            }
+        }
+        Some(other) => {
+            errors.push(FieldError::new(
+                key,
+                format!("must be a string, not {}", type_name(other)),
+            ));
+            None
+        }
+    }
+}
+
+/// An optional (nullable) string of at most `max` characters, stored as given.
+fn optional_string(
+    value: Option<&Value>,
+    field: &str,
+    max: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            if s.chars().count() > max {
+                errors.push(FieldError::new(
+                    field,
+                    format!("must be at most {max} characters long"),
+                ));
+                None
+            } else {
+                Some(s.clone())
+            }
+        }
+        Some(other) => {
+            errors.push(FieldError::new(
+                field,
+                format!("must be a string or null, not {}", type_name(other)),
+            ));
+            None
+        }
+    }
+}
+
+/// An optional (nullable) integer within an inclusive range.
+fn optional_int(
+    value: Option<&Value>,
+    field: &str,
+    (min, max): (i64, i64),
+    errors: &mut Vec<FieldError>,
+) -> Option<i32> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(i) if (min..=max).contains(&i) => i32::try_from(i).ok(),
+            _ => {
+                errors.push(FieldError::new(
+                    field,
+                    format!("must be an integer from {min} to {max}"),
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            errors.push(FieldError::new(
+                field,
+                format!("must be an integer or null, not {}", type_name(other)),
+            ));
+            None
+        }
+    }
+}
+
+fn quantity(
+    value: Option<&Value>,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<BigDecimal> {
+    let range_error =
+        || FieldError::new(field, format!("must be a number from 0 to {QUANTITY_MAX}"));
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => {
+            let in_range = n
+                .as_f64()
+                .is_some_and(|f| f.is_finite() && (0.0..=QUANTITY_MAX).contains(&f));
+            if !in_range {
+                errors.push(range_error());
+                return None;
+            }
+            match BigDecimal::from_str(&n.to_string()) {
+                Ok(d) => Some(d.with_scale_round(6, RoundingMode::HalfEven).normalized()),
+                Err(_) => {
+                    errors.push(range_error());
+                    None
+                }
+            }
+        }
+        Some(other) => {
+            errors.push(FieldError::new(
+                field,
+                format!("must be a number or null, not {}", type_name(other)),
+            ));
+            None
+        }
+    }
+}
+
+fn recipe_ingredient(
+    value: &Value,
+    index: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<RecipeIngredientInput> {
+    let prefix = format!("ingredients[{index}]");
+    let Value::Object(map) = value else {
+        errors.push(FieldError::new(
+            &prefix,
+            format!("must be an object, not {}", type_name(value)),
+        ));
+        return None;
+    };
+    let before = errors.len();
+    unknown_fields(map, RECIPE_INGREDIENT_FIELDS, &format!("{prefix}."), errors);
+    let id_field = format!("{prefix}.ingredient_id");
+    let ingredient_id = match map.get("ingredient_id") {
+        None | Some(Value::Null) => {
+            errors.push(FieldError::new(&id_field, "is required"));
+            None
+        }
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(i) if i > 0 => Some(i),
+            _ => {
+                errors.push(FieldError::new(
+                    &id_field,
+                    "must be a positive 64-bit integer",
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            errors.push(FieldError::new(
+                &id_field,
+                format!("must be an integer, not {}", type_name(other)),
+            ));
+            None
+        }
+    };
+    let quantity = quantity(map.get("quantity"), &format!("{prefix}.quantity"), errors);
+    let unit = optional_string(map.get("unit"), &format!("{prefix}.unit"), UNIT_MAX, errors);
+    match ingredient_id {
+        Some(ingredient_id) if errors.len() == before => Some(RecipeIngredientInput {
+            ingredient_id,
+            quantity,
+            unit,
+        }),
+        _ => None,
+    }
+}
+
+/// Validates a full recipe document (POST and PUT bodies, merged PATCH documents).
+/// Missing optional fields are null; a missing `ingredients` is an empty list.
+pub fn recipe_input(value: &Value) -> Result<RecipeInput, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let Some(map) = as_object(value, &mut errors) else {
+        return Err(errors);
+    };
+    unknown_fields(map, RECIPE_FIELDS, "", &mut errors);
+    let title = required_trimmed(map, "title", TITLE_MAX, &mut errors);
+    let description = optional_string(
+        map.get("description"),
+        "description",
+        DESCRIPTION_MAX,
+        &mut errors,
+    );
+    let instructions = optional_string(
+        map.get("instructions"),
+        "instructions",
+        INSTRUCTIONS_MAX,
+        &mut errors,
+    );
+    let servings = optional_int(map.get("servings"), "servings", SERVINGS_RANGE, &mut errors);
+    let prep_minutes = optional_int(
+        map.get("prep_minutes"),
+        "prep_minutes",
+        PREP_MINUTES_RANGE,
+        &mut errors,
+    );
+    let mut ingredients = Vec::new();
+    match map.get("ingredients") {
+        None => {}
+        Some(Value::Array(items)) => {
+            if items.len() > INGREDIENTS_MAX {
+                errors.push(FieldError::new(
+                    "ingredients",
+                    format!("must have at most {INGREDIENTS_MAX} entries"),
+                ));
+            } else {
+                let mut seen = HashSet::new();
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(entry) = recipe_ingredient(item, i, &mut errors) {
+                        if !seen.insert(entry.ingredient_id) {
+                            errors.push(FieldError::new(
+                                format!("ingredients[{i}].ingredient_id"),
+                                "is listed more than once",
+                            ));
+                        }
+                        ingredients.push(entry);
+                    }
+                }
+            }
+        }
+        Some(other) => errors.push(FieldError::new(
+            "ingredients",
+            format!("must be an array, not {}", type_name(other)),
+        )),
+    }
+    match title {
+        Some(title) if errors.is_empty() => Ok(RecipeInput {
+            title,
+            description,
+            instructions,
+            servings,
+            prep_minutes,
+            ingredients,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// Checks the shape of a merge-patch document before it is applied: an object whose keys are
+/// writable recipe fields. Values are checked after merging, by [`recipe_input`].
+pub fn recipe_patch(value: &Value) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if let Some(map) = as_object(value, &mut errors) {
+        unknown_fields(map, RECIPE_FIELDS, "", &mut errors);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Validates an ingredient body (POST and PUT).
+pub fn ingredient_input(value: &Value) -> Result<IngredientInput, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let Some(map) = as_object(value, &mut errors) else {
+        return Err(errors);
+    };
+    unknown_fields(map, INGREDIENT_FIELDS, "", &mut errors);
+    let name = required_trimmed(map, "name", INGREDIENT_NAME_MAX, &mut errors);
+    match name {
+        Some(name) if errors.is_empty() => Ok(IngredientInput { name }),
+        _ => Err(errors),
+    }
+}
+
+/// Parses a path id: a positive 64-bit integer in plain decimal.
+pub fn path_id(raw: &str) -> Option<i64> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn fields(result: Result<RecipeInput, Vec<FieldError>>) -> Vec<String> {
+        match result {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.field).collect(),
+        }
+    }
+
+    #[test]
+    fn recipe_rules_report_the_offending_field() {
+        let long = |n: usize| "x".repeat(n);
+        let ingredients_101: Vec<Value> = (1..=101).map(|i| json!({"ingredient_id": i})).collect();
+        let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+            ("minimal recipe is valid", json!({"title": "Soup"}), vec![]),
+            ("title is required", json!({}), vec!["title"]),
+            (
+                "null title is missing",
+                json!({"title": null}),
+                vec!["title"],
+            ),
+            ("blank title", json!({"title": "   "}), vec!["title"]),
+            ("title of 200 chars", json!({"title": long(200)}), vec![]),
+            (
+                "title of 201 chars",
+                json!({"title": long(201)}),
+                vec!["title"],
+            ),
+            (
+                "200 multibyte chars fit",
+                json!({"title": "é".repeat(200)}),
+                vec![],
+            ),
+            ("title of wrong type", json!({"title": 5}), vec!["title"]),
+            (
+                "description of 2000",
+                json!({"title": "a", "description": long(2000)}),
+                vec![],
+            ),
+            (
+                "description of 2001",
+                json!({"title": "a", "description": long(2001)}),
+                vec!["description"],
+            ),
+            (
+                "description null",
+                json!({"title": "a", "description": null}),
+                vec![],
+            ),
+            (
+                "instructions of 20000",
+                json!({"title": "a", "instructions": long(20_000)}),
+                vec![],
+            ),
+            (
+                "instructions of 20001",
+                json!({"title": "a", "instructions": long(20_001)}),
+                vec!["instructions"],
+            ),
+            (
+                "servings 0",
+                json!({"title": "a", "servings": 0}),
+                vec!["servings"],
+            ),
+            ("servings 1", json!({"title": "a", "servings": 1}), vec![]),
+            (
+                "servings 100",
+                json!({"title": "a", "servings": 100}),
+                vec![],
+            ),
+            (
+                "servings 101",
+                json!({"title": "a", "servings": 101}),
+                vec!["servings"],
+            ),
+            (
+                "servings fractional",
+                json!({"title": "a", "servings": 2.5}),
+                vec!["servings"],
+            ),
+            (
+                "servings string",
+                json!({"title": "a", "servings": "4"}),
+                vec!["servings"],
+            ),
+            (
+                "prep_minutes -1",
+                json!({"title": "a", "prep_minutes": -1}),
+                vec!["prep_minutes"],
+            ),
+            (
+                "prep_minutes 0",
+                json!({"title": "a", "prep_minutes": 0}),
+                vec![],
+            ),
+            (
+                "prep_minutes 10080",
+                json!({"title": "a", "prep_minutes": 10_080}),
+                vec![],
+            ),
+            (
+                "prep_minutes 10081",
+                json!({"title": "a", "prep_minutes": 10_081}),
+                vec!["prep_minutes"],
+            ),
+            (
+                "unknown field",
+                json!({"title": "a", "colour": "red"}),
+                vec!["colour"],
+            ),
+            (
+                "read-only id is unknown",
+                json!({"title": "a", "id": 3}),
+                vec!["id"],
+            ),
+            (
+                "ingredients not an array",
+                json!({"title": "a", "ingredients": {}}),
+                vec!["ingredients"],
+            ),
+            (
+                "ingredients null",
+                json!({"title": "a", "ingredients": null}),
+                vec!["ingredients"],
+            ),
+            (
+                "101 ingredients",
+                json!({"title": "a", "ingredients": ingredients_101}),
+                vec!["ingredients"],
+            ),
+            (
+                "ingredient id missing",
+                json!({"title": "a", "ingredients": [{"quantity": 1}]}),
+                vec!["ingredients[0].ingredient_id"],
+            ),
+            (
+                "ingredient id zero",
+                json!({"title": "a", "ingredients": [{"ingredient_id": 0}]}),
+                vec!["ingredients[0].ingredient_id"],
+            ),
+            (
+                "ingredient id string",
+                json!({"title": "a", "ingredients": [{"ingredient_id": "1"}]}),
+                vec!["ingredients[0].ingredient_id"],
+            ),
+            (
+                "duplicate ingredient id",
+                json!({"title": "a", "ingredients": [{"ingredient_id": 1}, {"ingredient_id": 1}]}),
+                vec!["ingredients[1].ingredient_id"],
+            ),
+            (
+                "negative quantity",
+                json!({"title": "a", "ingredients": [{"ingredient_id": 1, "quantity": -0.5}]}),
+                vec!["ingredients[0].quantity"],
+            ),
+            (
+                "quantity at the maximum",
+                json!({"title": "a", "ingredients": [{"ingredient_id": 1, "quantity": 1_000_000}]}),
+                vec![],
+            ),
+            (
+                "quantity above the maximum",
+                json!({"title": "a", "ingredients": [{"ingredient_id": 1, "quantity": 1_000_000.5}]}),
+                vec!["ingredients[0].quantity"],
+            ),
+            (
+                "quantity as string",
+                json!({"title": "a", "ingredients": [{"ingredient_id": 1, "quantity": "2"}]}),
+                vec!["ingredients[0].quantity"],
+            ),
+            (
+                "unit of 33 chars",
+                json!({"title": "a", "ingredients": [{"ingredient_id": 1, "unit": long(33)}]}),
+                vec!["ingredients[0].unit"],
+            ),
+            (
+                "unknown field in an ingredient",
+                json!({"title": "a", "ingredients": [{"ingredient_id": 1, "name": "flour"}]}),
+                vec!["ingredients[0].name"],
+            ),
+            (
+                "ingredient entry not an object",
+                json!({"title": "a", "ingredients": [7]}),
+                vec!["ingredients[0]"],
+            ),
+            ("body not an object", json!([1, 2]), vec!["$"]),
+            (
+                "several errors at once",
+                json!({"title": "", "servings": 0, "extra": 1}),
+                vec!["extra", "title", "servings"],
+            ),
+        ];
+        for (name, body, expected) in cases {
+            assert_eq!(fields(recipe_input(&body)), expected, "case: {name}");
+        }
+    }
+
+    #[test]
+    fn recipe_input_trims_the_title_and_rounds_quantities() {
+        let input = recipe_input(&json!({
+            "title": "  Pancakes ",
+            "ingredients": [{"ingredient_id": 3, "quantity": 0.1234567, "unit": "g"}]
+        }))
+        .unwrap();
+        assert_eq!(input.title, "Pancakes");
+        assert_eq!(
+            input.ingredients[0].quantity,
+            Some(BigDecimal::from_str("0.123457").unwrap())
+        );
+    }
+
+    #[test]
+    fn ingredient_rules_report_the_offending_field() {
+        let cases: Vec<(Value, Vec<&str>)> = vec![
+            (json!({"name": "flour"}), vec![]),
+            (json!({"name": " "}), vec!["name"]),
+            (json!({}), vec!["name"]),
+            (json!({"name": "x".repeat(100)}), vec![]),
+            (json!({"name": "x".repeat(101)}), vec!["name"]),
+            (json!({"name": 1}), vec!["name"]),
+            (json!({"name": "a", "id": 1}), vec!["id"]),
+            (json!("flour"), vec!["$"]),
+        ];
+        for (body, expected) in cases {
+            let got: Vec<String> = match ingredient_input(&body) {
+                Ok(_) => vec![],
+                Err(e) => e.into_iter().map(|e| e.field).collect(),
+            };
+            assert_eq!(got, expected, "body: {body}");
+        }
+    }
+
+    #[test]
+    fn patch_documents_must_name_writable_fields_only() {
+        assert!(recipe_patch(&json!({"title": null, "servings": 2})).is_ok());
+        assert_eq!(
+            recipe_patch(&json!({"version": 2})).unwrap_err()[0].field,
+            "version"
+        );
+        assert_eq!(recipe_patch(&json!(3)).unwrap_err()[0].field, "$");
+    }
+
+    #[test]
+    fn path_ids_must_be_positive_64_bit_integers() {
+        let cases = [
+            ("1", Some(1)),
+            ("42", Some(42)),
+            ("9223372036854775807", Some(i64::MAX)),
+            ("9223372036854775808", None),
+            ("0", None),
+            ("-1", None),
+            ("+1", None),
+            ("1.0", None),
+            ("abc", None),
+            ("", None),
+            (" 1", None),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(path_id(raw), expected, "raw: {raw:?}");
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! Black-box tests of recipe-api: the real `Application` on port 0 against a fresh MariaDB
+//! database per test (`domain::testing::TestDb`).
+
+// Tests may panic on unexpected results; clippy.toml allows it in #[test] fns, not helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod concurrency;
+mod errors;
+mod helpers;
+mod ingredients;
+mod operations;
+mod recipes;
