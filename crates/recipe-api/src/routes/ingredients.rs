@@ -8,8 +8,8 @@ use diesel::Connection;
 use super::{db, page_params, paginate, path_id, read_json, AppState};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
+use crate::models;
 use crate::models::ingredients::{self as model, NewIngredient};
-use crate::models::{self, recipes as recipe_model};
 use crate::resources::{Ingredient, IngredientBody, IngredientPage, RecipePage};
 use crate::validation;
 
@@ -253,10 +253,12 @@ pub async fn ingredient_recipes(
         if !model::exists(conn, id)? {
             return Err(not_found(id));
         }
-        let rows = recipe_model::list(conn, params.after, params.limit + 1, Some(id))?;
-        let (rows, next_cursor) = paginate(rows, params.limit, |r| r.id);
-        let items = recipe_model::with_ingredients(conn, rows)?;
-        Ok(RecipePage { items, next_cursor })
+        Ok(super::recipes::recipe_page(
+            conn,
+            params.after,
+            params.limit,
+            Some(id),
+        )?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(page))

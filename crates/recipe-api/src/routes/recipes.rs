@@ -6,7 +6,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::mysql::MysqlConnection;
-use diesel::Connection;
+use diesel::{Connection, QueryResult};
 use serde_json::{json, Value};
 
 use super::{db, etag, page_params, paginate, path_id, read_json, AppState, EntityTags};
@@ -46,10 +46,12 @@ pub async fn list_recipes(
 ) -> Result<HttpResponse, ApiError> {
     let params = page_params(req.query_string())?;
     let page = db(&state.pool, move |conn| {
-        let rows = model::list(conn, params.after, params.limit + 1, params.ingredient_id)?;
-        let (rows, next_cursor) = paginate(rows, params.limit, |r| r.id);
-        let items = model::with_ingredients(conn, rows)?;
-        Ok(RecipePage { items, next_cursor })
+        Ok(recipe_page(
+            conn,
+            params.after,
+            params.limit,
+            params.ingredient_id,
+        )?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(page))
@@ -78,29 +80,7 @@ pub async fn create_recipe(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
     let input = validation::recipe_input(&body).map_err(ApiError::Validation)?;
-    let recipe = db(&state.pool, move |conn| {
-        conn.transaction(|conn| {
-            check_ingredients_exist(conn, &input)?;
-            let now = models::now();
-            let id = model::insert(
-                conn,
-                &NewRecipe {
-                    title: &input.title,
-                    description: input.description.as_deref(),
-                    instructions: input.instructions.as_deref(),
-                    servings: input.servings,
-                    prep_minutes: input.prep_minutes,
-                    version: 1,
-                    created_at: now,
-                    updated_at: now,
-                },
-            )?;
-            model::insert_links(conn, &links(id, &input))?;
-            model::load(conn, id)?
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("created recipe {id} vanished")))
-        })
-    })
-    .await?;
+    let recipe = db(&state.pool, move |conn| create(conn, &input)).await?;
     tracing::info!(recipe.id = recipe.id, "recipe created");
     let mut response = HttpResponse::Created();
     response.insert_header((header::LOCATION, format!("/v1/recipes/{}", recipe.id)));
@@ -171,10 +151,7 @@ pub async fn replace_recipe(
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
     let input = validation::recipe_input(&body).map_err(ApiError::Validation)?;
     let recipe = db(&state.pool, move |conn| {
-        conn.transaction(|conn| {
-            let current = lock(conn, id, if_match.as_ref())?;
-            write(conn, id, current.version, &input)
-        })
+        replace(conn, id, if_match.as_ref(), &input)
     })
     .await?;
     tracing::info!(
@@ -218,17 +195,7 @@ pub async fn patch_recipe(
     let patch = read_json(&req, payload, state.body_limit, MERGE_PATCH).await?;
     validation::recipe_patch(&patch).map_err(ApiError::Validation)?;
     let recipe = db(&state.pool, move |conn| {
-        conn.transaction(|conn| {
-            let current = lock(conn, id, if_match.as_ref())?;
-            let version = current.version;
-            let existing = model::with_ingredients(conn, vec![current])?
-                .pop()
-                .ok_or_else(|| recipe_not_found(id))?;
-            let mut document = writable_document(&existing);
-            json_patch::merge(&mut document, &patch);
-            let input = validation::recipe_input(&document).map_err(ApiError::Validation)?;
-            write(conn, id, version, &input)
-        })
+        merge_patch(conn, id, if_match.as_ref(), &patch)
     })
     .await?;
     tracing::info!(
@@ -264,16 +231,94 @@ pub async fn delete_recipe(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path)?;
     let if_match = EntityTags::from_header(req.headers(), header::IF_MATCH);
-    db(&state.pool, move |conn| {
-        conn.transaction(|conn| {
-            lock(conn, id, if_match.as_ref())?;
-            model::delete(conn, id)?;
-            Ok(())
-        })
-    })
-    .await?;
+    db(&state.pool, move |conn| remove(conn, id, if_match.as_ref())).await?;
     tracing::info!(recipe.id = id, "recipe deleted");
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// A page of recipes above `after` (optionally those using `ingredient`), with their
+/// ingredients loaded in one query.
+pub fn recipe_page(
+    conn: &mut MysqlConnection,
+    after: i64,
+    limit: i64,
+    ingredient: Option<i64>,
+) -> QueryResult<RecipePage> {
+    let rows = model::list(conn, after, limit + 1, ingredient)?;
+    let (rows, next_cursor) = paginate(rows, limit, |r| r.id);
+    let items = model::with_ingredients(conn, rows)?;
+    Ok(RecipePage { items, next_cursor })
+}
+
+/// Creates a recipe and its links in one transaction.
+pub fn create(conn: &mut MysqlConnection, input: &RecipeInput) -> Result<Recipe, ApiError> {
+    conn.transaction(|conn| {
+        check_ingredients_exist(conn, input)?;
+        let now = models::now();
+        let id = model::insert(
+            conn,
+            &NewRecipe {
+                title: &input.title,
+                description: input.description.as_deref(),
+                instructions: input.instructions.as_deref(),
+                servings: input.servings,
+                prep_minutes: input.prep_minutes,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            },
+        )?;
+        model::insert_links(conn, &links(id, input))?;
+        model::load(conn, id)?
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("created recipe {id} vanished")))
+    })
+}
+
+/// Replaces a recipe (PUT) in one transaction, if `If-Match` allows.
+pub fn replace(
+    conn: &mut MysqlConnection,
+    id: i64,
+    if_match: Option<&EntityTags>,
+    input: &RecipeInput,
+) -> Result<Recipe, ApiError> {
+    conn.transaction(|conn| {
+        let current = lock(conn, id, if_match)?;
+        write(conn, id, current.version, input)
+    })
+}
+
+/// Applies a JSON merge patch (PATCH) in one transaction, if `If-Match` allows: the patch is
+/// merged into the locked recipe's writable fields and the result validated as a whole.
+pub fn merge_patch(
+    conn: &mut MysqlConnection,
+    id: i64,
+    if_match: Option<&EntityTags>,
+    patch: &Value,
+) -> Result<Recipe, ApiError> {
+    conn.transaction(|conn| {
+        let current = lock(conn, id, if_match)?;
+        let version = current.version;
+        let existing = model::with_ingredients(conn, vec![current])?
+            .pop()
+            .ok_or_else(|| recipe_not_found(id))?;
+        let mut document = writable_document(&existing);
+        json_patch::merge(&mut document, patch);
+        let input = validation::recipe_input(&document).map_err(ApiError::Validation)?;
+        write(conn, id, version, &input)
+    })
+}
+
+/// Deletes a recipe in one transaction, if `If-Match` allows.
+pub fn remove(
+    conn: &mut MysqlConnection,
+    id: i64,
+    if_match: Option<&EntityTags>,
+) -> Result<(), ApiError> {
+    conn.transaction(|conn| {
+        lock(conn, id, if_match)?;
+        model::delete(conn, id)?;
+        Ok(())
+    })
 }
 
 fn recipe_not_found(id: i64) -> ApiError {
