@@ -57,6 +57,9 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// A deadlock or lock-wait timeout that outlived the retries: the client may retry.
+    #[error("the resource is busy")]
+    Contention(#[source] anyhow::Error),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -76,6 +79,7 @@ impl ApiError {
             ApiError::Unavailable(_) => {
                 "the database is unavailable; retry after a few seconds".to_string()
             }
+            ApiError::Contention(_) => "the resource is busy; retry shortly".to_string(),
             ApiError::Internal(_) => "an unexpected error occurred".to_string(),
             other => other.to_string(),
         }
@@ -103,6 +107,12 @@ fn log_cause(error: &ApiError) {
         ApiError::Unavailable(cause) => {
             tracing::warn!(error.cause = format!("{cause:#}"), "database unavailable")
         }
+        ApiError::Contention(cause) => {
+            tracing::warn!(
+                error.cause = format!("{cause:#}"),
+                "write contention outlived retries"
+            )
+        }
         ApiError::Internal(cause) => {
             tracing::error!(error.cause = format!("{cause:#}"), "internal error")
         }
@@ -122,7 +132,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Contention(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -138,7 +148,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(allow) => {
                 response.insert_header((header::ALLOW, *allow));
             }
-            ApiError::Unavailable(_) => {
+            ApiError::Unavailable(_) | ApiError::Contention(_) => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string()));
             }
             _ => {}
@@ -167,6 +177,18 @@ impl From<DieselError> for ApiError {
             }
             DieselError::DatabaseError(_, info) if is_connection_loss(info.message()) => {
                 ApiError::Unavailable(error.into())
+            }
+            // 1213 deadlock maps to SerializationFailure; 1205 lock wait timeout has no kind.
+            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+                ApiError::Contention(error.into())
+            }
+            DieselError::DatabaseError(_, info)
+                if info
+                    .message()
+                    .to_ascii_lowercase()
+                    .contains("lock wait timeout") =>
+            {
+                ApiError::Contention(error.into())
             }
             DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
                 ApiError::Conflict("a resource with the same unique key already exists".to_string())
@@ -209,6 +231,7 @@ mod tests {
             (ApiError::UnsupportedMediaType("x".into()), 415),
             (ApiError::field("title", "is required"), 422),
             (ApiError::Unavailable(anyhow::anyhow!("down")), 503),
+            (ApiError::Contention(anyhow::anyhow!("deadlock")), 503),
             (ApiError::Internal(anyhow::anyhow!("boom")), 500),
         ];
         for (error, status) in cases {

@@ -9,6 +9,9 @@ use std::time::Duration;
 use chrono::{NaiveDateTime, Timelike, Utc};
 use diesel::mysql::MysqlConnection;
 use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::Connection;
+
+use crate::error::ApiError;
 
 /// The connection pool shared by all workers.
 pub type DbPool = Pool<ConnectionManager<MysqlConnection>>;
@@ -30,4 +33,26 @@ pub fn now() -> NaiveDateTime {
     let now = Utc::now().naive_utc();
     now.with_nanosecond(now.nanosecond() / 1_000 * 1_000)
         .unwrap_or(now)
+}
+
+/// Attempts of a write transaction that fails on a deadlock or lock-wait timeout.
+const TRANSACTION_ATTEMPTS: u32 = 4;
+
+/// Runs `f` in a transaction, re-running it from the start when InnoDB picks it as a deadlock
+/// victim (or a lock wait times out): the rollback undid everything, so a retry is safe.
+pub fn transaction<T, F>(conn: &mut MysqlConnection, mut f: F) -> Result<T, ApiError>
+where
+    F: FnMut(&mut MysqlConnection) -> Result<T, ApiError>,
+{
+    let mut attempt = 1;
+    loop {
+        match conn.transaction(&mut f) {
+            Err(ApiError::Contention(cause)) if attempt < TRANSACTION_ATTEMPTS => {
+                tracing::debug!(attempt, error.cause = %cause, "retrying a transaction after lock contention");
+                std::thread::sleep(Duration::from_millis(u64::from(attempt) * 5));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }

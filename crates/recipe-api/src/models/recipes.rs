@@ -154,26 +154,61 @@ pub fn with_ingredients(
     }
     Ok(rows
         .into_iter()
-        .map(|row| Recipe {
-            ingredients: by_recipe.remove(&row.id).unwrap_or_default(),
-            id: row.id,
-            title: row.title,
-            description: row.description,
-            instructions: row.instructions,
-            servings: row.servings,
-            prep_minutes: row.prep_minutes,
-            version: row.version,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+        .map(|row| {
+            let ingredients = by_recipe.remove(&row.id).unwrap_or_default();
+            representation(row, ingredients)
         })
         .collect())
 }
 
-/// The full representation of one recipe.
+/// The full representation of one recipe, in one query (the hot path of `GET /v1/recipes/{id}`):
+/// the recipe row left-joined to its links and their ingredients.
 pub fn load(conn: &mut MysqlConnection, id: i64) -> QueryResult<Option<Recipe>> {
-    match find(conn, id)? {
-        None => Ok(None),
-        Some(row) => Ok(with_ingredients(conn, vec![row])?.pop()),
+    type Link = (i64, String, Option<BigDecimal>, Option<String>);
+    let rows: Vec<(RecipeRow, Option<Link>)> = recipes::table
+        .left_join(recipe_ingredients::table.inner_join(ingredients::table))
+        .filter(recipes::id.eq(id))
+        .order(recipe_ingredients::position.nullable().asc())
+        .select((
+            RecipeRow::as_select(),
+            (
+                recipe_ingredients::ingredient_id,
+                ingredients::name,
+                recipe_ingredients::quantity,
+                recipe_ingredients::unit,
+            )
+                .nullable(),
+        ))
+        .load(conn)?;
+    let mut rows = rows.into_iter();
+    let Some((row, first)) = rows.next() else {
+        return Ok(None);
+    };
+    let ingredients = first
+        .into_iter()
+        .chain(rows.filter_map(|(_, link)| link))
+        .map(|(ingredient_id, name, quantity, unit)| RecipeIngredient {
+            ingredient_id,
+            name,
+            quantity: quantity.as_ref().map(decimal_to_f64),
+            unit,
+        })
+        .collect();
+    Ok(Some(representation(row, ingredients)))
+}
+
+fn representation(row: RecipeRow, ingredients: Vec<RecipeIngredient>) -> Recipe {
+    Recipe {
+        ingredients,
+        id: row.id,
+        title: row.title,
+        description: row.description,
+        instructions: row.instructions,
+        servings: row.servings,
+        prep_minutes: row.prep_minutes,
+        version: row.version,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
     }
 }
 

@@ -3,7 +3,6 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use diesel::Connection;
 
 use super::{db, page_params, paginate, path_id, read_json, AppState};
 use crate::auth::Authenticated;
@@ -92,7 +91,7 @@ pub async fn create_ingredient(
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
     let input = validation::ingredient_input(&body).map_err(ApiError::Validation)?;
     let ingredient = db(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        models::transaction(conn, |conn| {
             let now = models::now();
             let new = NewIngredient {
                 name: &input.name,
@@ -166,7 +165,7 @@ pub async fn replace_ingredient(
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
     let input = validation::ingredient_input(&body).map_err(ApiError::Validation)?;
     let ingredient = db(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        models::transaction(conn, |conn| {
             if model::find(conn, id)?.is_none() {
                 return Err(not_found(id));
             }
@@ -205,7 +204,7 @@ pub async fn delete_ingredient(
     let in_use =
         move || ApiError::Conflict(format!("ingredient {id} is used by at least one recipe"));
     db(&state.pool, move |conn| {
-        conn.transaction(|conn| {
+        models::transaction(conn, |conn| {
             if model::find(conn, id)?.is_none() {
                 return Err(not_found(id));
             }

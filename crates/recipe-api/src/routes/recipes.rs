@@ -6,7 +6,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::mysql::MysqlConnection;
-use diesel::{Connection, QueryResult};
+use diesel::QueryResult;
 use serde_json::{json, Value};
 
 use super::{db, etag, page_params, paginate, path_id, read_json, AppState, EntityTags};
@@ -252,7 +252,7 @@ pub fn recipe_page(
 
 /// Creates a recipe and its links in one transaction.
 pub fn create(conn: &mut MysqlConnection, input: &RecipeInput) -> Result<Recipe, ApiError> {
-    conn.transaction(|conn| {
+    models::transaction(conn, |conn| {
         check_ingredients_exist(conn, input)?;
         let now = models::now();
         let id = model::insert(
@@ -281,7 +281,7 @@ pub fn replace(
     if_match: Option<&EntityTags>,
     input: &RecipeInput,
 ) -> Result<Recipe, ApiError> {
-    conn.transaction(|conn| {
+    models::transaction(conn, |conn| {
         let current = lock(conn, id, if_match)?;
         write(conn, id, current.version, input)
     })
@@ -295,7 +295,7 @@ pub fn merge_patch(
     if_match: Option<&EntityTags>,
     patch: &Value,
 ) -> Result<Recipe, ApiError> {
-    conn.transaction(|conn| {
+    models::transaction(conn, |conn| {
         let current = lock(conn, id, if_match)?;
         let version = current.version;
         let existing = model::with_ingredients(conn, vec![current])?
@@ -314,7 +314,7 @@ pub fn remove(
     id: i64,
     if_match: Option<&EntityTags>,
 ) -> Result<(), ApiError> {
-    conn.transaction(|conn| {
+    models::transaction(conn, |conn| {
         lock(conn, id, if_match)?;
         model::delete(conn, id)?;
         Ok(())

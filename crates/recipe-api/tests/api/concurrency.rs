@@ -86,3 +86,48 @@ async fn concurrent_patches_and_deletes_with_the_same_if_match_let_exactly_one_w
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn concurrent_writers_sharing_ingredients_all_succeed_without_a_server_error() {
+    let app = spawn_app().await;
+    let mut ingredients = Vec::new();
+    for i in 0..10 {
+        ingredients.push(app.create_ingredient(&format!("shared {i}")).await);
+    }
+    let mut recipes = Vec::new();
+    for i in 0..4 {
+        recipes.push(
+            app.create_recipe(&json!({"title": format!("base {i}")}))
+                .await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let body = |i: usize| {
+        let items: Vec<_> = (0..8)
+            .map(|k| json!({"ingredient_id": ingredients[(i + k) % 10], "quantity": k}))
+            .collect();
+        json!({"title": format!("writer {i}"), "ingredients": items})
+    };
+    let requests = (0..24).map(|i| match i % 3 {
+        0 => app
+            .authed(Method::POST, "/v1/recipes")
+            .json(&body(i))
+            .send(),
+        1 => app
+            .authed(Method::PUT, &format!("/v1/recipes/{}", recipes[i % 4]))
+            .json(&body(i))
+            .send(),
+        _ => app
+            .authed(Method::PATCH, &format!("/v1/recipes/{}", recipes[i % 4]))
+            .json(&json!({"ingredients": body(i)["ingredients"]}))
+            .send(),
+    });
+    let statuses: Vec<StatusCode> = join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status())
+        .collect();
+    assert!(statuses.iter().all(|s| s.is_success()), "{statuses:?}");
+    assert_eq!(app.count("recipes"), 4 + 8);
+}

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Benchmark of recipe-api (a benchmark, not a test): seeds a fresh database with 10,000 recipes
+# (8 ingredients each, from 500), starts the release binary on a free loopback port, and for
+# each scenario runs wrk (16 connections, 10 s) and then the database ceiling: the same diesel
+# code the endpoint runs, straight against MariaDB at the same concurrency. Prints req/s, p50,
+# p99 and the ratio API / ceiling, and the server's resident memory under load.
+#
+# Usage: deploy/dev/bench-api.sh  (after `deploy/dev/env.sh up`; reads .dev/env)
+# Env:   BENCH_CONNECTIONS (16), BENCH_SECONDS (10), BENCH_SCENARIOS ("by-id by-ingredient write-mix")
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+if [ -f "$ROOT/.dev/env" ]; then
+  set -a; . "$ROOT/.dev/env"; set +a
+fi
+: "${MYSQL_URL:?MYSQL_URL is not set: run deploy/dev/env.sh up first}"
+command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)"; exit 1; }
+
+CONNECTIONS="${BENCH_CONNECTIONS:-16}"
+SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
+SCENARIOS="${BENCH_SCENARIOS:-by-id by-ingredient write-mix}"
+export BENCH_RECIPES=10000 BENCH_INGREDIENTS=500
+
+cargo build --release -p recipe-api --bin recipe-api --example bench_db
+BIN="$ROOT/target/release/recipe-api"
+CEILING="$ROOT/target/release/examples/bench_db"
+
+rest="${MYSQL_URL#mysql://}"
+creds="${rest%%@*}"; hostport="${rest#*@}"; hostport="${hostport%%/*}"
+DB_USER="${creds%%:*}"; export MYSQL_PWD="${creds#*:}"
+DB_HOST="${hostport%%:*}"; DB_PORT="${hostport##*:}"
+[ "$DB_PORT" = "$hostport" ] && DB_PORT=3306
+sql() { mariadb --protocol=TCP -h "$DB_HOST" -P "$DB_PORT" -u "$DB_USER" "$@"; }
+
+DB_NAME="bench_$(python3 -c 'import uuid; print(uuid.uuid4().hex)')"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+export BENCH_TOKEN="bench-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+RESULTS="$(mktemp -d)"
+LOG="$ROOT/.dev/bench-recipe-api.log"
+PID=""
+
+cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  fi
+  sql -e "DROP DATABASE IF EXISTS \`$DB_NAME\`" || true
+  rm -rf "$RESULTS"
+}
+trap cleanup EXIT
+
+sql -e "CREATE DATABASE \`$DB_NAME\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+export DATABASE_URL="${MYSQL_URL%/}/$DB_NAME"
+"$BIN" migrate >"$LOG" 2>&1
+echo "seeding $BENCH_RECIPES recipes, $BENCH_INGREDIENTS ingredients ..."
+python3 deploy/dev/bench/seed.py "$BENCH_RECIPES" "$BENCH_INGREDIENTS" | sql "$DB_NAME"
+sql "$DB_NAME" -e "ANALYZE TABLE recipes, ingredients, recipe_ingredients" >/dev/null
+
+RECIPE_API_BIND="127.0.0.1:$PORT" RECIPE_API_TOKENS="$BENCH_TOKEN" RECIPE_API_POOL_SIZE="$CONNECTIONS" \
+  RUST_LOG=warn "$BIN" serve >>"$LOG" 2>&1 &
+PID=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  kill -0 "$PID" 2>/dev/null || { echo "recipe-api exited; log:"; cat "$LOG"; exit 1; }
+  sleep 0.1
+done
+
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
+for scenario in $SCENARIOS; do
+  echo "== $scenario: API (wrk -c$CONNECTIONS -d${SECONDS_PER_RUN}s)"
+  # Warm up (caches, pool) for 2 s, then measure.
+  BENCH_SCENARIO="$scenario" wrk -t2 -c"$CONNECTIONS" -d2s -s deploy/dev/bench/recipes.lua "http://127.0.0.1:$PORT" >/dev/null
+  max_rss=0
+  ( while kill -0 "$PID" 2>/dev/null; do rss_kib; sleep 0.2; done ) >"$RESULTS/$scenario.rss" &
+  sampler=$!
+  BENCH_SCENARIO="$scenario" wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s deploy/dev/bench/recipes.lua \
+    "http://127.0.0.1:$PORT" | tee "$RESULTS/$scenario.wrk" | grep -E "Requests/sec|Non-2xx" || true
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  max_rss="$(sort -n "$RESULTS/$scenario.rss" | tail -1)"
+  grep '^WRK_JSON ' "$RESULTS/$scenario.wrk" | sed 's/^WRK_JSON //' >"$RESULTS/$scenario.api.json"
+  echo "{\"max_rss_kib\": ${max_rss:-0}}" >"$RESULTS/$scenario.rss.json"
+  echo "== $scenario: database ceiling ($CONNECTIONS threads, ${SECONDS_PER_RUN}s)"
+  "$CEILING" "$DATABASE_URL" "$scenario" "$CONNECTIONS" "$SECONDS_PER_RUN" "$BENCH_RECIPES" "$BENCH_INGREDIENTS" \
+    | tee "$RESULTS/$scenario.db.json"
+done
+peak_kib="$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")"
+
+python3 - "$RESULTS" "$peak_kib" $SCENARIOS <<'EOF'
+import json, sys
+results, peak_kib, scenarios = sys.argv[1], int(sys.argv[2] or 0), sys.argv[3:]
+def load(name):
+    with open(f"{results}/{name}") as f:
+        return json.loads(f.read().strip().splitlines()[-1])
+def rps(r):
+    return r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
+print()
+print(f"{'scenario':<15} {'API req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} | {'DB req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | {'API/DB':>6} {'RSS MiB':>8}")
+for s in scenarios:
+    api, db, rss = load(f"{s}.api.json"), load(f"{s}.db.json"), load(f"{s}.rss.json")
+    ratio = rps(api) / rps(db) if rps(db) else 0.0
+    print(f"{s:<15} {rps(api):>10.0f} {api['p50_us']/1000:>7.2f} {api['p99_us']/1000:>7.2f} {api['errors']:>6} | "
+          f"{rps(db):>10.0f} {db['p50_us']/1000:>7.2f} {db['p99_us']/1000:>7.2f} | {ratio:>6.0%} {rss['max_rss_kib']/1024:>8.1f}")
+print(f"peak resident memory of recipe-api over the whole run (VmHWM): {peak_kib/1024:.1f} MiB")
+EOF

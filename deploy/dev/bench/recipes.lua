@@ -1,0 +1,58 @@
+-- wrk script for `make bench-api`. BENCH_SCENARIO: by-id | by-ingredient | write-mix.
+-- BENCH_RECIPES / BENCH_INGREDIENTS: id ranges; BENCH_TOKEN: bearer token for writes.
+-- done() prints one line `WRK_JSON {...}` that deploy/dev/bench-api.sh parses.
+local scenario = os.getenv("BENCH_SCENARIO") or "by-id"
+local recipes = tonumber(os.getenv("BENCH_RECIPES") or "10000")
+local ingredients = tonumber(os.getenv("BENCH_INGREDIENTS") or "500")
+local token = os.getenv("BENCH_TOKEN") or ""
+local counter = 0
+
+function setup(thread)
+  counter = counter + 1
+  thread:set("tid", counter)
+end
+
+function init(args)
+  math.randomseed(os.time() * 1000 + (tid or 0) * 7919)
+end
+
+local function recipe_body()
+  local seen, items = {}, {}
+  while #items < 8 do
+    local id = math.random(1, ingredients)
+    if not seen[id] then
+      seen[id] = true
+      items[#items + 1] = string.format('{"ingredient_id":%d,"quantity":125.5,"unit":"g"}', id)
+    end
+  end
+  return string.format('{"title":"Bench recipe %d","description":"Written by the benchmark","servings":4,"ingredients":[%s]}',
+    math.random(1, 100000), table.concat(items, ","))
+end
+
+local json_headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }
+local patch_headers = { ["Content-Type"] = "application/merge-patch+json", ["Authorization"] = "Bearer " .. token }
+
+function request()
+  if scenario == "by-id" then
+    return wrk.format("GET", "/v1/recipes/" .. math.random(1, recipes))
+  elseif scenario == "by-ingredient" then
+    return wrk.format("GET", "/v1/recipes?ingredient_id=" .. math.random(1, ingredients))
+  else
+    local roll = math.random(1, 100)
+    local id = math.random(1, recipes)
+    if roll <= 50 then
+      return wrk.format("PATCH", "/v1/recipes/" .. id, patch_headers, string.format('{"servings":%d}', math.random(1, 100)))
+    elseif roll <= 75 then
+      return wrk.format("POST", "/v1/recipes", json_headers, recipe_body())
+    else
+      return wrk.format("PUT", "/v1/recipes/" .. id, json_headers, recipe_body())
+    end
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK_JSON {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,"errors":%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
