@@ -1,0 +1,45 @@
+# The two commands: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+ENV_SH := deploy/dev/env.sh
+# Load the service URLs written by `deploy/dev/env.sh up` (if present) into every recipe.
+LOAD_ENV := set -a; [ -f .dev/env ] && . .dev/env; set +a
+CARGO ?= cargo
+
+.PHONY: help run test lint fmt services down status toolchain build
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+toolchain: ## install what the build needs (Debian packages, rustfmt/clippy) when missing
+	@command -v cargo >/dev/null || { echo "cargo is required: install Rust with rustup (https://rustup.rs)"; exit 1; }
+	@$(ENV_SH) install
+
+services: toolchain ## start MariaDB, the BigQuery and GCS emulators on loopback (idempotent)
+	@$(ENV_SH) up
+
+down: ## stop the local services
+	@$(ENV_SH) down
+
+status: ## show the local services
+	@$(ENV_SH) status
+
+build: toolchain ## build every binary (debug)
+	$(CARGO) build --workspace --bins
+
+run: services ## start everything locally and run the main job (recipe-api on 127.0.0.1:8080)
+	@$(LOAD_ENV); $(CARGO) build -p recipe-api && \
+	  ./target/debug/recipe-api migrate && \
+	  echo "recipe-api on http://$${RECIPE_API_BIND:-127.0.0.1:8080} (Ctrl-C stops it)" && \
+	  exec ./target/debug/recipe-api serve
+
+test: services ## install what is missing, start the services, run every crate's tests
+	@$(LOAD_ENV); $(CARGO) test --workspace --all-targets
+	@$(LOAD_ENV); $(CARGO) build -p recipe-api && deploy/dev/schemathesis.sh
+
+lint: toolchain ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all

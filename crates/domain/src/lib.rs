@@ -1,0 +1,11 @@
+//! Shared model of the product: what `recipe-api`, `partition-sync` and `stream-sync` have in
+//! common. Database migrations and connections ([`db`]), the BigQuery client set-up
+//! ([`bigquery`]), the staging store ([`staging`]) and, behind the `test-support` feature,
+//! per-test databases and datasets ([`testing`]).
+
+pub mod bigquery;
+pub mod db;
+pub mod staging;
+
+#[cfg(feature = "test-support")]
+pub mod testing;

@@ -1,0 +1,194 @@
+//! Test support (feature `test-support`): a MySQL database and a BigQuery dataset per test, so
+//! tests run in parallel and leave nothing behind. Service URLs come from the environment or
+//! from `.dev/env`, written by `deploy/dev/env.sh up`. A missing service fails the test with a
+//! message saying how to start it; it never skips.
+
+// Test support panics by design: a test that cannot get its database must fail loudly.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::new_without_default)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use diesel::connection::SimpleConnection;
+use diesel::mysql::MysqlConnection;
+use diesel::Connection;
+
+/// URLs of the local services.
+#[derive(Debug, Clone)]
+pub struct DevEnv {
+    /// Server URL without a database, e.g. `mysql://dev:dev@127.0.0.1:33306`.
+    pub mysql_url: String,
+    pub bigquery_url: String,
+    pub bigquery_project: String,
+    /// Directory the BigQuery emulator writes `gs://bucket/path` exports into.
+    pub export_root: PathBuf,
+    pub gcs_url: String,
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn env_file() -> HashMap<String, String> {
+    let path = std::env::var("DEV_ENV_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| workspace_root().join(".dev/env"));
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Reads the service URLs. Panics with instructions when they are unknown.
+pub fn dev_env() -> DevEnv {
+    let file = env_file();
+    let get = |key: &str| -> String {
+        std::env::var(key)
+            .ok()
+            .or_else(|| file.get(key).cloned())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{key} is not set and .dev/env does not define it: start the local services \
+                 with `deploy/dev/env.sh up` (or `make test`)"
+                )
+            })
+    };
+    DevEnv {
+        mysql_url: get("MYSQL_URL"),
+        bigquery_url: get("BIGQUERY_URL"),
+        bigquery_project: get("BIGQUERY_PROJECT"),
+        export_root: PathBuf::from(get("BIGQUERY_EXPORT_ROOT")),
+        gcs_url: get("GCS_URL"),
+    }
+}
+
+/// A fresh, uniquely named MySQL database (`test_<uuid>`), dropped when this value drops.
+pub struct TestDb {
+    pub name: String,
+    /// URL of this database, for the code under test.
+    pub url: String,
+    server_url: String,
+}
+
+impl TestDb {
+    /// A database with every migration applied.
+    pub fn new() -> TestDb {
+        let db = TestDb::empty();
+        let mut conn = db.connect();
+        crate::db::run_migrations(&mut conn).expect("migrations apply");
+        db
+    }
+
+    /// A database with nothing in it.
+    pub fn empty() -> TestDb {
+        let env = dev_env();
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = MysqlConnection::establish(&env.mysql_url).unwrap_or_else(|e| {
+            panic!(
+                "MySQL is not reachable at {}: {e}; start it with `deploy/dev/env.sh up`",
+                redact(&env.mysql_url)
+            )
+        });
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            ))
+            .expect("create test database");
+        let url = format!("{}/{name}", env.mysql_url.trim_end_matches('/'));
+        TestDb {
+            name,
+            url,
+            server_url: env.mysql_url,
+        }
+    }
+
+    /// A new connection to this database.
+    pub fn connect(&self) -> MysqlConnection {
+        MysqlConnection::establish(&self.url).expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = MysqlConnection::establish(&self.server_url) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS `{}`", self.name));
+        }
+    }
+}
+
+/// Replaces the password of a URL for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A fresh BigQuery dataset (`test_<uuid>`) in the emulator, deleted with its tables on drop.
+pub struct TestDataset {
+    pub client: gcp_bigquery_client::Client,
+    pub project: String,
+    pub dataset: String,
+    pub env: DevEnv,
+}
+
+impl TestDataset {
+    pub async fn new() -> TestDataset {
+        let env = dev_env();
+        let client =
+            crate::bigquery::client(Some(&env.bigquery_url), &crate::bigquery::Credentials::None)
+                .await
+                .expect("build BigQuery client");
+        let dataset = format!("test_{}", uuid::Uuid::new_v4().simple());
+        client
+            .dataset()
+            .create(gcp_bigquery_client::model::dataset::Dataset::new(
+                &env.bigquery_project,
+                &dataset,
+            ))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "BigQuery emulator at {} refused to create a dataset: {e}; start it with \
+                     `deploy/dev/env.sh up`",
+                    env.bigquery_url
+                )
+            });
+        TestDataset {
+            client,
+            project: env.bigquery_project.clone(),
+            dataset,
+            env,
+        }
+    }
+}
+
+impl Drop for TestDataset {
+    fn drop(&mut self) {
+        let (project, dataset) = (self.project.clone(), self.dataset.clone());
+        let url = self.env.bigquery_url.clone();
+        // Drop can't be async, and the test's runtime is blocked here: delete from a thread
+        // with its own runtime and its own client (a client's pooled connections belong to
+        // the runtime that made them).
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async move {
+                    let creds = crate::bigquery::Credentials::None;
+                    if let Ok(client) = crate::bigquery::client(Some(&url), &creds).await {
+                        let _ = client.dataset().delete(&project, &dataset, true).await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}

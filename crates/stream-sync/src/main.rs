@@ -1,0 +1,5 @@
+//! stream-sync binary (placeholder until its issue lands).
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

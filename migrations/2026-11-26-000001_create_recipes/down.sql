@@ -1,0 +1,3 @@
+DROP TABLE recipe_ingredients;
+DROP TABLE recipes;
+DROP TABLE ingredients;

@@ -1,0 +1,2 @@
+DROP TABLE sync_runs;
+DROP TABLE sync_partitions;
