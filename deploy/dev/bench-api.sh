@@ -6,7 +6,10 @@
 # p99 and the ratio API / ceiling, and the server's resident memory under load.
 #
 # Usage: deploy/dev/bench-api.sh  (after `deploy/dev/env.sh up`; reads .dev/env)
-# Env:   BENCH_CONNECTIONS (16), BENCH_SECONDS (10), BENCH_SCENARIOS ("by-id by-ingredient write-mix")
+# Env:   BENCH_CONNECTIONS (16), BENCH_SECONDS (10), BENCH_SCENARIOS ("by-id by-ingredient write-mix"),
+#        BENCH_WORKERS (1): HTTP workers. wrk, MariaDB and the service share this machine's two
+#        cores, so the service is given one (as a pod with a 1-CPU limit would be); the pool
+#        size is its default (4 here).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -20,6 +23,7 @@ command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)"; exi
 CONNECTIONS="${BENCH_CONNECTIONS:-16}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
 SCENARIOS="${BENCH_SCENARIOS:-by-id by-ingredient write-mix}"
+WORKERS="${BENCH_WORKERS:-1}"
 export BENCH_RECIPES=10000 BENCH_INGREDIENTS=500
 
 cargo build --release -p recipe-api --bin recipe-api --example bench_db
@@ -57,7 +61,7 @@ echo "seeding $BENCH_RECIPES recipes, $BENCH_INGREDIENTS ingredients ..."
 python3 deploy/dev/bench/seed.py "$BENCH_RECIPES" "$BENCH_INGREDIENTS" | sql "$DB_NAME"
 sql "$DB_NAME" -e "ANALYZE TABLE recipes, ingredients, recipe_ingredients" >/dev/null
 
-RECIPE_API_BIND="127.0.0.1:$PORT" RECIPE_API_TOKENS="$BENCH_TOKEN" RECIPE_API_POOL_SIZE="$CONNECTIONS" \
+RECIPE_API_BIND="127.0.0.1:$PORT" RECIPE_API_TOKENS="$BENCH_TOKEN" RECIPE_API_WORKERS="$WORKERS" \
   RUST_LOG=warn "$BIN" serve >>"$LOG" 2>&1 &
 PID=$!
 for _ in $(seq 1 100); do
@@ -68,7 +72,7 @@ done
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
 for scenario in $SCENARIOS; do
-  echo "== $scenario: API (wrk -c$CONNECTIONS -d${SECONDS_PER_RUN}s)"
+  echo "== $scenario: API (wrk -c$CONNECTIONS -d${SECONDS_PER_RUN}s, $WORKERS HTTP worker(s))"
   # Warm up (caches, pool) for 2 s, then measure.
   BENCH_SCENARIO="$scenario" wrk -t2 -c"$CONNECTIONS" -d2s -s deploy/dev/bench/recipes.lua "http://127.0.0.1:$PORT" >/dev/null
   max_rss=0

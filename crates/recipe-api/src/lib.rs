@@ -42,10 +42,11 @@ impl Application {
             .local_addr()
             .context("Failed to read the bound address")?
             .port();
-        let state = web::Data::new(AppState {
-            pool: models::pool(&config.database_url, config.pool_size, config.db_timeout),
-            body_limit: config.body_limit,
-        });
+        let state = web::Data::new(AppState::new(
+            models::pool(&config.database_url, config.pool_size, config.db_timeout),
+            config.db_timeout,
+            config.body_limit,
+        ));
         let tokens = web::Data::new(Tokens::new(&config.tokens));
         let metrics = web::Data::new(Metrics::new().context("Failed to register metrics")?);
         let mut server = HttpServer::new(move || {

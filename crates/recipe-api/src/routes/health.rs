@@ -29,7 +29,7 @@ pub async fn healthz() -> HttpResponse {
         (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    db(&state.pool, |conn| {
+    db(&state, |conn| {
         conn.batch_execute("SELECT 1")
             .map_err(|e| ApiError::Unavailable(e.into()))
     })

@@ -54,7 +54,7 @@ pub async fn list_ingredients(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let params = page_params(req.query_string())?;
-    let page = db(&state.pool, move |conn| {
+    let page = db(&state, move |conn| {
         let rows = model::list(conn, params.after, params.limit + 1, params.q.as_deref())?;
         let (rows, next_cursor) = paginate(rows, params.limit, |r| r.id);
         Ok(IngredientPage {
@@ -90,7 +90,7 @@ pub async fn create_ingredient(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
     let input = validation::ingredient_input(&body).map_err(ApiError::Validation)?;
-    let ingredient = db(&state.pool, move |conn| {
+    let ingredient = db(&state, move |conn| {
         models::transaction(conn, |conn| {
             let now = models::now();
             let new = NewIngredient {
@@ -130,7 +130,7 @@ pub async fn get_ingredient(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path)?;
-    let ingredient = db(&state.pool, move |conn| Ok(model::find(conn, id)?))
+    let ingredient = db(&state, move |conn| Ok(model::find(conn, id)?))
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok(HttpResponse::Ok().json(Ingredient::from(ingredient)))
@@ -164,7 +164,7 @@ pub async fn replace_ingredient(
     let id = path_id(&path)?;
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
     let input = validation::ingredient_input(&body).map_err(ApiError::Validation)?;
-    let ingredient = db(&state.pool, move |conn| {
+    let ingredient = db(&state, move |conn| {
         models::transaction(conn, |conn| {
             if model::find(conn, id)?.is_none() {
                 return Err(not_found(id));
@@ -203,7 +203,7 @@ pub async fn delete_ingredient(
     let id = path_id(&path)?;
     let in_use =
         move || ApiError::Conflict(format!("ingredient {id} is used by at least one recipe"));
-    db(&state.pool, move |conn| {
+    db(&state, move |conn| {
         models::transaction(conn, |conn| {
             if model::find(conn, id)?.is_none() {
                 return Err(not_found(id));
@@ -248,7 +248,7 @@ pub async fn ingredient_recipes(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path)?;
     let params = page_params(req.query_string())?;
-    let page = db(&state.pool, move |conn| {
+    let page = db(&state, move |conn| {
         if !model::exists(conn, id)? {
             return Err(not_found(id));
         }

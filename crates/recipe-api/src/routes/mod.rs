@@ -7,6 +7,9 @@ pub mod metrics;
 pub mod openapi;
 pub mod recipes;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -14,6 +17,7 @@ use base64::Engine;
 use diesel::mysql::MysqlConnection;
 use futures::StreamExt;
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 use crate::models::DbPool;
@@ -23,8 +27,25 @@ use crate::validation;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: DbPool,
+    /// One permit per pooled connection: requests queue here, asynchronously, rather than as
+    /// parked blocking threads inside the pool (which costs a context switch per hand-off).
+    pub db_permits: Arc<Semaphore>,
+    /// How long a request waits for a connection before answering 503.
+    pub db_timeout: Duration,
     /// Largest accepted request body in bytes.
     pub body_limit: usize,
+}
+
+impl AppState {
+    pub fn new(pool: DbPool, db_timeout: Duration, body_limit: usize) -> AppState {
+        let permits = usize::try_from(pool.max_size()).unwrap_or(1).max(1);
+        AppState {
+            pool,
+            db_permits: Arc::new(Semaphore::new(permits)),
+            db_timeout,
+            body_limit,
+        }
+    }
 }
 
 /// Registers every route. Each resource answers other methods with 405 and `Allow`.
@@ -91,14 +112,24 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such route".to_string()))
 }
 
-/// Runs blocking diesel code on actix's blocking thread pool with a pooled connection.
-pub async fn db<T, F>(pool: &DbPool, f: F) -> Result<T, ApiError>
+/// Runs blocking diesel code on actix's blocking thread pool with a pooled connection, after
+/// waiting (at most `db_timeout`, then 503) for a connection permit.
+pub async fn db<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&mut MysqlConnection) -> Result<T, ApiError> + Send + 'static,
 {
-    let pool = pool.clone();
+    let permit = tokio::time::timeout(state.db_timeout, state.db_permits.clone().acquire_owned())
+        .await
+        .map_err(|_| {
+            ApiError::Unavailable(anyhow::anyhow!(
+                "timed out waiting for a database connection"
+            ))
+        })?
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let pool = state.pool.clone();
     web::block(move || {
+        let _permit = permit;
         let mut conn = pool.get()?;
         f(&mut conn)
     })

@@ -45,7 +45,7 @@ pub async fn list_recipes(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let params = page_params(req.query_string())?;
-    let page = db(&state.pool, move |conn| {
+    let page = db(&state, move |conn| {
         Ok(recipe_page(
             conn,
             params.after,
@@ -80,7 +80,7 @@ pub async fn create_recipe(
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
     let input = validation::recipe_input(&body).map_err(ApiError::Validation)?;
-    let recipe = db(&state.pool, move |conn| create(conn, &input)).await?;
+    let recipe = db(&state, move |conn| create(conn, &input)).await?;
     tracing::info!(recipe.id = recipe.id, "recipe created");
     let mut response = HttpResponse::Created();
     response.insert_header((header::LOCATION, format!("/v1/recipes/{}", recipe.id)));
@@ -106,7 +106,7 @@ pub async fn get_recipe(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path)?;
     let if_none_match = EntityTags::from_header(req.headers(), header::IF_NONE_MATCH);
-    let recipe = db(&state.pool, move |conn| Ok(model::load(conn, id)?))
+    let recipe = db(&state, move |conn| Ok(model::load(conn, id)?))
         .await?
         .ok_or_else(|| recipe_not_found(id))?;
     let tag = etag(recipe.version);
@@ -150,7 +150,7 @@ pub async fn replace_recipe(
     let if_match = EntityTags::from_header(req.headers(), header::IF_MATCH);
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
     let input = validation::recipe_input(&body).map_err(ApiError::Validation)?;
-    let recipe = db(&state.pool, move |conn| {
+    let recipe = db(&state, move |conn| {
         replace(conn, id, if_match.as_ref(), &input)
     })
     .await?;
@@ -194,7 +194,7 @@ pub async fn patch_recipe(
     let if_match = EntityTags::from_header(req.headers(), header::IF_MATCH);
     let patch = read_json(&req, payload, state.body_limit, MERGE_PATCH).await?;
     validation::recipe_patch(&patch).map_err(ApiError::Validation)?;
-    let recipe = db(&state.pool, move |conn| {
+    let recipe = db(&state, move |conn| {
         merge_patch(conn, id, if_match.as_ref(), &patch)
     })
     .await?;
@@ -231,7 +231,7 @@ pub async fn delete_recipe(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path)?;
     let if_match = EntityTags::from_header(req.headers(), header::IF_MATCH);
-    db(&state.pool, move |conn| remove(conn, id, if_match.as_ref())).await?;
+    db(&state, move |conn| remove(conn, id, if_match.as_ref())).await?;
     tracing::info!(recipe.id = id, "recipe deleted");
     Ok(HttpResponse::NoContent().finish())
 }
