@@ -4,7 +4,10 @@
 //! per-test databases and datasets ([`testing`]).
 
 pub mod bigquery;
+pub mod config;
 pub mod db;
+pub mod schema;
+pub mod sink;
 pub mod staging;
 
 #[cfg(feature = "test-support")]

@@ -1,0 +1,627 @@
+//! The sync configuration: one TOML file for `partition-sync` and `stream-sync`. Unknown keys
+//! are an error that names the key; identifiers are validated; secrets are never in the file
+//! (the MySQL DSN is read from the environment variable or file the config names).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Errors loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error("config: MySQL DSN: {0}")]
+    Secret(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    pub mysql: MysqlConfig,
+    pub warehouse: WarehouseConfig,
+    #[serde(default)]
+    pub staging: Option<StagingConfig>,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub partition_sync: PartitionSyncSettings,
+    #[serde(default)]
+    pub stream_sync: StreamSyncSettings,
+    #[serde(default)]
+    pub tables: Vec<TableSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    /// Environment variable that holds the DSN (`mysql://user:pass@host:port/db`).
+    #[serde(default = "default_url_env")]
+    pub url_env: String,
+    /// Alternatively a file holding the DSN (a mounted Secret).
+    #[serde(default)]
+    pub url_file: Option<String>,
+}
+
+fn default_url_env() -> String {
+    "SYNC_MYSQL_URL".to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WarehouseKind {
+    #[default]
+    Bigquery,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeDetection {
+    /// `INFORMATION_SCHEMA.PARTITIONS` (free; needs trustworthy `last_modified_time`).
+    #[default]
+    Metadata,
+    /// Per partition `COUNT(*)` and `BIT_XOR(FARM_FINGERPRINT(TO_JSON_STRING(t)))`.
+    Fingerprint,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarehouseConfig {
+    #[serde(default)]
+    pub kind: WarehouseKind,
+    pub project: String,
+    pub dataset: String,
+    #[serde(default)]
+    pub location: Option<String>,
+    /// REST base URL, e.g. `http://127.0.0.1:9050/bigquery/v2` for the emulator.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `adc` (default), `none`, or a path to a service-account key file.
+    #[serde(default)]
+    pub credentials: Option<String>,
+    #[serde(default)]
+    pub change_detection: ChangeDetection,
+}
+
+impl WarehouseConfig {
+    pub fn credentials(&self) -> crate::bigquery::Credentials {
+        match self.credentials.as_deref() {
+            None | Some("adc") => crate::bigquery::Credentials::ApplicationDefault,
+            Some("none") => crate::bigquery::Credentials::None,
+            Some(path) => crate::bigquery::Credentials::KeyFile(path.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StagingFormat {
+    /// Newline-delimited JSON.
+    #[default]
+    Json,
+    Parquet,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagingConfig {
+    /// `gs://bucket/prefix` where the warehouse exports partitions.
+    pub uri: String,
+    #[serde(default)]
+    pub format: StagingFormat,
+    /// Custom GCS endpoint (emulator) for reading the exports.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Read the exports from this local directory instead of the bucket (`gs://b/p` is
+    /// `<local_root>/b/p`): what the BigQuery emulator writes to.
+    #[serde(default)]
+    pub local_root: Option<String>,
+    /// Keep the run's exported files after commit (default: delete them).
+    #[serde(default)]
+    pub keep_files: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Pushgateway URL for partition-sync.
+    #[serde(default)]
+    pub pushgateway: Option<String>,
+    /// Listen address of stream-sync's `/metrics` and `/healthz`.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSyncSettings {
+    /// Most partitions that may vanish from one table in one run before the run refuses.
+    #[serde(default = "default_max_vanished")]
+    pub max_vanished_partitions: usize,
+    /// Seconds to wait for a group's advisory lock.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout_secs: u64,
+}
+
+impl Default for PartitionSyncSettings {
+    fn default() -> Self {
+        PartitionSyncSettings {
+            max_vanished_partitions: default_max_vanished(),
+            lock_timeout_secs: default_lock_timeout(),
+        }
+    }
+}
+
+fn default_max_vanished() -> usize {
+    3
+}
+fn default_lock_timeout() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSyncSettings {
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    #[serde(default = "default_buckets")]
+    pub buckets: u32,
+    /// Largest share of a table one cycle may delete (0.0 to 1.0).
+    #[serde(default = "default_max_delete")]
+    pub max_delete_fraction: f64,
+    #[serde(default = "default_batch")]
+    pub batch_rows: usize,
+}
+
+impl Default for StreamSyncSettings {
+    fn default() -> Self {
+        StreamSyncSettings {
+            interval_secs: default_interval(),
+            buckets: default_buckets(),
+            max_delete_fraction: default_max_delete(),
+            batch_rows: default_batch(),
+        }
+    }
+}
+
+fn default_interval() -> u64 {
+    10
+}
+fn default_buckets() -> u32 {
+    1024
+}
+fn default_max_delete() -> f64 {
+    0.1
+}
+fn default_batch() -> usize {
+    5000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    Partition,
+    Stream,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// Warehouse table (in `warehouse.dataset`).
+    pub source: String,
+    /// MySQL table.
+    pub target: String,
+    pub mode: SyncMode,
+    /// Column the warehouse partitions by, or `_PARTITIONDATE` / `_PARTITIONTIME` for
+    /// ingestion-time tables.
+    #[serde(default)]
+    pub partition_column: Option<String>,
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Tables of one group load in one transaction (default: the target's name).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Targets in the same group that this table references (loaded before it, deleted after).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// `VARCHAR(n)` lengths for STRING columns (default `LONGTEXT`).
+    #[serde(default)]
+    pub varchar: BTreeMap<String, u32>,
+    /// Per-table override of `warehouse.change_detection`.
+    #[serde(default)]
+    pub change_detection: Option<ChangeDetection>,
+    /// Per-table override of `partition_sync.max_vanished_partitions`.
+    #[serde(default)]
+    pub max_vanished_partitions: Option<usize>,
+    /// stream mode: column for cheap incremental fetches.
+    #[serde(default)]
+    pub cursor_column: Option<String>,
+}
+
+impl TableSpec {
+    pub fn group_name(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.target)
+    }
+}
+
+/// Whether `name` is a safe MySQL/BigQuery identifier: letters, digits, `_`, `$`, 1..=64
+/// characters, not starting with a digit. Identifiers are also backtick-quoted when used.
+pub fn valid_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+}
+
+/// A validated identifier, backtick-quoted.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+impl SyncConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<SyncConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        SyncConfig::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<SyncConfig, ConfigError> {
+        let config: SyncConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        for (what, name) in [("warehouse.dataset", &self.warehouse.dataset)] {
+            if !valid_identifier(name) {
+                return bad(format!("{what} `{name}` is not a valid identifier"));
+            }
+        }
+        if self.warehouse.project.is_empty()
+            || !self
+                .warehouse
+                .project
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return bad(format!(
+                "warehouse.project `{}` is not a valid project id",
+                self.warehouse.project
+            ));
+        }
+        let mut targets = BTreeSet::new();
+        for (i, t) in self.tables.iter().enumerate() {
+            let at = format!("tables[{i}] ({})", t.target);
+            for (field, name) in [("source", &t.source), ("target", &t.target)] {
+                if !valid_identifier(name) {
+                    return bad(format!("{at}: {field} `{name}` is not a valid identifier"));
+                }
+            }
+            for c in t
+                .primary_key
+                .iter()
+                .chain(t.varchar.keys())
+                .chain(t.cursor_column.iter())
+            {
+                if !valid_identifier(c) {
+                    return bad(format!("{at}: column `{c}` is not a valid identifier"));
+                }
+            }
+            if !targets.insert(t.target.as_str()) {
+                return bad(format!("{at}: target `{}` is listed twice", t.target));
+            }
+            if t.target.starts_with("sync_") {
+                return bad(format!(
+                    "{at}: target names starting with `sync_` are reserved for the sync's state"
+                ));
+            }
+            match t.mode {
+                SyncMode::Partition => match t.partition_column.as_deref() {
+                    None => {
+                        return bad(format!("{at}: mode = \"partition\" needs partition_column"))
+                    }
+                    Some(c) if !valid_identifier(c) => {
+                        return bad(format!(
+                            "{at}: partition_column `{c}` is not a valid identifier"
+                        ))
+                    }
+                    Some(_) => {}
+                },
+                SyncMode::Stream => {
+                    if t.primary_key.is_empty() {
+                        return bad(format!("{at}: mode = \"stream\" needs a primary_key"));
+                    }
+                    if t.partition_column.is_some() {
+                        return bad(format!(
+                            "{at}: partition_column only applies to mode = \"partition\""
+                        ));
+                    }
+                }
+            }
+            if let Some(n) = t.varchar.values().find(|n| **n == 0 || **n > 16_383) {
+                return bad(format!("{at}: varchar length {n} is outside 1..=16383"));
+            }
+        }
+        for (i, t) in self.tables.iter().enumerate() {
+            for dep in &t.depends_on {
+                match self.tables.iter().find(|o| &o.target == dep) {
+                    None => {
+                        return bad(format!(
+                            "tables[{i}] ({}): depends_on `{dep}` is not a configured target",
+                            t.target
+                        ))
+                    }
+                    Some(o) if o.group_name() != t.group_name() => {
+                        return bad(format!(
+                            "tables[{i}] ({}): depends_on `{dep}` is in group `{}`, not `{}`",
+                            t.target,
+                            o.group_name(),
+                            t.group_name()
+                        ))
+                    }
+                    Some(o) if o.mode != SyncMode::Partition || t.mode != SyncMode::Partition => {
+                        return bad(format!(
+                            "tables[{i}] ({}): depends_on links partition tables only",
+                            t.target
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for group in self.groups() {
+            if load_order(&group.tables).is_none() {
+                return bad(format!("group `{}`: depends_on has a cycle", group.name));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.stream_sync.max_delete_fraction) {
+            return bad("stream_sync.max_delete_fraction must be within 0.0..=1.0".to_string());
+        }
+        if self.stream_sync.buckets == 0 || self.stream_sync.buckets > 65_535 {
+            return bad("stream_sync.buckets must be within 1..=65535".to_string());
+        }
+        Ok(())
+    }
+
+    /// Partition tables grouped by `group`, each group's tables in load order (parents first).
+    pub fn groups(&self) -> Vec<Group> {
+        let mut by_name: BTreeMap<String, Vec<TableSpec>> = BTreeMap::new();
+        for t in self.tables.iter().filter(|t| t.mode == SyncMode::Partition) {
+            by_name
+                .entry(t.group_name().to_string())
+                .or_default()
+                .push(t.clone());
+        }
+        by_name
+            .into_iter()
+            .map(|(name, tables)| {
+                let tables = load_order(&tables).unwrap_or(tables);
+                Group { name, tables }
+            })
+            .collect()
+    }
+
+    /// Tables in stream mode.
+    pub fn stream_tables(&self) -> Vec<TableSpec> {
+        self.tables
+            .iter()
+            .filter(|t| t.mode == SyncMode::Stream)
+            .cloned()
+            .collect()
+    }
+
+    /// Reads the MySQL DSN from the configured environment variable or file.
+    pub fn mysql_url(&self) -> Result<String, ConfigError> {
+        if let Some(file) = &self.mysql.url_file {
+            return std::fs::read_to_string(file)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| {
+                    ConfigError::Secret(format!("cannot read mysql.url_file {file}: {e}"))
+                });
+        }
+        std::env::var(&self.mysql.url_env).map_err(|_| {
+            ConfigError::Secret(format!(
+                "environment variable {} is not set",
+                self.mysql.url_env
+            ))
+        })
+    }
+}
+
+/// Tables of one group that load in one transaction, in load order (parents first).
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub tables: Vec<TableSpec>,
+}
+
+/// Topological order of `tables` by `depends_on` (parents first, else config order);
+/// `None` on a cycle.
+pub fn load_order(tables: &[TableSpec]) -> Option<Vec<TableSpec>> {
+    let mut done: Vec<TableSpec> = Vec::new();
+    let mut left: Vec<&TableSpec> = tables.iter().collect();
+    while !left.is_empty() {
+        let ready = left.iter().position(|t| {
+            t.depends_on.iter().all(|d| {
+                done.iter().any(|x| &x.target == d) || !tables.iter().any(|x| &x.target == d)
+            })
+        })?;
+        done.push(left.remove(ready).clone());
+    }
+    Some(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[mysql]
+url_env = "SYNC_MYSQL_URL"
+[warehouse]
+project = "acme-analytics"
+dataset = "recipes"
+"#;
+
+    fn parse(extra: &str) -> Result<SyncConfig, ConfigError> {
+        SyncConfig::parse(&format!("{BASE}{extra}"), "test.toml")
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let c = parse(
+            r#"
+[staging]
+uri = "gs://b/p"
+[[tables]]
+source = "recipe_daily_stats"
+target = "recipe_daily_stats"
+mode = "partition"
+partition_column = "day"
+primary_key = ["recipe_id", "day"]
+group = "stats"
+[[tables]]
+source = "ingredient_nutrition"
+target = "ingredient_nutrition"
+mode = "stream"
+primary_key = ["ingredient_id"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.groups().len(), 1);
+        assert_eq!(c.stream_tables().len(), 1);
+        assert_eq!(c.warehouse.change_detection, ChangeDetection::Metadata);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = parse("[[tables]]\nsource='a'\ntarget='a'\nmode='partition'\npartition_column='d'\nprimary_keys=['x']\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("primary_keys"), "{e}");
+        let e = SyncConfig::parse(&format!("{BASE}\n[mysql2]\n"), "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mysql2"), "{e}");
+    }
+
+    #[test]
+    fn invalid_tables_are_rejected_with_a_reason() {
+        let cases = [
+            (
+                "source='a'\ntarget='a-b'\nmode='stream'\nprimary_key=['id']",
+                "not a valid identifier",
+            ),
+            (
+                "source='a'\ntarget='a'\nmode='stream'",
+                "needs a primary_key",
+            ),
+            (
+                "source='a'\ntarget='a'\nmode='partition'",
+                "needs partition_column",
+            ),
+            (
+                "source='a'\ntarget='sync_x'\nmode='partition'\npartition_column='d'",
+                "reserved",
+            ),
+            (
+                "source='a'\ntarget='a'\nmode='partition'\npartition_column='d'\ndepends_on=['zz']",
+                "not a configured target",
+            ),
+            (
+                "source='a'\ntarget='a'\nmode='partition'\npartition_column='d'\nvarchar={s=0}",
+                "outside",
+            ),
+            ("source='a'\ntarget='a'\nmode='sideways'", "sideways"),
+        ];
+        for (table, want) in cases {
+            let e = parse(&format!("[[tables]]\n{table}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{table}: {e}");
+        }
+    }
+
+    #[test]
+    fn groups_load_parents_first_and_reject_cycles() {
+        let c = parse(
+            r#"
+[[tables]]
+source = "links"
+target = "links"
+mode = "partition"
+partition_column = "day"
+group = "catalog"
+depends_on = ["recipes", "ingredients"]
+[[tables]]
+source = "recipes"
+target = "recipes"
+mode = "partition"
+partition_column = "day"
+group = "catalog"
+[[tables]]
+source = "ingredients"
+target = "ingredients"
+mode = "partition"
+partition_column = "day"
+group = "catalog"
+"#,
+        )
+        .unwrap();
+        let order: Vec<_> = c.groups()[0]
+            .tables
+            .iter()
+            .map(|t| t.target.clone())
+            .collect();
+        assert_eq!(order, vec!["recipes", "ingredients", "links"]);
+
+        let e = parse(
+            r#"
+[[tables]]
+source = "a"
+target = "a"
+mode = "partition"
+partition_column = "d"
+group = "g"
+depends_on = ["b"]
+[[tables]]
+source = "b"
+target = "b"
+mode = "partition"
+partition_column = "d"
+group = "g"
+depends_on = ["a"]
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("cycle"), "{e}");
+    }
+
+    #[test]
+    fn identifiers_are_validated_and_quoted() {
+        assert!(valid_identifier("recipe_daily_stats"));
+        for bad in ["", "1a", "a b", "a`b", "a;drop", &"x".repeat(65)] {
+            assert!(!valid_identifier(bad), "{bad}");
+        }
+        assert_eq!(quote_ident("a`b"), "`a``b`");
+    }
+}

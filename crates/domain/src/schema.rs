@@ -1,0 +1,574 @@
+//! Warehouse → MySQL type mapping (DESIGN 5.4): BigQuery column types, the MySQL column each
+//! becomes, the canonical form each is exported in, the conversion of exported values into
+//! MySQL values with checks that name the column, DDL for missing targets and schema-drift
+//! detection for existing ones. Pure functions only.
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+
+use crate::config::quote_ident;
+
+/// A BigQuery column type as far as the sync cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BqType {
+    Int64,
+    Float64,
+    Numeric,
+    BigNumeric,
+    Bool,
+    String,
+    Bytes,
+    Date,
+    Datetime,
+    Timestamp,
+    Time,
+    /// JSON, ARRAY and STRUCT/RECORD: stored as MySQL JSON.
+    Json,
+    Geography,
+}
+
+impl BqType {
+    /// Parses the type name of a table schema (legacy and standard names) and its mode.
+    pub fn parse(type_name: &str, mode: Option<&str>) -> Result<BqType, String> {
+        if mode.is_some_and(|m| m.eq_ignore_ascii_case("REPEATED")) {
+            return Ok(BqType::Json);
+        }
+        Ok(match type_name.to_ascii_uppercase().as_str() {
+            "INTEGER" | "INT64" => BqType::Int64,
+            "FLOAT" | "FLOAT64" => BqType::Float64,
+            "NUMERIC" => BqType::Numeric,
+            "BIGNUMERIC" => BqType::BigNumeric,
+            "BOOLEAN" | "BOOL" => BqType::Bool,
+            "STRING" => BqType::String,
+            "BYTES" => BqType::Bytes,
+            "DATE" => BqType::Date,
+            "DATETIME" => BqType::Datetime,
+            "TIMESTAMP" => BqType::Timestamp,
+            "TIME" => BqType::Time,
+            "JSON" | "RECORD" | "STRUCT" => BqType::Json,
+            "GEOGRAPHY" => BqType::Geography,
+            other => return Err(format!("unsupported BigQuery type {other}")),
+        })
+    }
+}
+
+/// One column of a synced table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub bq: BqType,
+    /// `REQUIRED` in the warehouse: `NOT NULL` in MySQL.
+    pub required: bool,
+    /// `VARCHAR(n)` for a STRING column, when configured.
+    pub varchar: Option<u32>,
+}
+
+impl Column {
+    /// The MySQL column type (DESIGN 5.4).
+    pub fn mysql_type(&self) -> String {
+        match self.bq {
+            BqType::Int64 => "BIGINT".into(),
+            BqType::Float64 => "DOUBLE".into(),
+            BqType::Numeric => "DECIMAL(38,9)".into(),
+            BqType::BigNumeric => "DECIMAL(65,30)".into(),
+            BqType::Bool => "TINYINT(1)".into(),
+            BqType::String => match self.varchar {
+                Some(n) => format!("VARCHAR({n})"),
+                None => "LONGTEXT".into(),
+            },
+            BqType::Bytes => "LONGBLOB".into(),
+            BqType::Date => "DATE".into(),
+            BqType::Datetime | BqType::Timestamp => "DATETIME(6)".into(),
+            BqType::Time => "TIME(6)".into(),
+            BqType::Json => "JSON".into(),
+            BqType::Geography => "LONGTEXT".into(),
+        }
+    }
+
+    /// The column definition in `CREATE TABLE`.
+    pub fn mysql_definition(&self) -> String {
+        let charset = match self.bq {
+            BqType::String | BqType::Geography => " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+            _ => "",
+        };
+        let null = if self.required { " NOT NULL" } else { " NULL" };
+        format!(
+            "{} {}{charset}{null}",
+            quote_ident(&self.name),
+            self.mysql_type()
+        )
+    }
+
+    /// The expression that exports this column in a canonical, format-independent form
+    /// (the same from the emulator and from BigQuery, JSON or Parquet): timestamps as
+    /// microseconds, bytes as base64, decimals as strings, datetimes with 6 fraction digits.
+    pub fn export_expr(&self, source_expr: &str) -> String {
+        let c = source_expr;
+        let name = quote_ident(&self.name);
+        match self.bq {
+            BqType::Int64 | BqType::Float64 | BqType::Bool | BqType::String | BqType::Date => {
+                format!("{c} AS {name}")
+            }
+            BqType::Numeric | BqType::BigNumeric => format!("CAST({c} AS STRING) AS {name}"),
+            BqType::Bytes => format!("TO_BASE64({c}) AS {name}"),
+            BqType::Datetime => format!("FORMAT_DATETIME('%Y-%m-%d %H:%M:%E6S', {c}) AS {name}"),
+            BqType::Timestamp => format!("UNIX_MICROS({c}) AS {name}"),
+            BqType::Time => format!("FORMAT_TIME('%H:%M:%E6S', {c}) AS {name}"),
+            BqType::Json => format!("TO_JSON_STRING({c}) AS {name}"),
+            BqType::Geography => format!("ST_ASTEXT({c}) AS {name}"),
+        }
+    }
+
+    /// Whether an existing MySQL column (`information_schema.COLUMNS.DATA_TYPE`, lower case)
+    /// can hold this column. MariaDB reports JSON as `longtext`.
+    pub fn accepts_mysql_type(&self, data_type: &str) -> bool {
+        let t = data_type.to_ascii_lowercase();
+        match self.bq {
+            BqType::Int64 => t == "bigint",
+            BqType::Float64 => t == "double",
+            BqType::Numeric | BqType::BigNumeric => t == "decimal",
+            BqType::Bool => t == "tinyint",
+            BqType::String | BqType::Geography => {
+                matches!(
+                    t.as_str(),
+                    "varchar" | "char" | "text" | "mediumtext" | "longtext" | "tinytext"
+                )
+            }
+            BqType::Bytes => matches!(
+                t.as_str(),
+                "longblob" | "mediumblob" | "blob" | "varbinary" | "binary"
+            ),
+            BqType::Date => t == "date",
+            BqType::Datetime | BqType::Timestamp => t == "datetime" || t == "timestamp",
+            BqType::Time => t == "time",
+            BqType::Json => t == "json" || t == "longtext",
+        }
+    }
+}
+
+/// A MySQL value ready to bind: text, bytes, integer, double or NULL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    Double(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// Converts one exported JSON cell to the MySQL value of `col`, checking what MySQL would
+/// otherwise truncate or reject. The error says what is wrong with the value (the caller adds
+/// table, partition and key); it never includes the value itself for long strings.
+pub fn convert(col: &Column, v: &serde_json::Value) -> Result<SqlValue, String> {
+    use serde_json::Value as J;
+    if v.is_null() {
+        return if col.required {
+            Err("NULL in a NOT NULL column".into())
+        } else {
+            Ok(SqlValue::Null)
+        };
+    }
+    let text = |v: &J| -> Result<String, String> {
+        match v {
+            J::String(s) => Ok(s.clone()),
+            J::Number(n) => Ok(n.to_string()),
+            J::Bool(b) => Ok(b.to_string()),
+            other => Ok(other.to_string()),
+        }
+    };
+    match col.bq {
+        BqType::Int64 => match v {
+            J::Number(n) => n
+                .as_i64()
+                .map(SqlValue::Int)
+                .ok_or_else(|| format!("{n} is not a 64-bit integer")),
+            J::String(s) => s
+                .parse::<i64>()
+                .map(SqlValue::Int)
+                .map_err(|_| format!("`{}` is not a 64-bit integer", short(s))),
+            other => Err(format!("expected an integer, got {}", kind(other))),
+        },
+        BqType::Float64 => {
+            let f = match v {
+                J::Number(n) => n.as_f64().ok_or("not a number")?,
+                J::String(s) => s
+                    .parse::<f64>()
+                    .map_err(|_| format!("`{}` is not a number", short(s)))?,
+                other => return Err(format!("expected a number, got {}", kind(other))),
+            };
+            if f.is_finite() {
+                Ok(SqlValue::Double(f))
+            } else {
+                Err(format!("{f} cannot be stored in MySQL DOUBLE"))
+            }
+        }
+        BqType::Numeric | BqType::BigNumeric => {
+            let s = text(v)?;
+            let (int_max, frac_max) = if col.bq == BqType::Numeric {
+                (29, 9)
+            } else {
+                (35, 30)
+            };
+            check_decimal(&s, int_max, frac_max)?;
+            Ok(SqlValue::Text(s))
+        }
+        BqType::Bool => match v {
+            J::Bool(b) => Ok(SqlValue::Int(i64::from(*b))),
+            J::String(s) if s == "true" || s == "false" => {
+                Ok(SqlValue::Int(i64::from(s == "true")))
+            }
+            other => Err(format!("expected a boolean, got {}", kind(other))),
+        },
+        BqType::String | BqType::Geography => {
+            let s = text(v)?;
+            if let Some(n) = col.varchar {
+                let len = s.chars().count();
+                if len > n as usize {
+                    return Err(format!(
+                        "string of {len} characters is longer than VARCHAR({n})"
+                    ));
+                }
+            }
+            Ok(SqlValue::Text(s))
+        }
+        BqType::Bytes => {
+            let s = text(v)?;
+            base64::engine::general_purpose::STANDARD
+                .decode(s.as_bytes())
+                .map(SqlValue::Bytes)
+                .map_err(|e| format!("bytes are not base64: {e}"))
+        }
+        BqType::Date | BqType::Datetime | BqType::Time => Ok(SqlValue::Text(text(v)?)),
+        BqType::Timestamp => {
+            let micros = match v {
+                J::Number(n) => n
+                    .as_i64()
+                    .ok_or_else(|| format!("{n} is not a timestamp in microseconds"))?,
+                J::String(s) => s
+                    .parse::<i64>()
+                    .map_err(|_| format!("`{}` is not a timestamp in microseconds", short(s)))?,
+                other => return Err(format!("expected a timestamp, got {}", kind(other))),
+            };
+            let ts =
+                DateTime::<Utc>::from_timestamp_micros(micros).ok_or("timestamp out of range")?;
+            Ok(SqlValue::Text(
+                ts.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+            ))
+        }
+        BqType::Json => match v {
+            J::String(s) => Ok(SqlValue::Text(s.clone())),
+            other => Ok(SqlValue::Text(other.to_string())),
+        },
+    }
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn short(s: &str) -> String {
+    if s.chars().count() > 40 {
+        format!("{}…", s.chars().take(40).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+/// Checks that a decimal string fits `DECIMAL(int_max + frac_max, frac_max)`.
+pub fn check_decimal(s: &str, int_max: usize, frac_max: usize) -> Result<(), String> {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!("`{}` is not a decimal number", short(s)));
+    }
+    let int_digits = int.trim_start_matches('0').len();
+    let frac_digits = frac.trim_end_matches('0').len();
+    if int_digits > int_max || frac_digits > frac_max {
+        return Err(format!(
+            "{} does not fit DECIMAL({},{frac_max})",
+            short(s),
+            int_max + frac_max
+        ));
+    }
+    Ok(())
+}
+
+/// `CREATE TABLE` for a missing target: the columns, the primary key, an index on the
+/// partition column. utf8mb4, InnoDB.
+pub fn create_table_sql(
+    table: &str,
+    columns: &[Column],
+    primary_key: &[String],
+    index: Option<&str>,
+) -> Result<String, String> {
+    let mut parts: Vec<String> = columns.iter().map(Column::mysql_definition).collect();
+    for k in primary_key {
+        let col = columns
+            .iter()
+            .find(|c| &c.name == k)
+            .ok_or_else(|| format!("primary key column `{k}` is not in the warehouse table"))?;
+        if matches!(col.bq, BqType::String | BqType::Geography) && col.varchar.is_none() {
+            return Err(format!(
+                "primary key column `{k}` is a STRING: configure its length under varchar"
+            ));
+        }
+        if matches!(col.bq, BqType::Bytes | BqType::Json) {
+            return Err(format!(
+                "primary key column `{k}` has type {:?}, which MySQL cannot index",
+                col.bq
+            ));
+        }
+    }
+    if !primary_key.is_empty() {
+        let pk: Vec<String> = primary_key.iter().map(|k| quote_ident(k)).collect();
+        parts.push(format!("PRIMARY KEY ({})", pk.join(", ")));
+    }
+    if let Some(ix) = index {
+        if primary_key.first().map(String::as_str) != Some(ix) {
+            parts.push(format!(
+                "KEY {} ({})",
+                quote_ident(&format!("{ix}_idx")),
+                quote_ident(ix)
+            ));
+        }
+    }
+    Ok(format!(
+        "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        quote_ident(table),
+        parts.join(",\n  ")
+    ))
+}
+
+/// An existing MySQL column (from `information_schema.COLUMNS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlColumn {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+    pub has_default: bool,
+}
+
+/// Differences that stop a load, one message per column. Extra MySQL columns are fine when
+/// they are nullable or have a default (e.g. stream-sync's `_sync_hash`).
+pub fn schema_drift(table: &str, want: &[Column], have: &[MysqlColumn]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in want {
+        match have.iter().find(|h| h.name.eq_ignore_ascii_case(&c.name)) {
+            None => out.push(format!(
+                "{table}.{}: missing in MySQL (warehouse type {:?})",
+                c.name, c.bq
+            )),
+            Some(h) if !c.accepts_mysql_type(&h.data_type) => out.push(format!(
+                "{table}.{}: MySQL type {} cannot hold warehouse type {:?} (expected {})",
+                c.name,
+                h.data_type,
+                c.bq,
+                c.mysql_type()
+            )),
+            Some(_) => {}
+        }
+    }
+    for h in have {
+        if !want.iter().any(|c| c.name.eq_ignore_ascii_case(&h.name))
+            && !h.nullable
+            && !h.has_default
+        {
+            out.push(format!(
+                "{table}.{}: NOT NULL in MySQL without a default, but not in the warehouse",
+                h.name
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn col(bq: BqType) -> Column {
+        Column {
+            name: "c".into(),
+            bq,
+            required: false,
+            varchar: None,
+        }
+    }
+
+    #[test]
+    fn type_map_follows_the_design() {
+        let cases = [
+            ("INTEGER", BqType::Int64, "BIGINT"),
+            ("FLOAT", BqType::Float64, "DOUBLE"),
+            ("NUMERIC", BqType::Numeric, "DECIMAL(38,9)"),
+            ("BIGNUMERIC", BqType::BigNumeric, "DECIMAL(65,30)"),
+            ("BOOLEAN", BqType::Bool, "TINYINT(1)"),
+            ("STRING", BqType::String, "LONGTEXT"),
+            ("BYTES", BqType::Bytes, "LONGBLOB"),
+            ("DATE", BqType::Date, "DATE"),
+            ("DATETIME", BqType::Datetime, "DATETIME(6)"),
+            ("TIMESTAMP", BqType::Timestamp, "DATETIME(6)"),
+            ("TIME", BqType::Time, "TIME(6)"),
+            ("JSON", BqType::Json, "JSON"),
+            ("RECORD", BqType::Json, "JSON"),
+            ("GEOGRAPHY", BqType::Geography, "LONGTEXT"),
+        ];
+        for (name, bq, mysql) in cases {
+            assert_eq!(BqType::parse(name, None).unwrap(), bq, "{name}");
+            assert_eq!(col(bq).mysql_type(), mysql, "{name}");
+        }
+        assert_eq!(
+            BqType::parse("INT64", Some("REPEATED")).unwrap(),
+            BqType::Json
+        );
+        assert!(BqType::parse("INTERVAL", None).is_err());
+        let s = Column {
+            varchar: Some(200),
+            ..col(BqType::String)
+        };
+        assert_eq!(s.mysql_type(), "VARCHAR(200)");
+    }
+
+    #[test]
+    fn values_convert_and_bad_values_are_named() {
+        assert_eq!(
+            convert(&col(BqType::Int64), &json!("-9223372036854775808")).unwrap(),
+            SqlValue::Int(i64::MIN)
+        );
+        assert!(convert(&col(BqType::Int64), &json!("9223372036854775808")).is_err());
+        assert_eq!(
+            convert(&col(BqType::Timestamp), &json!(1767261600123456i64)).unwrap(),
+            SqlValue::Text("2026-01-01 10:00:00.123456".into())
+        );
+        assert_eq!(
+            convert(&col(BqType::Bytes), &json!("AAEC")).unwrap(),
+            SqlValue::Bytes(vec![0, 1, 2])
+        );
+        assert_eq!(
+            convert(&col(BqType::Bool), &json!(true)).unwrap(),
+            SqlValue::Int(1)
+        );
+        assert!(convert(&col(BqType::Float64), &json!("NaN")).is_err());
+        let req = Column {
+            required: true,
+            ..col(BqType::Int64)
+        };
+        assert!(convert(&req, &json!(null))
+            .unwrap_err()
+            .contains("NOT NULL"));
+        let short = Column {
+            varchar: Some(3),
+            ..col(BqType::String)
+        };
+        assert!(convert(&short, &json!("äöü")).is_ok());
+        assert!(convert(&short, &json!("abcd"))
+            .unwrap_err()
+            .contains("VARCHAR(3)"));
+        assert!(convert(
+            &col(BqType::Numeric),
+            &json!("123456789012345678901234567890.5")
+        )
+        .unwrap_err()
+        .contains("DECIMAL(38,9)"));
+        assert!(convert(&col(BqType::Numeric), &json!("-12.345000000")).is_ok());
+        assert!(check_decimal("1e5", 29, 9).is_err());
+    }
+
+    #[test]
+    fn ddl_quotes_names_and_rejects_unindexable_keys() {
+        let cols = vec![
+            Column {
+                name: "id".into(),
+                bq: BqType::Int64,
+                required: true,
+                varchar: None,
+            },
+            Column {
+                name: "day".into(),
+                bq: BqType::Date,
+                required: false,
+                varchar: None,
+            },
+            Column {
+                name: "name".into(),
+                bq: BqType::String,
+                required: false,
+                varchar: None,
+            },
+        ];
+        let sql = create_table_sql("t", &cols, &["id".into()], Some("day")).unwrap();
+        assert!(sql.contains("`id` BIGINT NOT NULL"), "{sql}");
+        assert!(sql.contains("PRIMARY KEY (`id`)"), "{sql}");
+        assert!(sql.contains("KEY `day_idx` (`day`)"), "{sql}");
+        assert!(create_table_sql("t", &cols, &["name".into()], None)
+            .unwrap_err()
+            .contains("varchar"));
+        assert!(create_table_sql("t", &cols, &["zz".into()], None).is_err());
+    }
+
+    #[test]
+    fn drift_names_each_column() {
+        let want = vec![
+            Column {
+                name: "id".into(),
+                bq: BqType::Int64,
+                required: true,
+                varchar: None,
+            },
+            Column {
+                name: "v".into(),
+                bq: BqType::Float64,
+                required: false,
+                varchar: None,
+            },
+            Column {
+                name: "gone".into(),
+                bq: BqType::Date,
+                required: false,
+                varchar: None,
+            },
+        ];
+        let have = vec![
+            MysqlColumn {
+                name: "id".into(),
+                data_type: "bigint".into(),
+                nullable: false,
+                has_default: false,
+            },
+            MysqlColumn {
+                name: "v".into(),
+                data_type: "varchar".into(),
+                nullable: true,
+                has_default: false,
+            },
+            MysqlColumn {
+                name: "extra".into(),
+                data_type: "int".into(),
+                nullable: false,
+                has_default: false,
+            },
+            MysqlColumn {
+                name: "_sync_hash".into(),
+                data_type: "bigint".into(),
+                nullable: true,
+                has_default: false,
+            },
+        ];
+        let d = schema_drift("t", &want, &have);
+        assert_eq!(d.len(), 3, "{d:?}");
+        assert!(d.iter().any(|m| m.starts_with("t.v:")));
+        assert!(d.iter().any(|m| m.starts_with("t.gone:")));
+        assert!(d.iter().any(|m| m.starts_with("t.extra:")));
+    }
+}
