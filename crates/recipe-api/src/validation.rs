@@ -106,6 +106,16 @@ fn unknown_fields(
     }
 }
 
+/// The integer value of a JSON number: `4` and `4.0` alike (JSON Schema counts both as
+/// integers), but not `4.5` or values beyond 64 bits.
+fn as_integer(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map(|f| f as i64)
+    })
+}
+
 fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
@@ -191,7 +201,7 @@ fn optional_int(
 ) -> Option<i32> {
     match value {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_i64() {
+        Some(Value::Number(n)) => match as_integer(n) {
             Some(i) if (min..=max).contains(&i) => i32::try_from(i).ok(),
             _ => {
                 errors.push(FieldError::new(
@@ -267,7 +277,7 @@ fn recipe_ingredient(
             errors.push(FieldError::new(&id_field, "is required"));
             None
         }
-        Some(Value::Number(n)) => match n.as_i64() {
+        Some(Value::Number(n)) => match as_integer(n) {
             Some(i) if i > 0 => Some(i),
             _ => {
                 errors.push(FieldError::new(

@@ -401,3 +401,31 @@ async fn an_unreachable_database_returns_503_with_retry_after_within_seconds() {
         "liveness does not need the database"
     );
 }
+
+#[tokio::test]
+async fn a_database_that_accepts_connections_but_never_answers_yields_503_within_seconds() {
+    // Accepts TCP connections on loopback and holds them without sending MySQL's greeting.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64).flatten() {
+            holder.lock().unwrap().push(stream);
+        }
+    });
+    let mut config = test_config(&format!("mysql://dev:dev@127.0.0.1:{port}/recipes"));
+    config.db_timeout = Duration::from_millis(1500);
+    let app = start(config).await;
+    for path in ["/v1/recipes/1", "/readyz"] {
+        let started = Instant::now();
+        let response = app.get(path).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered in {:?}",
+            started.elapsed()
+        );
+        assert!(response.headers().get("retry-after").is_some());
+        assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    }
+}
