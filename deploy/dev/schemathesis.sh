@@ -5,7 +5,8 @@
 # Stops the server by its PID and drops the database, whatever the outcome.
 #
 # Usage: deploy/dev/schemathesis.sh   (after `deploy/dev/env.sh up`; reads .dev/env)
-# Env:   ST_MAX_EXAMPLES (default 30), RECIPE_API_BIN (default target/debug/recipe-api)
+# Env:   ST_MAX_EXAMPLES (default 30), ST_CHECKS (default: the two above),
+#        RECIPE_API_BIN (default target/debug/recipe-api)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -14,6 +15,7 @@ SCHEMATHESIS_VERSION="4.32.5"
 VENV="$ROOT/.dev/venv-st"
 BIN="${RECIPE_API_BIN:-$ROOT/target/debug/recipe-api}"
 MAX_EXAMPLES="${ST_MAX_EXAMPLES:-30}"
+CHECKS="${ST_CHECKS:-not_a_server_error,response_schema_conformance}"
 
 if [ -f "$ROOT/.dev/env" ]; then
   set -a; . "$ROOT/.dev/env"; set +a
@@ -75,7 +77,7 @@ curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: appli
   "http://127.0.0.1:$PORT/v1/recipes"
 
 "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
-  --checks not_a_server_error,response_schema_conformance \
+  --checks "$CHECKS" \
   --header "Authorization: Bearer $TOKEN" \
   --max-examples "$MAX_EXAMPLES" \
   --seed 20261126 \

@@ -40,7 +40,7 @@ fn unique_name(error: diesel::result::Error, name: &str) -> ApiError {
     get, path = "/v1/ingredients", tag = "ingredients",
     params(
         ("limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 20)", minimum = 1, maximum = 100),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page", min_length = 1, pattern = "^[A-Za-z0-9_-]+$"),
         ("q" = Option<String>, Query, description = "Case-insensitive name prefix"),
     ),
     responses(
@@ -232,7 +232,7 @@ pub async fn delete_ingredient(
     params(
         ("id" = i64, Path, description = "Ingredient id", minimum = 1),
         ("limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 20)", minimum = 1, maximum = 100),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page", min_length = 1, pattern = "^[A-Za-z0-9_-]+$"),
     ),
     responses(
         (status = 200, description = "A page of recipes", body = RecipePage),

@@ -31,7 +31,7 @@ fn with_etag(mut response: actix_web::HttpResponseBuilder, recipe: &Recipe) -> H
     get, path = "/v1/recipes", tag = "recipes",
     params(
         ("limit" = Option<i64>, Query, description = "Items per page, 1 to 100 (default 20)", minimum = 1, maximum = 100),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page", min_length = 1, pattern = "^[A-Za-z0-9_-]+$"),
         ("ingredient_id" = Option<i64>, Query, description = "Only recipes that use this ingredient", minimum = 1),
     ),
     responses(
