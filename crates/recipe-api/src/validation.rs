@@ -36,6 +36,12 @@ pub const RECIPE_FIELDS: &[&str] = &[
 const RECIPE_INGREDIENT_FIELDS: &[&str] = &["ingredient_id", "quantity", "unit"];
 const INGREDIENT_FIELDS: &[&str] = &["name"];
 
+/// Read-only fields of the representations: accepted and ignored in request bodies, so a
+/// client can send back (a modified copy of) what it read. Any other field is unknown.
+const RECIPE_READ_ONLY: &[&str] = &["id", "version", "created_at", "updated_at"];
+const RECIPE_INGREDIENT_READ_ONLY: &[&str] = &["name"];
+const INGREDIENT_READ_ONLY: &[&str] = &["id", "created_at", "updated_at"];
+
 /// One violated rule, naming the field by its JSON path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
@@ -95,12 +101,12 @@ fn as_object<'a>(value: &'a Value, errors: &mut Vec<FieldError>) -> Option<&'a M
 
 fn unknown_fields(
     map: &Map<String, Value>,
-    known: &[&str],
+    (known, read_only): (&[&str], &[&str]),
     prefix: &str,
     errors: &mut Vec<FieldError>,
 ) {
     for key in map.keys() {
-        if !known.contains(&key.as_str()) {
+        if !known.contains(&key.as_str()) && !read_only.contains(&key.as_str()) {
             errors.push(FieldError::new(format!("{prefix}{key}"), "unknown field"));
         }
     }
@@ -270,7 +276,12 @@ fn recipe_ingredient(
         return None;
     };
     let before = errors.len();
-    unknown_fields(map, RECIPE_INGREDIENT_FIELDS, &format!("{prefix}."), errors);
+    unknown_fields(
+        map,
+        (RECIPE_INGREDIENT_FIELDS, RECIPE_INGREDIENT_READ_ONLY),
+        &format!("{prefix}."),
+        errors,
+    );
     let id_field = format!("{prefix}.ingredient_id");
     let ingredient_id = match map.get("ingredient_id") {
         None | Some(Value::Null) => {
@@ -314,7 +325,7 @@ pub fn recipe_input(value: &Value) -> Result<RecipeInput, Vec<FieldError>> {
     let Some(map) = as_object(value, &mut errors) else {
         return Err(errors);
     };
-    unknown_fields(map, RECIPE_FIELDS, "", &mut errors);
+    unknown_fields(map, (RECIPE_FIELDS, RECIPE_READ_ONLY), "", &mut errors);
     let title = required_trimmed(map, "title", TITLE_MAX, &mut errors);
     let description = optional_string(
         map.get("description"),
@@ -382,7 +393,7 @@ pub fn recipe_input(value: &Value) -> Result<RecipeInput, Vec<FieldError>> {
 pub fn recipe_patch(value: &Value) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
     if let Some(map) = as_object(value, &mut errors) {
-        unknown_fields(map, RECIPE_FIELDS, "", &mut errors);
+        unknown_fields(map, (RECIPE_FIELDS, RECIPE_READ_ONLY), "", &mut errors);
     }
     if errors.is_empty() {
         Ok(())
@@ -397,7 +408,12 @@ pub fn ingredient_input(value: &Value) -> Result<IngredientInput, Vec<FieldError
     let Some(map) = as_object(value, &mut errors) else {
         return Err(errors);
     };
-    unknown_fields(map, INGREDIENT_FIELDS, "", &mut errors);
+    unknown_fields(
+        map,
+        (INGREDIENT_FIELDS, INGREDIENT_READ_ONLY),
+        "",
+        &mut errors,
+    );
     let name = required_trimmed(map, "name", INGREDIENT_NAME_MAX, &mut errors);
     match name {
         Some(name) if errors.is_empty() => Ok(IngredientInput { name }),
@@ -528,9 +544,9 @@ mod tests {
                 vec!["colour"],
             ),
             (
-                "read-only id is unknown",
-                json!({"title": "a", "id": 3}),
-                vec!["id"],
+                "read-only fields are ignored",
+                json!({"title": "a", "id": 3, "version": 2, "created_at": "x", "updated_at": null}),
+                vec![],
             ),
             (
                 "ingredients not an array",
@@ -594,8 +610,8 @@ mod tests {
             ),
             (
                 "unknown field in an ingredient",
-                json!({"title": "a", "ingredients": [{"ingredient_id": 1, "name": "flour"}]}),
-                vec!["ingredients[0].name"],
+                json!({"title": "a", "ingredients": [{"ingredient_id": 1, "name": "flour", "grams": 2}]}),
+                vec!["ingredients[0].grams"],
             ),
             (
                 "ingredient entry not an object",
@@ -637,7 +653,8 @@ mod tests {
             (json!({"name": "x".repeat(100)}), vec![]),
             (json!({"name": "x".repeat(101)}), vec!["name"]),
             (json!({"name": 1}), vec!["name"]),
-            (json!({"name": "a", "id": 1}), vec!["id"]),
+            (json!({"name": "a", "id": 1}), vec![]),
+            (json!({"name": "a", "kcal": 1}), vec!["kcal"]),
             (json!("flour"), vec!["$"]),
         ];
         for (body, expected) in cases {
@@ -653,8 +670,8 @@ mod tests {
     fn patch_documents_must_name_writable_fields_only() {
         assert!(recipe_patch(&json!({"title": null, "servings": 2})).is_ok());
         assert_eq!(
-            recipe_patch(&json!({"version": 2})).unwrap_err()[0].field,
-            "version"
+            recipe_patch(&json!({"rating": 2})).unwrap_err()[0].field,
+            "rating"
         );
         assert_eq!(recipe_patch(&json!(3)).unwrap_err()[0].field, "$");
     }

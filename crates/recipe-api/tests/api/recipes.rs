@@ -138,6 +138,30 @@ async fn put_recipe_replaces_every_field_and_the_ingredient_list_and_bumps_the_v
 }
 
 #[tokio::test]
+async fn a_representation_read_with_get_can_be_modified_and_put_back() {
+    let app = spawn_app().await;
+    let (recipe, _, _) = pancakes(&app).await;
+    let path = format!("/v1/recipes/{}", recipe["id"]);
+    let mut body = app.get_json(&path).await;
+    body["title"] = json!("Round trip");
+    let response = app
+        .authed(Method::PUT, &path)
+        .header("if-match", "\"1\"")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let updated: Value = response.json().await.unwrap();
+    assert_eq!(updated["title"], "Round trip");
+    assert_eq!(updated["ingredients"], recipe["ingredients"]);
+    assert_eq!(
+        updated["version"], 2,
+        "read-only fields in the body are ignored"
+    );
+}
+
+#[tokio::test]
 async fn put_recipe_without_if_match_is_unconditional() {
     let app = spawn_app().await;
     let (recipe, _, _) = pancakes(&app).await;
@@ -260,7 +284,7 @@ async fn patch_recipe_rejects_invalid_results_unknown_fields_and_stale_etags() {
         (json!({"title": null}), "title"),
         (json!({"title": ""}), "title"),
         (json!({"servings": 0}), "servings"),
-        (json!({"version": 9}), "version"),
+        (json!({"rating": 9}), "rating"),
         (
             json!({"ingredients": [{"ingredient_id": 999999}]}),
             "ingredients[0].ingredient_id",
