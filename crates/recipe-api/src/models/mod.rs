@@ -8,13 +8,44 @@ use std::time::Duration;
 
 use chrono::{NaiveDateTime, Timelike, Utc};
 use diesel::mysql::MysqlConnection;
-use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::r2d2::{ConnectionManager, ManageConnection, Pool};
 use diesel::Connection;
 
 use crate::error::ApiError;
 
 /// The connection pool shared by all workers.
-pub type DbPool = Pool<ConnectionManager<MysqlConnection>>;
+pub type DbPool = Pool<MysqlManager>;
+
+/// A pooled MySQL connection that can be marked broken, so the pool drops it instead of
+/// handing it out again. diesel only notices broken transactions, not a connection the server
+/// closed (a restart, a failover, `KILL`): without this, such a connection fails forever.
+pub struct PooledMysql {
+    pub conn: MysqlConnection,
+    pub broken: bool,
+}
+
+/// Opens [`PooledMysql`] connections through diesel's r2d2 manager.
+pub struct MysqlManager(ConnectionManager<MysqlConnection>);
+
+impl ManageConnection for MysqlManager {
+    type Connection = PooledMysql;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<PooledMysql, Self::Error> {
+        Ok(PooledMysql {
+            conn: self.0.connect()?,
+            broken: false,
+        })
+    }
+
+    fn is_valid(&self, conn: &mut PooledMysql) -> Result<(), Self::Error> {
+        self.0.is_valid(&mut conn.conn)
+    }
+
+    fn has_broken(&self, conn: &mut PooledMysql) -> bool {
+        conn.broken || self.0.has_broken(&mut conn.conn)
+    }
+}
 
 /// Builds the pool without connecting: the service starts (and answers 503) while the
 /// database is down. `timeout` bounds how long a request waits for a connection.
@@ -24,7 +55,7 @@ pub fn pool(database_url: &str, max_size: u32, timeout: Duration) -> DbPool {
         .min_idle(Some(max_size.min(2)))
         .connection_timeout(timeout)
         .test_on_check_out(false)
-        .build_unchecked(ConnectionManager::new(database_url))
+        .build_unchecked(MysqlManager(ConnectionManager::new(database_url)))
 }
 
 /// The current time in UTC, truncated to the microseconds a DATETIME(6) keeps, so what we

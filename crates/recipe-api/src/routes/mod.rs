@@ -130,8 +130,13 @@ where
     let pool = state.pool.clone();
     web::block(move || {
         let _permit = permit;
-        let mut conn = pool.get()?;
-        f(&mut conn)
+        let mut pooled = pool.get()?;
+        let result = f(&mut pooled.conn);
+        if matches!(result, Err(ApiError::Unavailable(_))) {
+            // The server went away under this connection: don't hand it out again.
+            pooled.broken = true;
+        }
+        result
     })
     .await?
 }

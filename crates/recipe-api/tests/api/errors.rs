@@ -429,3 +429,48 @@ async fn a_database_that_accepts_connections_but_never_answers_yields_503_within
         assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
     }
 }
+
+#[tokio::test]
+async fn the_service_recovers_when_the_database_drops_its_connections() {
+    let app = spawn_app_with(|c| c.pool_size = 2).await;
+    let id = app.create_ingredient("flour").await;
+    let path = format!("/v1/ingredients/{id}");
+    assert_eq!(app.get(&path).await.status(), StatusCode::OK);
+
+    // The server kills every connection of the service, as a restart or failover would.
+    let db = app.db.as_ref().unwrap();
+    let mut admin = db.connect();
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    use diesel::RunQueryDsl;
+    let ids: Vec<Id> = diesel::sql_query(format!(
+        "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST WHERE DB = '{}' AND ID <> CONNECTION_ID()",
+        db.name
+    ))
+    .load(&mut admin)
+    .unwrap();
+    assert!(!ids.is_empty());
+    for Id { id } in ids {
+        let _ = diesel::sql_query(format!("KILL {id}")).execute(&mut admin);
+    }
+
+    // At most a request per pooled connection may see 503; then it serves again.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let response = app.get(&path).await;
+        statuses.push(response.status());
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        }
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[2..], [StatusCode::OK; 3], "{statuses:?}");
+}
