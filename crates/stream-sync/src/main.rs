@@ -1,5 +1,178 @@
-//! stream-sync binary (placeholder until its issue lands).
+//! `stream-sync`: parses the command line, sets up logging, signals and the metrics server, and
+//! hands over to [`stream_sync::runner::Runner`].
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use domain::config::SyncConfig;
+use stream_sync::runner::{Mode, Runner};
+
+/// Keeps MySQL tables equal to warehouse (BigQuery) tables, continuously.
+///
+/// For every `mode = "stream"` table of the config, each cycle compares per-bucket row counts
+/// and XORs of row fingerprints in the warehouse and in MySQL (`_sync_bucket`, `_sync_hash`
+/// columns), drills into the buckets that differ, fetches full rows only for new and changed
+/// keys, and applies them as batched upserts and deletes, one transaction per batch. A cycle
+/// that would delete more than `stream_sync.max_delete_fraction` of a table stops instead.
+#[derive(Parser)]
+#[command(name = "stream-sync", version, about, long_about)]
+struct Cli {
+    /// The sync config (TOML, shared with partition-sync).
+    #[arg(long, env = "SYNC_CONFIG", global = true, default_value = "sync.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Sync the stream tables: a cycle per table every `stream_sync.interval_secs` until
+    /// SIGTERM (which finishes the current batch), or once with --once. Serves /metrics and
+    /// /healthz on `metrics.listen`.
+    Run {
+        /// One cycle per table, then exit (non-zero if a table failed).
+        #[arg(long)]
+        once: bool,
+        /// Only this table (target or source name).
+        #[arg(long)]
+        table: Option<String>,
+        /// Let a cycle delete any share of a table, even all of it.
+        #[arg(long)]
+        allow_mass_delete: bool,
+        /// Cursor-mode tables: run the full bucket diff every N cycles.
+        #[arg(long, default_value_t = 10)]
+        full_diff_every: u64,
+        /// --once: attempts per table for transient errors.
+        #[arg(long, default_value_t = 10)]
+        max_attempts: u32,
+    },
+    /// Per table: whether warehouse and MySQL agree (bucket digests), row counts, last write.
+    Status {
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// Compares every row's values in MySQL with the warehouse; exit 1 and list mismatches.
+    Verify {
+        #[arg(long)]
+        table: Option<String>,
+        /// Most mismatches listed per table.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_logging();
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "stream-sync failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = SyncConfig::load(&cli.config)?;
+    let url = config.mysql_url()?;
+    let mut settings = Runner::settings_from(&config);
+    match cli.command {
+        Command::Run {
+            once,
+            table,
+            allow_mass_delete,
+            full_diff_every,
+            max_attempts,
+        } => {
+            settings.allow_mass_delete = allow_mass_delete;
+            settings.full_diff_every = full_diff_every;
+            let mut runner = Runner::new(&config, url, settings, table.as_deref()).await?;
+            let flag = runner.shutdown_flag();
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("shutdown requested: finishing the current batch");
+                flag.store(true, Ordering::SeqCst);
+            });
+            if let Some(addr) = &config.metrics.listen {
+                let (server, bound) =
+                    stream_sync::http::serve(addr, runner.metrics.clone(), runner.health.clone())
+                        .with_context(|| format!("Failed to listen on {addr}"))?;
+                tracing::info!(listen = %bound, "serving /metrics and /healthz");
+                tokio::spawn(server);
+            }
+            let mode = if once {
+                Mode::Once { max_attempts }
+            } else {
+                Mode::Forever {
+                    interval: Duration::from_secs(config.stream_sync.interval_secs),
+                }
+            };
+            let outcomes = runner.run(mode).await;
+            let failed: Vec<_> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+            for o in &failed {
+                if let Some((kind, e)) = &o.error {
+                    eprintln!("{}: {} error: {e}", o.table, kind.label());
+                }
+            }
+            Ok(if once && !failed.is_empty() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Status { table } => {
+            let mut runner = Runner::new(&config, url, settings, table.as_deref()).await?;
+            for line in runner.status().await? {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { table, limit } => {
+            let mut runner = Runner::new(&config, url, settings, table.as_deref()).await?;
+            let found = runner.verify(limit).await?;
+            for m in &found {
+                println!("{m}");
+            }
+            if found.is_empty() {
+                println!("all stream tables match the warehouse");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::FAILURE)
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

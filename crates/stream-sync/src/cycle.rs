@@ -1,0 +1,536 @@
+//! One table's cycle (DESIGN 5.3): (0) skip at no cost when nothing changed and the metadata
+//! can be trusted; (1) bucket digests on both sides; (2) `(key, hash)` of differing buckets
+//! only, diffed; (3) full rows fetched only for new and changed keys; (4) upserts then deletes
+//! in batched transactions. Also the cursor-mode cycle and `verify`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use domain::bigquery::{Warehouse, WarehouseError};
+use domain::config::{quote_ident, TableSpec};
+use domain::schema::Column;
+use mysql::prelude::Queryable;
+use mysql::Conn;
+
+use crate::plan::{self, BucketDigest};
+use crate::source::{self, FetchStats, SourceMeta, SourceTable};
+use crate::{blocking, canon, target, SyncError};
+
+/// Tunables of every table's cycle.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub buckets: u32,
+    pub max_delete_fraction: f64,
+    pub batch_rows: usize,
+    /// Let a cycle delete any share of a table (the guard is off).
+    pub allow_mass_delete: bool,
+    /// Trust `last_modified_time` for the no-cost skip (false with `change_detection =
+    /// "fingerprint"`, e.g. against the emulator).
+    pub trust_metadata: bool,
+    /// In cursor mode, run the full bucket diff every N cycles (and on the first).
+    pub full_diff_every: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            buckets: 1024,
+            max_delete_fraction: 0.1,
+            batch_rows: 5000,
+            allow_mass_delete: false,
+            trust_metadata: false,
+            full_diff_every: 10,
+        }
+    }
+}
+
+/// What the cycle works with.
+pub struct Env<'a> {
+    pub warehouse: &'a Warehouse,
+    pub dataset: &'a str,
+    pub settings: &'a Settings,
+    pub shutdown: &'a AtomicBool,
+}
+
+/// What a table remembers between cycles (in memory only: a restart costs one full digest).
+#[derive(Debug, Clone)]
+pub struct TableState {
+    pub spec: TableSpec,
+    source: Option<SourceTable>,
+    /// Warehouse metadata and MySQL digest after the last converged cycle.
+    last_meta: Option<SourceMeta>,
+    last_digest: Option<BucketDigest>,
+    pub cycles: u64,
+    /// Per-table override of [`Settings::trust_metadata`].
+    pub trust_metadata: Option<bool>,
+}
+
+impl TableState {
+    pub fn new(spec: TableSpec) -> TableState {
+        TableState {
+            spec,
+            source: None,
+            last_meta: None,
+            last_digest: None,
+            cycles: 0,
+            trust_metadata: None,
+        }
+    }
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, Default)]
+pub struct CycleReport {
+    pub table: String,
+    /// Skipped at no cost (metadata and MySQL digest unchanged).
+    pub skipped: bool,
+    /// A cursor-mode cycle (no bucket diff).
+    pub cursor: bool,
+    pub fetch: FetchStats,
+    pub buckets_differing: u64,
+    pub inserts: u64,
+    pub updates: u64,
+    /// Rows written by upserts (inserts + updates, or cursor rows).
+    pub upserted: u64,
+    pub deleted: u64,
+    /// Rows in the warehouse and in MySQL (before the cycle), from the digests.
+    pub warehouse_rows: u64,
+    pub mysql_rows: u64,
+    pub duration: Duration,
+}
+
+impl CycleReport {
+    /// Rows written to MySQL.
+    pub fn rows_written(&self) -> u64 {
+        self.upserted + self.deleted
+    }
+}
+
+/// Makes sure the source is described and the MySQL target is ready; returns the source
+/// metadata for the skip check.
+async fn prepare(
+    env: &Env<'_>,
+    state: &mut TableState,
+    conn: &mut Conn,
+    stats: &mut FetchStats,
+) -> Result<SourceMeta, SyncError> {
+    let spec = &state.spec;
+    let (columns, meta) = source::describe(
+        env.warehouse,
+        env.dataset,
+        &spec.source,
+        &spec.varchar,
+        stats,
+    )
+    .await?;
+    let same = state
+        .source
+        .as_ref()
+        .is_some_and(|s| s.columns == columns && s.buckets == env.settings.buckets);
+    if !same {
+        let src = SourceTable::new(
+            &env.warehouse.project,
+            env.dataset,
+            spec,
+            columns,
+            env.settings.buckets,
+        )
+        .map_err(SyncError::Permanent)?;
+        blocking(|| target::ensure_table(conn, spec, &src.columns))?;
+        state.source = Some(src);
+        state.last_meta = None;
+        state.last_digest = None;
+    }
+    Ok(meta)
+}
+
+/// Runs one cycle of one table. `report` holds what was done so far even when it fails.
+pub async fn run_cycle(
+    env: &Env<'_>,
+    state: &mut TableState,
+    conn: &mut Conn,
+    report: &mut CycleReport,
+) -> Result<(), SyncError> {
+    let started = Instant::now();
+    report.table = state.spec.target.clone();
+    let result = cycle_inner(env, state, conn, report).await;
+    report.duration = started.elapsed();
+    if result.is_ok() {
+        state.cycles += 1;
+    }
+    result
+}
+
+async fn cycle_inner(
+    env: &Env<'_>,
+    state: &mut TableState,
+    conn: &mut Conn,
+    report: &mut CycleReport,
+) -> Result<(), SyncError> {
+    let meta = prepare(env, state, conn, &mut report.fetch).await?;
+    let Some(src) = state.source.clone() else {
+        return Err(SyncError::Permanent("source table not described".into()));
+    };
+    let target = state.spec.target.clone();
+
+    // (0) The skip at no cost: the warehouse says nothing changed and MySQL's rows are the
+    // ones we left there.
+    let trust = state.trust_metadata.unwrap_or(env.settings.trust_metadata);
+    if trust && state.last_meta.as_ref() == Some(&meta) {
+        let digest = blocking(|| target::table_digest(conn, &target))?;
+        if state.last_digest == Some(digest) {
+            report.skipped = true;
+            report.mysql_rows = digest.count;
+            report.warehouse_rows = digest.count;
+            return Ok(());
+        }
+    }
+
+    if let Some(cursor) = state.spec.cursor_column.clone() {
+        let every = env.settings.full_diff_every.max(1);
+        if state.cycles % every != 0 {
+            report.cursor = true;
+            state.last_meta = None;
+            return cursor_cycle(env, &src, &cursor, conn, report).await;
+        }
+    }
+
+    // (1) Bucket digests on both sides.
+    let wh = source::digests(env.warehouse, &src, &mut report.fetch).await?;
+    let my = blocking(|| target::digests(conn, &target))?;
+    report.warehouse_rows = plan::total_rows(&wh);
+    report.mysql_rows = plan::total_rows(&my);
+    if report.warehouse_rows == 0 {
+        plan::guard(
+            report.mysql_rows,
+            report.mysql_rows,
+            0,
+            env.settings.max_delete_fraction,
+            env.settings.allow_mass_delete,
+        )?;
+    }
+    let differing = plan::differing_buckets(&wh, &my);
+    report.buckets_differing = differing.len() as u64;
+    if !differing.is_empty() {
+        // (2) Keys and hashes of the differing buckets only.
+        let wh_keys = source::keys(env.warehouse, &src, &differing, &mut report.fetch).await?;
+        let my_keys = blocking(|| target::keys(conn, &target, &src.primary_key, &differing))?;
+        let row_plan = plan::plan_rows(&wh_keys, &my_keys)?;
+        drop((wh_keys, my_keys));
+        plan::guard(
+            row_plan.deletes.len() as u64,
+            report.mysql_rows,
+            report.warehouse_rows,
+            env.settings.max_delete_fraction,
+            env.settings.allow_mass_delete,
+        )?;
+        report.inserts = row_plan.inserts as u64;
+        report.updates = row_plan.updates as u64;
+
+        // (3) + (4) Full rows of new and changed keys only, upserted batch by batch, then
+        // the deletes (after the upserts, so a delete never removes a row just rewritten).
+        if !row_plan.fetch.is_empty() {
+            // Only buckets that hold something to fetch.
+            let wanted: HashSet<i64> = plan::fetch_set(&row_plan);
+            let buckets = differing.clone();
+            if plan::fetch_by_hash(row_plan.fetch.len()) {
+                let sql = src.rows_sql(&buckets, Some(&row_plan.fetch));
+                fetch_and_apply(env, &src, conn, &sql, None, report).await?;
+            } else {
+                for chunk in buckets.chunks(4096) {
+                    let sql = src.rows_sql(chunk, None);
+                    fetch_and_apply(env, &src, conn, &sql, Some(&wanted), report).await?;
+                }
+            }
+        }
+        for batch in row_plan.deletes.chunks(env.settings.batch_rows.max(1)) {
+            report.deleted +=
+                blocking(|| target::delete_batch(conn, &target, &src.primary_key, batch))? as u64;
+            if env.shutdown.load(Ordering::SeqCst) {
+                return Err(SyncError::Shutdown);
+            }
+        }
+    }
+    state.last_meta = Some(meta);
+    state.last_digest = Some(plan::table_digest(&wh));
+    Ok(())
+}
+
+/// Cursor mode: rows past MySQL's largest cursor value, upserted.
+async fn cursor_cycle(
+    env: &Env<'_>,
+    src: &SourceTable,
+    cursor: &str,
+    conn: &mut Conn,
+    report: &mut CycleReport,
+) -> Result<(), SyncError> {
+    let Some(col) = src.columns.iter().find(|c| c.name == cursor).cloned() else {
+        return Err(SyncError::Permanent(format!(
+            "cursor_column `{cursor}` is not in the warehouse table"
+        )));
+    };
+    let target = report.table.clone();
+    let watermark = blocking(|| target::cursor_watermark(conn, &target, &col))?;
+    let sql = src.cursor_sql(cursor, watermark.as_deref());
+    fetch_and_apply(env, src, conn, &sql, None, report).await
+}
+
+/// Streams the rows of `sql` into upsert transactions of `batch_rows`; with `only`, rows whose
+/// hash is not in it are skipped. Stops after the current batch on shutdown.
+async fn fetch_and_apply(
+    env: &Env<'_>,
+    src: &SourceTable,
+    conn: &mut Conn,
+    sql: &str,
+    only: Option<&HashSet<i64>>,
+    report: &mut CycleReport,
+) -> Result<(), SyncError> {
+    let table = report.table.clone();
+    let columns = target::write_columns(&src.columns);
+    let pk_idx: Vec<usize> = src
+        .primary_key
+        .iter()
+        .filter_map(|k| src.columns.iter().position(|c| c.name == k.name))
+        .collect();
+    let max_packet = blocking(|| domain::sink::max_allowed_packet(conn))?;
+    let batch = env.settings.batch_rows.max(1);
+    let mut pending: Vec<Vec<mysql::Value>> = Vec::with_capacity(batch.min(10_000));
+    let mut failed: Option<SyncError> = None;
+    let mut fetched = 0u64;
+    let mut upserted = 0u64;
+    let stop = || WarehouseError::Client("stopped by the apply step".into());
+    report.fetch.queries += 1;
+    let result = env
+        .warehouse
+        .query_pages(sql, |page| {
+            fetched += page.rows.len() as u64;
+            for cells in page.rows {
+                match target::convert_row(&table, &src.columns, &pk_idx, cells) {
+                    Ok((values, hash)) => {
+                        if only.is_none_or(|s| s.contains(&hash)) {
+                            pending.push(values);
+                        }
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        return Err(stop());
+                    }
+                }
+                if pending.len() >= batch {
+                    let rows = std::mem::take(&mut pending);
+                    match blocking(|| {
+                        target::upsert_batch(conn, &table, &columns, max_packet, rows)
+                    }) {
+                        Ok(n) => upserted += n as u64,
+                        Err(e) => {
+                            failed = Some(e);
+                            return Err(stop());
+                        }
+                    }
+                    if env.shutdown.load(Ordering::SeqCst) {
+                        failed = Some(SyncError::Shutdown);
+                        return Err(stop());
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+    report.fetch.full_rows += fetched;
+    report.upserted += upserted;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    report.fetch.bytes_processed += result?;
+    let rows = std::mem::take(&mut pending);
+    report.upserted +=
+        blocking(|| target::upsert_batch(conn, &table, &columns, max_packet, rows))? as u64;
+    Ok(())
+}
+
+/// One difference `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub table: String,
+    /// The primary key, parts joined by `, ` (empty for table-level problems).
+    pub key: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.table, self.problem)
+        } else {
+            write!(f, "{} key ({}): {}", self.table, self.key, self.problem)
+        }
+    }
+}
+
+/// Compares every row's values (not only the stored hashes, which a change made behind the
+/// sync's back leaves alone), a group of buckets at a time. Lists at most `limit` mismatches.
+pub async fn verify(
+    env: &Env<'_>,
+    spec: &TableSpec,
+    conn: &mut Conn,
+    limit: usize,
+) -> Result<Vec<Mismatch>, SyncError> {
+    let mut stats = FetchStats::default();
+    let (columns, _) = source::describe(
+        env.warehouse,
+        env.dataset,
+        &spec.source,
+        &spec.varchar,
+        &mut stats,
+    )
+    .await?;
+    let src = SourceTable::new(
+        &env.warehouse.project,
+        env.dataset,
+        spec,
+        columns,
+        env.settings.buckets,
+    )
+    .map_err(SyncError::Permanent)?;
+    let mut out = Vec::new();
+    let mismatch = |key: String, problem: String| Mismatch {
+        table: spec.target.clone(),
+        key,
+        problem,
+    };
+    let have = blocking(|| domain::sink::table_columns(conn, &spec.target))?;
+    let Some(have) = have else {
+        return Ok(vec![mismatch(String::new(), "missing in MySQL".into())]);
+    };
+    let drift = domain::schema::schema_drift(&spec.target, &src.columns, &have);
+    if !drift.is_empty() || !have.iter().any(|c| c.name == "_sync_bucket") {
+        return Ok(vec![mismatch(
+            String::new(),
+            format!("schema mismatch: {}", drift.join("; ")),
+        )]);
+    }
+    let wh_digests = source::digests(env.warehouse, &src, &mut stats).await?;
+    let my_digests = blocking(|| target::digests(conn, &spec.target))?;
+    // Groups of buckets of roughly 20,000 rows each.
+    let mut groups: Vec<Vec<u16>> = vec![Vec::new()];
+    let mut in_group = 0u64;
+    let all: std::collections::BTreeSet<u16> = wh_digests
+        .keys()
+        .chain(my_digests.keys())
+        .copied()
+        .collect();
+    for b in all {
+        let n = wh_digests
+            .get(&b)
+            .map(|d| d.count)
+            .unwrap_or(0)
+            .max(my_digests.get(&b).map(|d| d.count).unwrap_or(0));
+        if in_group > 0 && in_group + n > 20_000 {
+            groups.push(Vec::new());
+            in_group = 0;
+        }
+        in_group += n;
+        if let Some(g) = groups.last_mut() {
+            g.push(b);
+        }
+    }
+    let pk_idx: Vec<usize> = src
+        .primary_key
+        .iter()
+        .filter_map(|k| src.columns.iter().position(|c| c.name == k.name))
+        .collect();
+    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        let page = env.warehouse.query_all(&src.verify_sql(&group)).await?;
+        let mut wh_rows: HashMap<String, (Vec<String>, i64)> = HashMap::new();
+        for cells in page.rows {
+            let (values, hash) = target::convert_row(&spec.target, &src.columns, &pk_idx, cells)?;
+            let canon_vals: Vec<String> = src
+                .columns
+                .iter()
+                .zip(&values)
+                .map(|(c, v)| canon::of_mysql(c, v))
+                .collect();
+            let key = canon::key(pk_idx.iter().map(|i| canon_vals[*i].clone()));
+            wh_rows.insert(key, (canon_vals, hash));
+        }
+        let my_rows = blocking(|| mysql_rows(conn, &spec.target, &src.columns, &group))?;
+        let mut seen = HashSet::new();
+        for (vals, hash) in my_rows {
+            let key = canon::key(pk_idx.iter().map(|i| vals[*i].clone()));
+            match wh_rows.get(&key) {
+                None => out.push(mismatch(
+                    canon::display_key(&key),
+                    "in MySQL but not in the warehouse".into(),
+                )),
+                Some((w, h)) => {
+                    let cols: Vec<&str> = src
+                        .columns
+                        .iter()
+                        .zip(w.iter().zip(&vals))
+                        .filter(|(_, (a, b))| a != b)
+                        .map(|(c, _)| c.name.as_str())
+                        .collect();
+                    if !cols.is_empty() {
+                        out.push(mismatch(
+                            canon::display_key(&key),
+                            format!("values differ in column(s) {}", cols.join(", ")),
+                        ));
+                    } else if *h != hash {
+                        out.push(mismatch(
+                            canon::display_key(&key),
+                            "stored _sync_hash is stale".into(),
+                        ));
+                    }
+                }
+            }
+            seen.insert(key);
+        }
+        for key in wh_rows.keys().filter(|k| !seen.contains(*k)) {
+            out.push(mismatch(
+                canon::display_key(key),
+                "in the warehouse but not in MySQL".into(),
+            ));
+        }
+        if out.len() >= limit {
+            out.truncate(limit);
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Rows of `buckets` from MySQL: canonical values of `columns`, and the stored hash.
+fn mysql_rows(
+    conn: &mut Conn,
+    table: &str,
+    columns: &[Column],
+    buckets: &[u16],
+) -> Result<Vec<(Vec<String>, i64)>, SyncError> {
+    let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let list: Vec<String> = buckets.iter().map(u16::to_string).collect();
+    let sql = format!(
+        "SELECT {}, `_sync_hash` FROM {} WHERE `_sync_bucket` IN ({})",
+        cols.join(", "),
+        quote_ident(table),
+        list.join(",")
+    );
+    let rows: Vec<mysql::Row> = conn.exec(sql, ())?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let v = r.unwrap();
+            let vals = columns
+                .iter()
+                .zip(&v)
+                .map(|(c, x)| canon::of_mysql(c, x))
+                .collect();
+            let hash = match v.get(columns.len()) {
+                Some(mysql::Value::Int(i)) => *i,
+                Some(mysql::Value::UInt(u)) => *u as i64,
+                _ => 0,
+            };
+            (vals, hash)
+        })
+        .collect())
+}

@@ -1,0 +1,223 @@
+//! Prometheus metrics of stream-sync (DESIGN 5.6), prefix `stream_sync_`. Labels stay bounded:
+//! the configured table names and fixed kinds. Updated once per cycle.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::cycle::CycleReport;
+
+/// The metrics, in their own registry (one per runner, so tests don't share them).
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    last_success: GaugeVec,
+    lag: GaugeVec,
+    cycle_duration: HistogramVec,
+    cycles: IntCounterVec,
+    rows_applied: IntCounterVec,
+    rows_loaded: IntCounterVec,
+    rows_deleted: IntCounterVec,
+    rows_fetched: IntCounterVec,
+    buckets_differing: IntGaugeVec,
+    errors: IntCounterVec,
+    bytes: IntCounterVec,
+    table_up: IntGaugeVec,
+}
+
+fn name(n: &str) -> String {
+    format!("stream_sync_{n}")
+}
+
+impl Metrics {
+    /// Builds and registers every metric. Fails only on a programming error (duplicate names).
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let table = &["table"];
+        let m = Metrics {
+            last_success: GaugeVec::new(
+                Opts::new(
+                    name("last_success_timestamp_seconds"),
+                    "Unix time of the table's last successful cycle",
+                ),
+                table,
+            )?,
+            lag: GaugeVec::new(
+                Opts::new(
+                    name("lag_seconds"),
+                    "Seconds since the table's last successful cycle",
+                ),
+                table,
+            )?,
+            cycle_duration: HistogramVec::new(
+                HistogramOpts::new(name("cycle_duration_seconds"), "Duration of one cycle")
+                    .buckets(vec![
+                        0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+                    ]),
+                table,
+            )?,
+            cycles: IntCounterVec::new(
+                Opts::new(
+                    name("cycles_total"),
+                    "Cycles by outcome (skipped, unchanged, changed, failed)",
+                ),
+                &["table", "outcome"],
+            )?,
+            rows_applied: IntCounterVec::new(
+                Opts::new(
+                    name("rows_applied_total"),
+                    "Rows applied to MySQL by operation (insert, update, upsert, delete)",
+                ),
+                &["table", "op"],
+            )?,
+            rows_loaded: IntCounterVec::new(
+                Opts::new(name("rows_loaded_total"), "Rows upserted into MySQL"),
+                table,
+            )?,
+            rows_deleted: IntCounterVec::new(
+                Opts::new(name("rows_deleted_total"), "Rows deleted from MySQL"),
+                table,
+            )?,
+            rows_fetched: IntCounterVec::new(
+                Opts::new(
+                    name("warehouse_rows_fetched_total"),
+                    "Rows read from the warehouse by kind (digest, key, row)",
+                ),
+                &["table", "kind"],
+            )?,
+            buckets_differing: IntGaugeVec::new(
+                Opts::new(
+                    name("buckets_differing"),
+                    "Buckets that differed in the last full-diff cycle",
+                ),
+                table,
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new(
+                    name("errors_total"),
+                    "Failed cycles by kind (transient, permanent, cycle)",
+                ),
+                &["table", "kind"],
+            )?,
+            bytes: IntCounterVec::new(
+                Opts::new(
+                    name("warehouse_bytes_processed_total"),
+                    "Bytes the warehouse processed for this table's queries",
+                ),
+                table,
+            )?,
+            table_up: IntGaugeVec::new(
+                Opts::new(
+                    name("table_up"),
+                    "1 while the table syncs, 0 once a permanent error stopped it",
+                ),
+                table,
+            )?,
+            registry,
+        };
+        for c in [
+            Box::new(m.last_success.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.lag.clone()),
+            Box::new(m.cycle_duration.clone()),
+            Box::new(m.cycles.clone()),
+            Box::new(m.rows_applied.clone()),
+            Box::new(m.rows_loaded.clone()),
+            Box::new(m.rows_deleted.clone()),
+            Box::new(m.rows_fetched.clone()),
+            Box::new(m.buckets_differing.clone()),
+            Box::new(m.errors.clone()),
+            Box::new(m.bytes.clone()),
+            Box::new(m.table_up.clone()),
+        ] {
+            m.registry.register(c)?;
+        }
+        Ok(m)
+    }
+
+    /// Records a finished cycle (successful or not: rows written before a failure count).
+    pub fn record(&self, r: &CycleReport, error_kind: Option<&str>) {
+        let t = r.table.as_str();
+        self.cycle_duration
+            .with_label_values(&[t])
+            .observe(r.duration.as_secs_f64());
+        let outcome = match (error_kind, r.skipped, r.rows_written()) {
+            (Some(_), _, _) => "failed",
+            (None, true, _) => "skipped",
+            (None, false, 0) => "unchanged",
+            (None, false, _) => "changed",
+        };
+        self.cycles.with_label_values(&[t, outcome]).inc();
+        let inserted = r.inserts.min(r.upserted);
+        let updated = r.upserted - inserted;
+        let (ins_op, upd_op) = if r.cursor {
+            ("upsert", "upsert")
+        } else {
+            ("insert", "update")
+        };
+        self.rows_applied
+            .with_label_values(&[t, ins_op])
+            .inc_by(inserted);
+        self.rows_applied
+            .with_label_values(&[t, upd_op])
+            .inc_by(updated);
+        self.rows_applied
+            .with_label_values(&[t, "delete"])
+            .inc_by(r.deleted);
+        self.rows_loaded.with_label_values(&[t]).inc_by(r.upserted);
+        self.rows_deleted.with_label_values(&[t]).inc_by(r.deleted);
+        for (kind, n) in [
+            ("digest", r.fetch.digest_rows),
+            ("key", r.fetch.key_rows),
+            ("row", r.fetch.full_rows),
+        ] {
+            self.rows_fetched.with_label_values(&[t, kind]).inc_by(n);
+        }
+        self.bytes
+            .with_label_values(&[t])
+            .inc_by(r.fetch.bytes_processed);
+        match error_kind {
+            Some(kind) => self.errors.with_label_values(&[t, kind]).inc(),
+            None => {
+                if !r.skipped && !r.cursor {
+                    self.buckets_differing
+                        .with_label_values(&[t])
+                        .set(r.buckets_differing as i64);
+                }
+                let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+                self.last_success.with_label_values(&[t]).set(now);
+                self.lag.with_label_values(&[t]).set(0.0);
+            }
+        }
+    }
+
+    /// Marks a table as syncing (1) or stopped (0).
+    pub fn set_up(&self, table: &str, up: bool) {
+        self.table_up.with_label_values(&[table]).set(i64::from(up));
+    }
+
+    /// Refreshes `lag_seconds` from the last success times (called on every scrape).
+    pub fn refresh_lag(&self) {
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        for mf in self.last_success.collect() {
+            for m in mf.get_metric() {
+                if let Some(l) = m.get_label().iter().find(|l| l.name() == "table") {
+                    let last = m.get_gauge().get_value();
+                    self.lag
+                        .with_label_values(&[l.value()])
+                        .set((now - last).max(0.0));
+                }
+            }
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        self.refresh_lag();
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+use prometheus::core::Collector as _;

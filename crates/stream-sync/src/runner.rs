@@ -1,0 +1,441 @@
+//! The daemon around the cycles: one MySQL session per table (holding the table's advisory
+//! lock), due times per table, retries of transient errors with capped exponential backoff and
+//! jitter, permanent errors that stop only their table, SIGTERM between batches, status for
+//! `/healthz` and the `status` command, and the run history in `sync_runs`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use domain::bigquery::Warehouse;
+use domain::config::{ChangeDetection, SyncConfig, TableSpec};
+use domain::sink::{connect, ensure_state_tables, get_lock};
+use mysql::prelude::Queryable;
+use mysql::Conn;
+
+use crate::cycle::{self, CycleReport, Env, Mismatch, Settings, TableState};
+use crate::metrics::Metrics;
+use crate::{blocking, plan, source, target, ErrorKind, SyncError};
+
+/// Per-table state shown by `/healthz`.
+pub type Health = Arc<Mutex<BTreeMap<String, String>>>;
+
+/// How long to run.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// One successful cycle per table (transient errors retried up to `max_attempts`).
+    Once { max_attempts: u32 },
+    /// Until shutdown, a cycle per table every `interval`.
+    Forever { interval: Duration },
+}
+
+/// How a table's run ended (`Mode::Once`) or its last cycle (`Mode::Forever`).
+#[derive(Debug)]
+pub struct TableOutcome {
+    pub table: String,
+    pub report: CycleReport,
+    pub error: Option<(ErrorKind, String)>,
+}
+
+struct TableRun {
+    state: TableState,
+    conn: Option<Conn>,
+    attempt: u32,
+    due: Instant,
+    done: bool,
+    last: Option<TableOutcome>,
+}
+
+/// Runs the stream tables of one config.
+pub struct Runner {
+    warehouse: Warehouse,
+    dataset: String,
+    settings: Settings,
+    mysql_url: String,
+    tables: Vec<TableRun>,
+    pub metrics: Metrics,
+    pub health: Health,
+    shutdown: Arc<AtomicBool>,
+}
+
+impl Runner {
+    /// Builds the warehouse client and the table list (`only`: one target). Connects nowhere
+    /// yet: an unreachable MySQL is a transient error of the first cycle.
+    pub async fn new(
+        config: &SyncConfig,
+        mysql_url: String,
+        settings: Settings,
+        only: Option<&str>,
+    ) -> anyhow::Result<Runner> {
+        let client = domain::bigquery::client(
+            config.warehouse.endpoint.as_deref(),
+            &config.warehouse.credentials(),
+        )
+        .await
+        .context("Failed to build the BigQuery client")?;
+        let mut warehouse = Warehouse::new(client, config.warehouse.project.clone());
+        warehouse.location = config.warehouse.location.clone();
+        let specs: Vec<TableSpec> = config
+            .stream_tables()
+            .into_iter()
+            .filter(|t| only.is_none_or(|o| o == t.target || o == t.source))
+            .collect();
+        if let Some(o) = only {
+            anyhow::ensure!(
+                !specs.is_empty(),
+                "no table with mode = \"stream\" and target or source `{o}` in the config"
+            );
+        }
+        let metrics = Metrics::new().context("Failed to register metrics")?;
+        let health: Health = Arc::default();
+        let now = Instant::now();
+        let tables = specs
+            .into_iter()
+            .map(|spec| {
+                metrics.set_up(&spec.target, true);
+                if let Ok(mut h) = health.lock() {
+                    h.insert(spec.target.clone(), "starting".into());
+                }
+                let mut state = TableState::new(spec.clone());
+                state.trust_metadata = spec
+                    .change_detection
+                    .map(|c| c == ChangeDetection::Metadata);
+                TableRun {
+                    state,
+                    conn: None,
+                    attempt: 0,
+                    due: now,
+                    done: false,
+                    last: None,
+                }
+            })
+            .collect();
+        Ok(Runner {
+            warehouse,
+            dataset: config.warehouse.dataset.clone(),
+            settings,
+            mysql_url,
+            tables,
+            metrics,
+            health,
+            shutdown: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Settings from the config's `[stream_sync]` and `[warehouse]` sections.
+    pub fn settings_from(config: &SyncConfig) -> Settings {
+        Settings {
+            buckets: config.stream_sync.buckets,
+            max_delete_fraction: config.stream_sync.max_delete_fraction,
+            batch_rows: config.stream_sync.batch_rows,
+            trust_metadata: config.warehouse.change_detection == ChangeDetection::Metadata,
+            ..Settings::default()
+        }
+    }
+
+    /// Set it to stop after the current batch.
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        self.shutdown.clone()
+    }
+
+    /// Direct access to the warehouse (tests and the benchmark).
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
+    }
+
+    /// Runs cycles per `mode`; returns each table's last outcome.
+    pub async fn run(&mut self, mode: Mode) -> Vec<TableOutcome> {
+        for t in &mut self.tables {
+            t.done = false;
+            t.attempt = 0;
+            t.due = Instant::now();
+        }
+        'outer: loop {
+            for i in 0..self.tables.len() {
+                if self.shutdown.load(Ordering::SeqCst) {
+                    break 'outer;
+                }
+                if self.tables[i].done || self.tables[i].due > Instant::now() {
+                    continue;
+                }
+                let outcome = self.attempt(i).await;
+                let t = &mut self.tables[i];
+                let table = t.state.spec.target.clone();
+                let (health, next) = match &outcome.error {
+                    None => {
+                        t.attempt = 0;
+                        if matches!(mode, Mode::Once { .. }) {
+                            t.done = true;
+                        }
+                        ("ok".to_string(), interval(mode))
+                    }
+                    Some((ErrorKind::Transient, e)) => {
+                        t.attempt += 1;
+                        if let Mode::Once { max_attempts } = mode {
+                            t.done = t.attempt >= max_attempts;
+                        }
+                        let delay = domain::bigquery::backoff(t.attempt);
+                        tracing::warn!(table.name = %table, attempt = t.attempt, delay_ms = delay.as_millis() as u64, error = %e, "transient error; retrying");
+                        (format!("retrying: {e}"), delay)
+                    }
+                    Some((ErrorKind::Permanent, e)) => {
+                        tracing::error!(table.name = %table, error = %e, "permanent error: this table stops, the others go on");
+                        t.done = true;
+                        self.metrics.set_up(&table, false);
+                        (format!("stopped: {e}"), Duration::ZERO)
+                    }
+                    Some((ErrorKind::Cycle, e)) => {
+                        tracing::error!(table.name = %table, error = %e, "cycle refused; trying again next interval");
+                        if matches!(mode, Mode::Once { .. }) {
+                            t.done = true;
+                        }
+                        (format!("failing: {e}"), interval(mode))
+                    }
+                    Some((ErrorKind::Shutdown, _)) => {
+                        t.last = Some(outcome);
+                        break 'outer;
+                    }
+                };
+                t.due = Instant::now() + next;
+                t.last = Some(outcome);
+                if let Ok(mut h) = self.health.lock() {
+                    h.insert(table, health);
+                }
+            }
+            if self.tables.iter().all(|t| t.done) {
+                break;
+            }
+            // Sleep until the next table is due, waking for shutdown.
+            let next = self
+                .tables
+                .iter()
+                .filter(|t| !t.done)
+                .map(|t| t.due)
+                .min()
+                .unwrap_or_else(Instant::now);
+            while Instant::now() < next && !self.shutdown.load(Ordering::SeqCst) {
+                let left = next.saturating_duration_since(Instant::now());
+                tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+            }
+        }
+        self.tables
+            .iter_mut()
+            .filter_map(|t| t.last.take())
+            .collect()
+    }
+
+    /// One cycle of table `i`, connecting first when needed.
+    async fn attempt(&mut self, i: usize) -> TableOutcome {
+        let env = Env {
+            warehouse: &self.warehouse,
+            dataset: &self.dataset,
+            settings: &self.settings,
+            shutdown: &self.shutdown,
+        };
+        let t = &mut self.tables[i];
+        let mut report = CycleReport {
+            table: t.state.spec.target.clone(),
+            ..CycleReport::default()
+        };
+        let started = chrono::Utc::now();
+        let result = async {
+            if t.conn.is_none() {
+                t.conn = Some(blocking(|| open_session(&self.mysql_url, &t.state.spec))?);
+            }
+            let Some(conn) = t.conn.as_mut() else {
+                return Err(SyncError::Permanent("no MySQL session".into()));
+            };
+            cycle::run_cycle(&env, &mut t.state, conn, &mut report).await
+        }
+        .await;
+        let error = result.err().map(|e| (e.kind(), e.to_string()));
+        if let Some((kind, _)) = &error {
+            if *kind != ErrorKind::Cycle {
+                t.conn = None; // a fresh session next time
+            }
+        }
+        self.metrics
+            .record(&report, error.as_ref().map(|(k, _)| k.label()));
+        let f = &report.fetch;
+        match &error {
+            None => tracing::info!(
+                table.name = %report.table,
+                skipped = report.skipped,
+                cursor = report.cursor,
+                buckets_differing = report.buckets_differing,
+                rows_inserted = report.inserts,
+                rows_updated = report.updates,
+                rows_upserted = report.upserted,
+                rows_deleted = report.deleted,
+                warehouse_queries = f.queries,
+                warehouse_digest_rows = f.digest_rows,
+                warehouse_key_rows = f.key_rows,
+                warehouse_full_rows = f.full_rows,
+                duration_ms = report.duration.as_millis() as u64,
+                "cycle done"
+            ),
+            Some((kind, e)) => {
+                tracing::debug!(table.name = %report.table, kind = kind.label(), error = %e, "cycle failed")
+            }
+        }
+        // History: only cycles that wrote or failed for good, so an idle table writes nothing.
+        let worth_recording = match &error {
+            None => report.rows_written() > 0,
+            Some((kind, _)) => matches!(kind, ErrorKind::Permanent | ErrorKind::Cycle),
+        };
+        if worth_recording {
+            if let Some(conn) = t.conn.as_mut() {
+                let msg = error.as_ref().map(|(_, e)| e.as_str());
+                if let Err(e) = blocking(|| record_run(conn, &report, started, msg)) {
+                    tracing::warn!(table.name = %report.table, error = %e, "could not record the run in sync_runs");
+                }
+            }
+        }
+        TableOutcome {
+            table: report.table.clone(),
+            report,
+            error,
+        }
+    }
+
+    /// Compares every table's rows with the warehouse; returns the mismatches.
+    pub async fn verify(&mut self, limit: usize) -> anyhow::Result<Vec<Mismatch>> {
+        let env = Env {
+            warehouse: &self.warehouse,
+            dataset: &self.dataset,
+            settings: &self.settings,
+            shutdown: &self.shutdown,
+        };
+        let mut conn =
+            blocking(|| connect(&self.mysql_url)).context("Failed to connect to MySQL")?;
+        let mut out = Vec::new();
+        for t in &self.tables {
+            let found = cycle::verify(&env, &t.state.spec, &mut conn, limit)
+                .await
+                .with_context(|| format!("Failed to verify {}", t.state.spec.target))?;
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    /// One line per table: MySQL rows, whether the bucket digests agree, the last recorded run.
+    pub async fn status(&mut self) -> anyhow::Result<Vec<String>> {
+        let mut conn =
+            blocking(|| connect(&self.mysql_url)).context("Failed to connect to MySQL")?;
+        let mut lines = Vec::new();
+        for t in &self.tables {
+            let spec = &t.state.spec;
+            let mut stats = source::FetchStats::default();
+            let line = async {
+                let (columns, _) = source::describe(
+                    &self.warehouse,
+                    &self.dataset,
+                    &spec.source,
+                    &spec.varchar,
+                    &mut stats,
+                )
+                .await?;
+                let src = source::SourceTable::new(
+                    &self.warehouse.project,
+                    &self.dataset,
+                    spec,
+                    columns,
+                    self.settings.buckets,
+                )
+                .map_err(SyncError::Permanent)?;
+                let exists = blocking(|| domain::sink::table_columns(&mut conn, &spec.target))?
+                    .is_some_and(|c| c.iter().any(|c| c.name == "_sync_bucket"));
+                if !exists {
+                    return Ok::<String, SyncError>(format!(
+                        "{}: not synced yet (no MySQL table)",
+                        spec.target
+                    ));
+                }
+                let wh = source::digests(&self.warehouse, &src, &mut stats).await?;
+                let my = blocking(|| target::digests(&mut conn, &spec.target))?;
+                let differing = plan::differing_buckets(&wh, &my).len();
+                let state = if differing == 0 {
+                    "in sync".to_string()
+                } else {
+                    format!("{differing} bucket(s) differ")
+                };
+                let last: Option<(String, String, i64, i64)> = blocking(|| {
+                    conn.exec_first(
+                        "SELECT DATE_FORMAT(started_at, '%Y-%m-%dT%H:%i:%sZ'), status, rows_loaded, rows_deleted \
+                         FROM sync_runs WHERE target_table = ? AND engine = 'stream' \
+                         ORDER BY started_at DESC LIMIT 1",
+                        (&spec.target,),
+                    )
+                })
+                .unwrap_or(None);
+                let last = match last {
+                    Some((at, status, loaded, deleted)) => {
+                        format!("last write {at} {status} (+{loaded} -{deleted})")
+                    }
+                    None => "no recorded writes".into(),
+                };
+                Ok(format!(
+                    "{}: {state}; warehouse {} rows, MySQL {} rows; {last}",
+                    spec.target,
+                    plan::total_rows(&wh),
+                    plan::total_rows(&my)
+                ))
+            }
+            .await;
+            lines.push(line.unwrap_or_else(|e| format!("{}: error: {e}", spec.target)));
+        }
+        Ok(lines)
+    }
+}
+
+fn interval(mode: Mode) -> Duration {
+    match mode {
+        Mode::Once { .. } => Duration::ZERO,
+        Mode::Forever { interval } => interval,
+    }
+}
+
+/// A session for one table: UTC/strict/utf8mb4, the state tables present, and the table's
+/// advisory lock so two daemons never write one table at once.
+fn open_session(url: &str, spec: &TableSpec) -> Result<Conn, SyncError> {
+    let mut conn = connect(url)?;
+    ensure_state_tables(&mut conn)?;
+    let db = domain::sink::current_database(&mut conn)?;
+    let lock = format!("stream-sync:{db}.{}", spec.target);
+    if !get_lock(&mut conn, &lock, Duration::ZERO)? {
+        return Err(SyncError::BadRow(format!(
+            "another stream-sync holds the lock of {}",
+            spec.target
+        )));
+    }
+    Ok(conn)
+}
+
+fn record_run(
+    conn: &mut Conn,
+    r: &CycleReport,
+    started: chrono::DateTime<chrono::Utc>,
+    error: Option<&str>,
+) -> Result<(), mysql::Error> {
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+    let run_id = format!(
+        "stream-{}",
+        started.timestamp_micros().to_string() + &r.table.len().to_string()
+    );
+    conn.exec_drop(
+        "INSERT INTO sync_runs (run_id, target_table, engine, started_at, finished_at, status, rows_loaded, rows_deleted, error) \
+         VALUES (?, ?, 'stream', ?, ?, ?, ?, ?, ?)",
+        (
+            run_id,
+            &r.table,
+            fmt(started),
+            fmt(chrono::Utc::now()),
+            if error.is_some() { "failed" } else { "ok" },
+            r.upserted,
+            r.deleted,
+            error,
+        ),
+    )
+}

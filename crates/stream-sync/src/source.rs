@@ -1,0 +1,311 @@
+//! The warehouse side of a stream table: its schema, the SQL of each step (pure builders) and
+//! the queries, counted in [`FetchStats`] so tests and the benchmark can see what was read.
+
+use domain::bigquery::{Warehouse, WarehouseError};
+use domain::config::{quote_ident, TableSpec};
+use domain::schema::{BqType, Column};
+
+use crate::plan::{BucketDigest, Digests, KeyHash};
+use crate::SyncError;
+
+/// What one cycle read from the warehouse.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// Queries sent (each `jobs.query`, whatever its paging).
+    pub queries: u64,
+    /// Metadata requests (`tables.get`).
+    pub metadata_calls: u64,
+    /// Bucket digest rows read.
+    pub digest_rows: u64,
+    /// `(key, hash)` rows read for differing buckets.
+    pub key_rows: u64,
+    /// Full table rows read.
+    pub full_rows: u64,
+    pub bytes_processed: u64,
+}
+
+/// A warehouse table as the sync reads it.
+#[derive(Debug, Clone)]
+pub struct SourceTable {
+    /// `` `project.dataset.table` ``
+    pub path: String,
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<Column>,
+    pub buckets: u32,
+}
+
+/// Warehouse metadata used for the no-cost skip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMeta {
+    pub last_modified: Option<String>,
+    pub num_rows: Option<String>,
+}
+
+impl SourceTable {
+    /// Builds the table from a warehouse schema; fails (permanently) when a key column is
+    /// missing or a type is unsupported.
+    pub fn new(
+        project: &str,
+        dataset: &str,
+        spec: &TableSpec,
+        columns: Vec<Column>,
+        buckets: u32,
+    ) -> Result<SourceTable, String> {
+        let mut primary_key = Vec::new();
+        for k in &spec.primary_key {
+            let c = columns.iter().find(|c| &c.name == k).ok_or_else(|| {
+                format!(
+                    "primary key column `{k}` is not in warehouse table {}",
+                    spec.source
+                )
+            })?;
+            primary_key.push(c.clone());
+        }
+        if let Some(cursor) = &spec.cursor_column {
+            let c = columns
+                .iter()
+                .find(|c| &c.name == cursor)
+                .ok_or_else(|| format!("cursor_column `{cursor}` is not in the warehouse table"))?;
+            if !matches!(
+                c.bq,
+                BqType::Int64 | BqType::Timestamp | BqType::Datetime | BqType::Date
+            ) {
+                return Err(format!(
+                    "cursor_column `{cursor}` has type {:?}; INT64, TIMESTAMP, DATETIME or DATE needed",
+                    c.bq
+                ));
+            }
+        }
+        Ok(SourceTable {
+            path: format!("`{project}.{dataset}.{}`", spec.source),
+            columns,
+            primary_key,
+            buckets,
+        })
+    }
+
+    /// Every column plus `_sync_bucket` and `_sync_hash`, from an inner query over the table.
+    /// The hash is the fingerprint of the whole row (key included); the bucket the key's
+    /// fingerprint modulo B, made non-negative without `ABS` (which overflows on INT64_MIN).
+    fn hashed(&self) -> String {
+        let b = self.buckets;
+        let key: Vec<String> = self
+            .primary_key
+            .iter()
+            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .collect();
+        format!(
+            "(SELECT t.*, MOD(MOD(FARM_FINGERPRINT(TO_JSON_STRING(STRUCT({key}))), {b}) + {b}, {b}) AS _sync_bucket, \
+             FARM_FINGERPRINT(TO_JSON_STRING(t)) AS _sync_hash FROM {path} AS t)",
+            key = key.join(", "),
+            path = self.path
+        )
+    }
+
+    /// Per bucket `COUNT(*)` and `BIT_XOR(hash)`: B rows at most. Grouped in an outer query
+    /// because the emulator can't group by an expression over the row.
+    pub fn digest_sql(&self) -> String {
+        format!(
+            "SELECT _sync_bucket AS b, COUNT(*) AS c, BIT_XOR(_sync_hash) AS x FROM {} GROUP BY b",
+            self.hashed()
+        )
+    }
+
+    /// `(key, hash)` of the given buckets.
+    pub fn keys_sql(&self, buckets: &[u16]) -> String {
+        let cols: Vec<String> = self
+            .primary_key
+            .iter()
+            .map(|c| c.export_expr(&quote_ident(&c.name)))
+            .collect();
+        format!(
+            "SELECT {}, _sync_hash FROM {} WHERE _sync_bucket IN ({})",
+            cols.join(", "),
+            self.hashed(),
+            join_nums(buckets)
+        )
+    }
+
+    /// Full rows (canonical export form) plus bucket and hash, of the given buckets, limited to
+    /// the given hashes when `hashes` is some.
+    pub fn rows_sql(&self, buckets: &[u16], hashes: Option<&[i64]>) -> String {
+        let mut sql = format!(
+            "SELECT {}, _sync_bucket, _sync_hash FROM {} WHERE _sync_bucket IN ({})",
+            self.select_list(),
+            self.hashed(),
+            join_nums(buckets)
+        );
+        if let Some(h) = hashes {
+            sql.push_str(&format!(" AND _sync_hash IN UNNEST([{}])", join_nums(h)));
+        }
+        sql
+    }
+
+    /// Full rows past a cursor watermark (`None`: every row with a non-NULL cursor).
+    pub fn cursor_sql(&self, cursor: &str, after: Option<&str>) -> String {
+        let filter = match after {
+            Some(lit) => format!("{} > {lit}", quote_ident(cursor)),
+            None => format!("{} IS NOT NULL", quote_ident(cursor)),
+        };
+        format!(
+            "SELECT {}, _sync_bucket, _sync_hash FROM {} WHERE {filter}",
+            self.select_list(),
+            self.hashed()
+        )
+    }
+
+    /// Full rows of the given buckets, for `verify`.
+    pub fn verify_sql(&self, buckets: &[u16]) -> String {
+        self.rows_sql(buckets, None)
+    }
+
+    fn select_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| c.export_expr(&quote_ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+fn join_nums<T: ToString>(v: &[T]) -> String {
+    v.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Reads the warehouse table's schema and metadata (`tables.get`).
+pub async fn describe(
+    wh: &Warehouse,
+    dataset: &str,
+    table: &str,
+    varchar: &std::collections::BTreeMap<String, u32>,
+    stats: &mut FetchStats,
+) -> Result<(Vec<Column>, SourceMeta), SyncError> {
+    stats.metadata_calls += 1;
+    let t = domain::bigquery::retry(wh.max_attempts, || {
+        wh.client.table().get(&wh.project, dataset, table, None)
+    })
+    .await
+    .map_err(|e| match &e {
+        WarehouseError::Http { code: 404, .. } => {
+            SyncError::Permanent(format!("warehouse table {dataset}.{table} does not exist"))
+        }
+        _ => SyncError::Warehouse(e),
+    })?;
+    let mut columns = Vec::new();
+    for f in t.schema.fields.as_deref().unwrap_or_default() {
+        let type_name = serde_json::to_value(&f.r#type)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let bq = BqType::parse(&type_name, f.mode.as_deref())
+            .map_err(|e| SyncError::Permanent(format!("{table}.{}: {e}", f.name)))?;
+        columns.push(Column {
+            name: f.name.clone(),
+            bq,
+            required: f
+                .mode
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case("REQUIRED")),
+            varchar: varchar.get(&f.name).copied(),
+        });
+    }
+    Ok((
+        columns,
+        SourceMeta {
+            last_modified: t.last_modified_time,
+            num_rows: t.num_rows,
+        },
+    ))
+}
+
+fn cell_i64(v: &Option<serde_json::Value>) -> Option<i64> {
+    match v.as_ref()? {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// Runs the digest query.
+pub async fn digests(
+    wh: &Warehouse,
+    src: &SourceTable,
+    stats: &mut FetchStats,
+) -> Result<Digests, SyncError> {
+    stats.queries += 1;
+    let page = wh.query_all(&src.digest_sql()).await?;
+    stats.bytes_processed += page.bytes_processed;
+    stats.digest_rows += page.rows.len() as u64;
+    let mut out = Digests::new();
+    for r in &page.rows {
+        let (Some(b), Some(c), Some(x)) = (
+            r.first().and_then(cell_i64),
+            r.get(1).and_then(cell_i64),
+            r.get(2).and_then(cell_i64),
+        ) else {
+            return Err(SyncError::Permanent(
+                "warehouse digest row is malformed".into(),
+            ));
+        };
+        let b = u16::try_from(b)
+            .map_err(|_| SyncError::Permanent(format!("bucket {b} out of range")))?;
+        out.insert(
+            b,
+            BucketDigest {
+                count: c as u64,
+                xor: x as u64,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Reads `(key, hash)` of the given buckets, in chunks of buckets.
+pub async fn keys(
+    wh: &Warehouse,
+    src: &SourceTable,
+    buckets: &[u16],
+    stats: &mut FetchStats,
+) -> Result<Vec<KeyHash>, SyncError> {
+    let mut out = Vec::new();
+    let n = src.primary_key.len();
+    for chunk in buckets.chunks(4096) {
+        stats.queries += 1;
+        let mut bad: Option<String> = None;
+        let bytes = wh
+            .query_pages(&src.keys_sql(chunk), |page| {
+                stats.key_rows += page.rows.len() as u64;
+                for r in page.rows {
+                    let mut parts = Vec::with_capacity(n);
+                    for (c, v) in src.primary_key.iter().zip(&r) {
+                        let v = v.clone().unwrap_or(serde_json::Value::Null);
+                        match domain::schema::convert(c, &v) {
+                            Ok(sv) => parts.push(crate::canon::of_sql(c, &sv)),
+                            Err(e) => {
+                                bad.get_or_insert(format!("key column `{}`: {e}", c.name));
+                            }
+                        }
+                    }
+                    match r.get(n).and_then(cell_i64) {
+                        Some(hash) => out.push(KeyHash {
+                            key: crate::canon::key(parts),
+                            hash,
+                        }),
+                        None => {
+                            bad.get_or_insert("row hash missing".into());
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        stats.bytes_processed += bytes;
+        if let Some(e) = bad {
+            return Err(SyncError::BadRow(e));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,282 @@
+//! The MySQL side of a stream table: creating it (with `_sync_hash`, `_sync_bucket` and their
+//! index), bucket digests, `(key, hash)` of differing buckets, and the writes. Every write
+//! batch is one transaction: a crash leaves whole batches, and the next cycle converges.
+
+use domain::config::{quote_ident, TableSpec};
+use domain::schema::{create_table_sql, schema_drift, Column};
+use domain::sink::{table_columns, to_mysql, BatchInserter, SinkError};
+use mysql::prelude::Queryable;
+use mysql::{Conn, TxOpts, Value};
+
+use crate::canon;
+use crate::plan::{BucketDigest, Digests, KeyHash, StaleRow};
+use crate::SyncError;
+
+/// Name of the index the digests and drill-downs read.
+pub const SYNC_INDEX: &str = "_sync_bucket_key_hash";
+
+/// Creates the target when missing; adds the sync columns and index when an existing table
+/// lacks them; fails permanently, naming each column, when the table cannot hold the
+/// warehouse's rows.
+pub fn ensure_table(
+    conn: &mut Conn,
+    spec: &TableSpec,
+    columns: &[Column],
+) -> Result<(), SyncError> {
+    let table = quote_ident(&spec.target);
+    let have = match table_columns(conn, &spec.target)? {
+        Some(h) => h,
+        None => {
+            let sql = create_table_sql(&spec.target, columns, &spec.primary_key, None)
+                .map_err(|e| SyncError::Permanent(format!("{}: {e}", spec.target)))?;
+            conn.query_drop(sql)?;
+            tracing::info!(table.name = %spec.target, "created the MySQL table from the warehouse schema");
+            table_columns(conn, &spec.target)?.unwrap_or_default()
+        }
+    };
+    let drift = schema_drift(&spec.target, columns, &have);
+    if !drift.is_empty() {
+        return Err(SyncError::Permanent(format!(
+            "schema mismatch between the warehouse and MySQL: {}",
+            drift.join("; ")
+        )));
+    }
+    let has = |n: &str| have.iter().any(|c| c.name.eq_ignore_ascii_case(n));
+    let mut adds = Vec::new();
+    if !has("_sync_hash") {
+        adds.push("ADD COLUMN `_sync_hash` BIGINT NOT NULL DEFAULT 0".to_string());
+    }
+    if !has("_sync_bucket") {
+        adds.push("ADD COLUMN `_sync_bucket` SMALLINT UNSIGNED NOT NULL DEFAULT 0".to_string());
+    }
+    let index: Option<String> = conn.exec_first(
+        "SELECT INDEX_NAME FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ? LIMIT 1",
+        (&spec.target, SYNC_INDEX),
+    )?;
+    if index.is_none() {
+        let mut cols = vec!["`_sync_bucket`".to_string()];
+        cols.extend(spec.primary_key.iter().map(|k| quote_ident(k)));
+        cols.push("`_sync_hash`".into());
+        adds.push(format!(
+            "ADD KEY {} ({})",
+            quote_ident(SYNC_INDEX),
+            cols.join(", ")
+        ));
+    }
+    if !adds.is_empty() {
+        conn.query_drop(format!("ALTER TABLE {table} {}", adds.join(", ")))?;
+    }
+    Ok(())
+}
+
+/// Per-bucket `COUNT(*)` and `BIT_XOR(_sync_hash)`: an index-only scan.
+pub fn digests(conn: &mut Conn, table: &str) -> Result<Digests, SinkError> {
+    let rows: Vec<(u16, u64, u64)> = conn.query(format!(
+        "SELECT `_sync_bucket`, COUNT(*), BIT_XOR(`_sync_hash`) FROM {} GROUP BY `_sync_bucket`",
+        quote_ident(table)
+    ))?;
+    Ok(rows
+        .into_iter()
+        .map(|(b, count, xor)| (b, BucketDigest { count, xor }))
+        .collect())
+}
+
+/// The whole table's count and XOR (for the no-cost skip).
+pub fn table_digest(conn: &mut Conn, table: &str) -> Result<BucketDigest, SinkError> {
+    let row: Option<(u64, u64)> = conn.query_first(format!(
+        "SELECT COUNT(*), BIT_XOR(`_sync_hash`) FROM {}",
+        quote_ident(table)
+    ))?;
+    let (count, xor) = row.unwrap_or((0, 0));
+    Ok(BucketDigest { count, xor })
+}
+
+/// `(key, hash)` of the rows in `buckets`.
+pub fn keys(
+    conn: &mut Conn,
+    table: &str,
+    pk: &[Column],
+    buckets: &[u16],
+) -> Result<Vec<KeyHash>, SinkError> {
+    let cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
+    let mut out = Vec::new();
+    for chunk in buckets.chunks(4096) {
+        let list: Vec<String> = chunk.iter().map(u16::to_string).collect();
+        let sql = format!(
+            "SELECT {}, `_sync_hash` FROM {} WHERE `_sync_bucket` IN ({})",
+            cols.join(", "),
+            quote_ident(table),
+            list.join(",")
+        );
+        let rows: Vec<mysql::Row> = conn.query(sql)?;
+        for row in rows {
+            let values = row.unwrap();
+            let key = canon::key(pk.iter().zip(&values).map(|(c, v)| canon::of_mysql(c, v)));
+            let hash = match values.get(pk.len()) {
+                Some(Value::Int(i)) => *i,
+                Some(Value::UInt(u)) => *u as i64,
+                Some(Value::Bytes(b)) => String::from_utf8_lossy(b).parse().unwrap_or(0),
+                _ => 0,
+            };
+            out.push(KeyHash { key, hash });
+        }
+    }
+    Ok(out)
+}
+
+/// Column names written by an upsert: the warehouse's plus bucket and hash.
+pub fn write_columns(columns: &[Column]) -> Vec<String> {
+    let mut names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    names.push("_sync_bucket".into());
+    names.push("_sync_hash".into());
+    names
+}
+
+/// Upserts `rows` (values in [`write_columns`] order) in one transaction.
+pub fn upsert_batch(
+    conn: &mut Conn,
+    table: &str,
+    columns: &[String],
+    max_packet: usize,
+    rows: Vec<Vec<Value>>,
+) -> Result<usize, SyncError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    let mut ins = BatchInserter::new(table, columns, max_packet, true);
+    let n = rows.len();
+    for r in rows {
+        ins.push(&mut tx, r).map_err(|e| insert_error(table, e))?;
+    }
+    ins.flush(&mut tx).map_err(|e| insert_error(table, e))?;
+    tx.commit()?;
+    Ok(n)
+}
+
+fn insert_error(table: &str, e: domain::sink::InsertError) -> SyncError {
+    if e.error.transient() {
+        return SyncError::Mysql(e.error);
+    }
+    let column = e
+        .column
+        .map(|c| format!(" column `{c}`"))
+        .unwrap_or_default();
+    SyncError::BadRow(format!("{table}{column}: {}", e.error))
+}
+
+/// Deletes `rows` in one transaction, each only while it still has the hash it was planned
+/// with (a row an upsert just rewrote stays). Returns rows deleted.
+pub fn delete_batch(
+    conn: &mut Conn,
+    table: &str,
+    pk: &[Column],
+    rows: &[StaleRow],
+) -> Result<usize, SyncError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
+    cols.push("`_sync_hash`".into());
+    let tuple = format!("({})", vec!["?"; cols.len()].join(", "));
+    let sql = format!(
+        "DELETE FROM {} WHERE ({}) IN ({})",
+        quote_ident(table),
+        cols.join(", "),
+        vec![tuple.as_str(); rows.len()].join(", ")
+    );
+    let mut params: Vec<Value> = Vec::with_capacity(rows.len() * cols.len());
+    for r in rows {
+        for part in r.key.split(canon::KEY_SEP) {
+            params.push(Value::Bytes(part.as_bytes().to_vec()));
+        }
+        params.push(Value::Int(r.hash));
+    }
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    tx.exec_drop(sql, params)?;
+    let n = tx.affected_rows() as usize;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// MySQL's largest cursor value, as a BigQuery literal; `None` when the table is empty.
+pub fn cursor_watermark(
+    conn: &mut Conn,
+    table: &str,
+    cursor: &Column,
+) -> Result<Option<String>, SinkError> {
+    use domain::schema::BqType;
+    let v: Option<Value> = conn.query_first(format!(
+        "SELECT MAX({}) FROM {}",
+        quote_ident(&cursor.name),
+        quote_ident(table)
+    ))?;
+    let Some(v) = v.filter(|v| *v != Value::NULL) else {
+        return Ok(None);
+    };
+    let text = canon::of_mysql(cursor, &v);
+    Ok(Some(match cursor.bq {
+        BqType::Int64 => text,
+        BqType::Date => format!("DATE '{text}'"),
+        BqType::Datetime => format!("DATETIME '{text}'"),
+        _ => format!("TIMESTAMP '{text}+00'"),
+    }))
+}
+
+/// Converts one exported warehouse row (columns, then bucket and hash) into MySQL values;
+/// a bad value is an error naming table, key and column.
+pub fn convert_row(
+    table: &str,
+    columns: &[Column],
+    pk_idx: &[usize],
+    cells: Vec<Option<serde_json::Value>>,
+) -> Result<(Vec<Value>, i64), SyncError> {
+    let n = columns.len();
+    let key_of = |cells: &[Option<serde_json::Value>]| {
+        canon::display_key(&canon::key(pk_idx.iter().map(|i| {
+            cells
+                .get(*i)
+                .and_then(|v| v.as_ref())
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .unwrap_or_else(|| "NULL".into())
+        })))
+    };
+    let mut out = Vec::with_capacity(n + 2);
+    for (i, c) in columns.iter().enumerate() {
+        let v = cells
+            .get(i)
+            .cloned()
+            .flatten()
+            .unwrap_or(serde_json::Value::Null);
+        match domain::schema::convert(c, &v) {
+            Ok(sv) => out.push(to_mysql(sv)),
+            Err(e) => {
+                return Err(SyncError::BadRow(format!(
+                    "{table} key ({}) column `{}`: {e}",
+                    key_of(&cells),
+                    c.name
+                )))
+            }
+        }
+    }
+    let num = |i: usize| -> Option<i64> {
+        match cells.get(i)?.as_ref()? {
+            serde_json::Value::String(s) => s.parse().ok(),
+            serde_json::Value::Number(x) => x.as_i64(),
+            _ => None,
+        }
+    };
+    let (Some(bucket), Some(hash)) = (num(n), num(n + 1)) else {
+        return Err(SyncError::Permanent(format!(
+            "{table}: warehouse row without bucket or hash"
+        )));
+    };
+    out.push(Value::Int(bucket));
+    out.push(Value::Int(hash));
+    Ok((out, hash))
+}
