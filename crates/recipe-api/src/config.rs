@@ -20,6 +20,10 @@ pub struct Config {
     /// How long a request waits for a database connection before answering 503
     /// (`RECIPE_API_DB_TIMEOUT_MS`, default 2000).
     pub db_timeout: Duration,
+    /// How long a request waits for its database work before answering 503
+    /// (`RECIPE_API_QUERY_TIMEOUT_MS`, default 10000). The MySQL client has no read timeout
+    /// that diesel exposes, so a database that stops answering mid-query is bounded here.
+    pub query_timeout: Duration,
     /// Largest accepted request body in bytes (`RECIPE_API_BODY_LIMIT`, default 256 KiB).
     pub body_limit: usize,
     /// HTTP worker threads (`RECIPE_API_WORKERS`, default: one per core).
@@ -36,6 +40,7 @@ impl fmt::Debug for Config {
             .field("tokens", &format_args!("<{} redacted>", self.tokens.len()))
             .field("pool_size", &self.pool_size)
             .field("db_timeout", &self.db_timeout)
+            .field("query_timeout", &self.query_timeout)
             .field("body_limit", &self.body_limit)
             .field("workers", &self.workers)
             .finish()
@@ -54,6 +59,7 @@ impl Config {
             tokens,
             pool_size: default_pool_size(),
             db_timeout: Duration::from_millis(2000),
+            query_timeout: Duration::from_millis(10_000),
             body_limit: DEFAULT_BODY_LIMIT,
             workers: None,
             shutdown_timeout_secs: 30,
@@ -82,6 +88,9 @@ impl Config {
         }
         if let Some(ms) = env_number::<u64>("RECIPE_API_DB_TIMEOUT_MS")? {
             config.db_timeout = Duration::from_millis(ms.max(1));
+        }
+        if let Some(ms) = env_number::<u64>("RECIPE_API_QUERY_TIMEOUT_MS")? {
+            config.query_timeout = Duration::from_millis(ms.max(1));
         }
         if let Some(n) = env_number::<usize>("RECIPE_API_BODY_LIMIT")? {
             config.body_limit = n;

@@ -45,6 +45,7 @@ impl Application {
         let state = web::Data::new(AppState::new(
             models::pool(&config.database_url, config.pool_size, config.db_timeout),
             config.db_timeout,
+            config.query_timeout,
             config.body_limit,
         ));
         let tokens = web::Data::new(Tokens::new(&config.tokens));

@@ -32,17 +32,25 @@ pub struct AppState {
     pub db_permits: Arc<Semaphore>,
     /// How long a request waits for a connection before answering 503.
     pub db_timeout: Duration,
+    /// How long a request waits for its database work before answering 503.
+    pub query_timeout: Duration,
     /// Largest accepted request body in bytes.
     pub body_limit: usize,
 }
 
 impl AppState {
-    pub fn new(pool: DbPool, db_timeout: Duration, body_limit: usize) -> AppState {
+    pub fn new(
+        pool: DbPool,
+        db_timeout: Duration,
+        query_timeout: Duration,
+        body_limit: usize,
+    ) -> AppState {
         let permits = usize::try_from(pool.max_size()).unwrap_or(1).max(1);
         AppState {
             pool,
             db_permits: Arc::new(Semaphore::new(permits)),
             db_timeout,
+            query_timeout,
             body_limit,
         }
     }
@@ -113,7 +121,8 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
 }
 
 /// Runs blocking diesel code on actix's blocking thread pool with a pooled connection, after
-/// waiting (at most `db_timeout`, then 503) for a connection permit.
+/// waiting (at most `db_timeout`, then 503) for a connection permit; answers 503 when the work
+/// takes longer than `query_timeout`.
 pub async fn db<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
@@ -128,7 +137,7 @@ where
         })?
         .map_err(|e| ApiError::Internal(e.into()))?;
     let pool = state.pool.clone();
-    web::block(move || {
+    let work = web::block(move || {
         let _permit = permit;
         let mut pooled = pool.get()?;
         let result = f(&mut pooled.conn);
@@ -137,8 +146,16 @@ where
             pooled.broken = true;
         }
         result
-    })
-    .await?
+    });
+    // A hung database must not hang the client. The blocking task runs on and releases its
+    // permit (and, failing, its connection) when the client library gives up.
+    match tokio::time::timeout(state.query_timeout, work).await {
+        Ok(result) => result?,
+        Err(_) => Err(ApiError::Unavailable(anyhow::anyhow!(
+            "the database did not answer within {:?}",
+            state.query_timeout
+        ))),
+    }
 }
 
 /// Parses a path id; anything but a positive 64-bit integer is a 400.

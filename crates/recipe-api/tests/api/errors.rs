@@ -474,3 +474,88 @@ async fn the_service_recovers_when_the_database_drops_its_connections() {
     );
     assert_eq!(statuses[2..], [StatusCode::OK; 3], "{statuses:?}");
 }
+
+/// A loopback TCP proxy to MySQL that can be frozen: it then stops forwarding bytes, as a
+/// database host that hangs would.
+async fn freezable_proxy(upstream: String) -> (u16, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let frozen = std::sync::Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let flag = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            for (mut from, mut to, flag) in [
+                (
+                    Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    flag.clone(),
+                ),
+                (Box::new(sr), Box::new(cw), flag.clone()),
+            ] {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        while flag.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (port, frozen)
+}
+
+#[tokio::test]
+async fn a_database_that_hangs_mid_query_yields_503_within_the_query_timeout() {
+    let db = domain::testing::TestDb::new();
+    // mysql://user:pass@host:port/name -> host:port
+    let host_port = db
+        .url
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (proxy_port, frozen) = freezable_proxy(host_port.clone()).await;
+    let url = db
+        .url
+        .replace(&host_port, &format!("127.0.0.1:{proxy_port}"));
+    let mut config = test_config(&url);
+    config.query_timeout = Duration::from_millis(1500);
+    let mut app = start(config).await;
+    app.db = Some(db);
+    let id = app.create_ingredient("flour").await;
+    assert_eq!(
+        app.get(&format!("/v1/ingredients/{id}")).await.status(),
+        StatusCode::OK
+    );
+
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = Instant::now();
+    let response = app.get(&format!("/v1/ingredients/{id}")).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    assert!(response.headers().get("retry-after").is_some());
+    assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    frozen.store(false, std::sync::atomic::Ordering::SeqCst);
+}
