@@ -43,3 +43,7 @@ lint: toolchain ## rustfmt and clippy, warnings are errors
 
 fmt: ## format the code
 	$(CARGO) fmt --all
+
+.PHONY: bench-api
+bench-api: services ## benchmark recipe-api against its database ceiling (wrk, 16 connections, release build)
+	@deploy/dev/bench-api.sh
