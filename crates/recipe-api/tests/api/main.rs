@@ -9,4 +9,5 @@ mod errors;
 mod helpers;
 mod ingredients;
 mod operations;
+mod queries;
 mod recipes;
