@@ -1,0 +1,274 @@
+//! stream-sync against the BigQuery emulator and MariaDB: changes reach MySQL in one cycle, an
+//! unchanged table costs only the bucket digests, composite keys, the mass-delete guard, a
+//! schema mismatch that stops only its table, and `verify`.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use common::{ok, table, Fixture};
+use stream_sync::cycle::Settings;
+use stream_sync::runner::{Mode, Runner};
+use stream_sync::ErrorKind;
+
+async fn items(f: &Fixture, n: i64) {
+    f.bq("CREATE TABLE {ds}.items (id INT64 NOT NULL, name STRING, qty INT64)")
+        .await;
+    f.bq(&format!(
+        "INSERT INTO {{ds}}.items (id, name, qty) SELECT x, CONCAT('item ', CAST(x AS STRING)), x * 10 \
+         FROM UNNEST(GENERATE_ARRAY(1, {n})) AS x"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn inserts_updates_and_deletes_all_reach_mysql_in_one_cycle() {
+    let f = Fixture::new().await;
+    items(&f, 200).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let first = f.sync(&config).await;
+    let r = ok(&first, "items");
+    assert_eq!((r.inserts, r.upserted, r.deleted), (200, 200, 0));
+    assert_eq!(f.my_count("items"), 200);
+
+    f.bq("UPDATE {ds}.items SET name = 'renamed ✓', qty = NULL WHERE id IN (3, 50, 199)")
+        .await;
+    f.bq("DELETE FROM {ds}.items WHERE id IN (7, 8)").await;
+    f.bq("INSERT INTO {ds}.items (id, name, qty) VALUES (1001, 'new', 1), (1002, NULL, -2)")
+        .await;
+    let second = f.sync(&config).await;
+    let r = ok(&second, "items");
+    assert_eq!(
+        (r.inserts, r.updates, r.deleted, r.upserted),
+        (2, 3, 2, 5),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.fetch.full_rows, 5,
+        "only new and changed rows are fetched"
+    );
+    assert_eq!(f.my_count("items"), 200 - 2 + 2);
+    assert_eq!(
+        f.my_rows("SELECT id, name, qty FROM items WHERE id IN (3, 7, 8, 1001, 1002) ORDER BY id"),
+        vec![
+            vec!["3", "renamed ✓", "NULL"],
+            vec!["1001", "new", "1"],
+            vec!["1002", "NULL", "-2"],
+        ]
+    );
+    let mut runner = f.runner(&config, None).await;
+    assert!(runner.verify(100).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_cycle_without_warehouse_changes_writes_nothing_and_reads_only_bucket_digests() {
+    let f = Fixture::new().await;
+    items(&f, 300).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let mut runner = f.runner(&config, None).await;
+    ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "items");
+    let checksum = f.my_rows("CHECKSUM TABLE items");
+    let runs = f.my_rows("SELECT COUNT(*) FROM sync_runs");
+
+    // Twice: the same runner (warm state) and a fresh one (cold state).
+    for mut r in [runner, f.runner(&config, None).await] {
+        let out = r.run(Mode::Once { max_attempts: 3 }).await;
+        let rep = ok(&out, "items");
+        assert_eq!(rep.rows_written(), 0, "{rep:?}");
+        assert_eq!(rep.buckets_differing, 0);
+        assert_eq!(
+            rep.fetch.queries, 1,
+            "only the digest query: {:?}",
+            rep.fetch
+        );
+        assert!(rep.fetch.digest_rows <= 64, "{:?}", rep.fetch);
+        assert_eq!((rep.fetch.key_rows, rep.fetch.full_rows), (0, 0));
+    }
+    assert_eq!(f.my_rows("CHECKSUM TABLE items"), checksum);
+    assert_eq!(f.my_rows("SELECT COUNT(*) FROM sync_runs"), runs);
+}
+
+#[tokio::test]
+async fn trusted_unchanged_metadata_skips_the_cycle_without_a_query() {
+    let f = Fixture::new().await;
+    items(&f, 20).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let settings = Settings {
+        trust_metadata: true,
+        ..Runner::settings_from(&config)
+    };
+    let mut runner = f.runner(&config, Some(settings)).await;
+    ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "items");
+    let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+    let rep = ok(&out, "items");
+    assert!(rep.skipped);
+    assert_eq!(rep.fetch.queries, 0, "{:?}", rep.fetch);
+    assert_eq!(rep.fetch.metadata_calls, 1);
+}
+
+#[tokio::test]
+async fn composite_primary_keys_sync_inserts_updates_and_deletes() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.stats (region STRING NOT NULL, day DATE NOT NULL, views INT64)")
+        .await;
+    f.bq("INSERT INTO {ds}.stats (region, day, views) SELECT r, DATE_ADD(DATE '2026-01-01', INTERVAL d DAY), d \
+          FROM UNNEST(['eu', 'us', 'ü-asia']) AS r, UNNEST(GENERATE_ARRAY(0, 29)) AS d")
+        .await;
+    let config = f.config(
+        &table("stats", &["region", "day"], "varchar = { region = 32 }"),
+        "max_delete_fraction = 0.5",
+    );
+    assert_eq!(ok(&f.sync(&config).await, "stats").upserted, 90);
+    f.bq("UPDATE {ds}.stats SET views = 999 WHERE region = 'eu' AND day = DATE '2026-01-05'")
+        .await;
+    f.bq("DELETE FROM {ds}.stats WHERE region = 'ü-asia' AND day < DATE '2026-01-03'")
+        .await;
+    f.bq("INSERT INTO {ds}.stats (region, day, views) VALUES ('eu', DATE '2027-01-01', 1)")
+        .await;
+    let out = f.sync(&config).await;
+    let r = ok(&out, "stats");
+    assert_eq!((r.inserts, r.updates, r.deleted), (1, 1, 2), "{r:?}");
+    assert_eq!(f.my_count("stats"), 89);
+    assert_eq!(
+        f.my_rows("SELECT views FROM stats WHERE region = 'eu' AND day = '2026-01-05'"),
+        vec![vec!["999"]]
+    );
+    assert!(f
+        .runner(&config, None)
+        .await
+        .verify(10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn the_mass_delete_guard_stops_a_cycle_that_would_empty_or_gut_the_table() {
+    let f = Fixture::new().await;
+    items(&f, 100).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    ok(&f.sync(&config).await, "items");
+
+    f.bq("DELETE FROM {ds}.items WHERE id <= 20").await;
+    let out = f.sync(&config).await;
+    let (kind, msg) = out[0].error.clone().expect("20% deletes must stop");
+    assert_eq!(kind, ErrorKind::Cycle);
+    assert!(msg.contains("20 of 100"), "{msg}");
+    assert_eq!(f.my_count("items"), 100);
+
+    f.bq("DELETE FROM {ds}.items WHERE TRUE").await;
+    let out = f.sync(&config).await;
+    let (_, msg) = out[0].error.clone().expect("an empty source must stop");
+    assert!(msg.contains("returned 0 rows"), "{msg}");
+    assert_eq!(f.my_count("items"), 100);
+
+    let allow = Settings {
+        allow_mass_delete: true,
+        ..Runner::settings_from(&config)
+    };
+    let out = f
+        .runner(&config, Some(allow))
+        .await
+        .run(Mode::Once { max_attempts: 3 })
+        .await;
+    assert_eq!(ok(&out, "items").deleted, 100);
+    assert_eq!(f.my_count("items"), 0);
+}
+
+#[tokio::test]
+async fn a_schema_mismatch_stops_its_table_with_a_clear_error_while_another_keeps_syncing() {
+    let f = Fixture::new().await;
+    items(&f, 10).await;
+    f.bq("CREATE TABLE {ds}.prices (id INT64 NOT NULL, price FLOAT64)")
+        .await;
+    f.bq("INSERT INTO {ds}.prices (id, price) VALUES (1, 1.5), (2, 2.5)")
+        .await;
+    {
+        use mysql::prelude::Queryable;
+        f.my()
+            .query_drop("CREATE TABLE prices (id BIGINT PRIMARY KEY, price DATE NULL)")
+            .unwrap();
+    }
+    let config = f.config(
+        &format!(
+            "{}{}",
+            table("prices", &["id"], ""),
+            table("items", &["id"], "")
+        ),
+        "",
+    );
+    let mut runner = f.runner(&config, None).await;
+    let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+    let prices = out.iter().find(|o| o.table == "prices").unwrap();
+    let (kind, msg) = prices.error.clone().expect("prices must fail");
+    assert_eq!(kind, ErrorKind::Permanent);
+    assert!(
+        msg.contains("prices.price") && msg.contains("date"),
+        "{msg}"
+    );
+    assert_eq!(ok(&out, "items").upserted, 10);
+    assert_eq!(f.my_count("items"), 10);
+    let health = runner.health.lock().unwrap().clone();
+    assert!(health["prices"].starts_with("stopped"), "{health:?}");
+    assert_eq!(health["items"], "ok");
+}
+
+#[tokio::test]
+async fn verify_reports_a_row_changed_behind_the_syncs_back() {
+    let f = Fixture::new().await;
+    items(&f, 50).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    ok(&f.sync(&config).await, "items");
+    let mut runner = f.runner(&config, None).await;
+    assert!(runner.verify(10).await.unwrap().is_empty());
+    {
+        use mysql::prelude::Queryable;
+        let mut c = f.my();
+        c.query_drop("UPDATE items SET qty = 12345 WHERE id = 42")
+            .unwrap();
+        c.query_drop("DELETE FROM items WHERE id = 43").unwrap();
+    }
+    let found = runner.verify(10).await.unwrap();
+    let text: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 2, "{text:?}");
+    assert!(
+        text.iter()
+            .any(|m| m.contains("key (42)") && m.contains("qty")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|m| m.contains("key (43)") && m.contains("not in MySQL")),
+        "{text:?}"
+    );
+}
+
+#[tokio::test]
+async fn cursor_mode_fetches_only_rows_past_the_watermark() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.events (id INT64 NOT NULL, updated_at TIMESTAMP, v STRING)")
+        .await;
+    f.bq("INSERT INTO {ds}.events (id, updated_at, v) SELECT x, TIMESTAMP_SECONDS(1700000000 + x), 'a' \
+          FROM UNNEST(GENERATE_ARRAY(1, 40)) AS x")
+        .await;
+    let config = f.config(
+        &table("events", &["id"], "cursor_column = \"updated_at\""),
+        "",
+    );
+    let mut runner = f.runner(&config, None).await;
+    let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+    assert!(!ok(&out, "events").cursor, "the first cycle is a full diff");
+    f.bq("UPDATE {ds}.events SET v = 'b', updated_at = TIMESTAMP_SECONDS(1800000000) WHERE id = 5")
+        .await;
+    let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+    let r = ok(&out, "events");
+    assert!(r.cursor);
+    assert_eq!(
+        (r.fetch.full_rows, r.upserted, r.fetch.digest_rows),
+        (1, 1, 0),
+        "{r:?}"
+    );
+    assert_eq!(
+        f.my_rows("SELECT v FROM events WHERE id = 5"),
+        vec![vec!["b"]]
+    );
+}
