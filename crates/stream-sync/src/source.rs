@@ -84,10 +84,22 @@ impl SourceTable {
         })
     }
 
-    /// Every column plus `_sync_bucket` and `_sync_hash`, from an inner query over the table.
-    /// The hash is the fingerprint of the whole row (key included); the bucket the key's
-    /// fingerprint modulo B, made non-negative without `ABS` (which overflows on INT64_MIN).
-    fn hashed(&self) -> String {
+    /// `_sync_bucket` and `_sync_hash` (plus the key columns when `pk`) from an inner query
+    /// over the table. The hash is the fingerprint of the whole row (key included); the
+    /// bucket the key's fingerprint modulo B, made non-negative without `ABS` (which
+    /// overflows on INT64_MIN). Only key columns: the emulator can't group over a subquery
+    /// that carries STRUCT columns.
+    fn hashed_keys(&self, pk: bool) -> String {
+        let mut cols = String::new();
+        if pk {
+            for c in &self.primary_key {
+                cols.push_str(&format!("t.{}, ", quote_ident(&c.name)));
+            }
+        }
+        self.hashed_with(&cols)
+    }
+
+    fn hashed_with(&self, columns: &str) -> String {
         let b = self.buckets;
         let key: Vec<String> = self
             .primary_key
@@ -95,7 +107,7 @@ impl SourceTable {
             .map(|c| format!("t.{}", quote_ident(&c.name)))
             .collect();
         format!(
-            "(SELECT t.*, MOD(MOD(FARM_FINGERPRINT(TO_JSON_STRING(STRUCT({key}))), {b}) + {b}, {b}) AS _sync_bucket, \
+            "(SELECT {columns}MOD(MOD(FARM_FINGERPRINT(TO_JSON_STRING(STRUCT({key}))), {b}) + {b}, {b}) AS _sync_bucket, \
              FARM_FINGERPRINT(TO_JSON_STRING(t)) AS _sync_hash FROM {path} AS t)",
             key = key.join(", "),
             path = self.path
@@ -106,8 +118,8 @@ impl SourceTable {
     /// because the emulator can't group by an expression over the row.
     pub fn digest_sql(&self) -> String {
         format!(
-            "SELECT _sync_bucket AS b, COUNT(*) AS c, BIT_XOR(_sync_hash) AS x FROM {} GROUP BY b",
-            self.hashed()
+            "SELECT _sync_bucket, COUNT(*) AS c, BIT_XOR(_sync_hash) AS x FROM {} GROUP BY _sync_bucket",
+            self.hashed_keys(false)
         )
     }
 
@@ -121,36 +133,62 @@ impl SourceTable {
         format!(
             "SELECT {}, _sync_hash FROM {} WHERE _sync_bucket IN ({})",
             cols.join(", "),
-            self.hashed(),
+            self.hashed_keys(true),
             join_nums(buckets)
         )
     }
 
+    /// The bucket and hash expressions over the row alias `t`.
+    fn bucket_expr(&self) -> String {
+        let b = self.buckets;
+        let key: Vec<String> = self
+            .primary_key
+            .iter()
+            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .collect();
+        format!(
+            "MOD(MOD(FARM_FINGERPRINT(TO_JSON_STRING(STRUCT({}))), {b}) + {b}, {b})",
+            key.join(", ")
+        )
+    }
+
+    const HASH: &'static str = "FARM_FINGERPRINT(TO_JSON_STRING(t))";
+
     /// Full rows (canonical export form) plus bucket and hash, of the given buckets, limited to
-    /// the given hashes when `hashes` is some.
+    /// the given hashes when `hashes` is some. One flat SELECT that repeats the expressions in
+    /// WHERE: the emulator loses STRUCT columns passed through a `t.*` subquery.
     pub fn rows_sql(&self, buckets: &[u16], hashes: Option<&[i64]>) -> String {
         let mut sql = format!(
-            "SELECT {}, _sync_bucket, _sync_hash FROM {} WHERE _sync_bucket IN ({})",
+            "SELECT {}, {bucket} AS _sync_bucket, {hash} AS _sync_hash FROM {} AS t WHERE {bucket} IN ({})",
             self.select_list(),
-            self.hashed(),
-            join_nums(buckets)
+            self.path,
+            join_nums(buckets),
+            bucket = self.bucket_expr(),
+            hash = Self::HASH,
         );
         if let Some(h) = hashes {
-            sql.push_str(&format!(" AND _sync_hash IN UNNEST([{}])", join_nums(h)));
+            sql.push_str(&format!(
+                " AND {} IN UNNEST([{}])",
+                Self::HASH,
+                join_nums(h)
+            ));
         }
         sql
     }
 
     /// Full rows past a cursor watermark (`None`: every row with a non-NULL cursor).
     pub fn cursor_sql(&self, cursor: &str, after: Option<&str>) -> String {
+        let c = format!("t.{}", quote_ident(cursor));
         let filter = match after {
-            Some(lit) => format!("{} > {lit}", quote_ident(cursor)),
-            None => format!("{} IS NOT NULL", quote_ident(cursor)),
+            Some(lit) => format!("{c} > {lit}"),
+            None => format!("{c} IS NOT NULL"),
         };
         format!(
-            "SELECT {}, _sync_bucket, _sync_hash FROM {} WHERE {filter}",
+            "SELECT {}, {} AS _sync_bucket, {} AS _sync_hash FROM {} AS t WHERE {filter}",
             self.select_list(),
-            self.hashed()
+            self.bucket_expr(),
+            Self::HASH,
+            self.path
         )
     }
 
@@ -162,7 +200,7 @@ impl SourceTable {
     fn select_list(&self) -> String {
         self.columns
             .iter()
-            .map(|c| c.export_expr(&quote_ident(&c.name)))
+            .map(|c| c.export_expr(&format!("t.{}", quote_ident(&c.name))))
             .collect::<Vec<_>>()
             .join(", ")
     }
