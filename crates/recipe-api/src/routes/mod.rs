@@ -266,7 +266,10 @@ pub fn page_params(query_string: &str) -> Result<PageParams, ApiError> {
         after,
         limit,
         ingredient_id,
-        q: get("q").map(str::to_string),
+        q: get("q")
+            .map(str::trim)
+            .filter(|q| !q.is_empty())
+            .map(str::to_string),
     })
 }
 

@@ -157,6 +157,11 @@ async fn q_searches_names_by_case_insensitive_prefix_with_wildcards_taken_litera
         vec!["Éclair"]
     );
     assert!(names(app.get_json("/v1/ingredients?q=zzz").await).is_empty());
+    assert_eq!(
+        names(app.get_json("/v1/ingredients?q=%20flo%20").await),
+        vec!["Flour"],
+        "q is trimmed like names"
+    );
     assert_eq!(names(app.get_json("/v1/ingredients?q=").await).len(), 9);
 }
 
