@@ -78,6 +78,11 @@ impl Application {
         self.port
     }
 
+    /// A handle to stop the server (`stop(true)` is what SIGTERM does: graceful).
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
     /// Serves until SIGTERM/SIGINT; in-flight requests get the shutdown timeout to finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await

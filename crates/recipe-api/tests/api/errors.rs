@@ -559,3 +559,48 @@ async fn a_database_that_hangs_mid_query_yields_503_within_the_query_timeout() {
     assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
     frozen.store(false, std::sync::atomic::Ordering::SeqCst);
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_lets_in_flight_requests_finish() {
+    let db = domain::testing::TestDb::new();
+    let host_port = db
+        .url
+        .split('@')
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (proxy_port, frozen) = freezable_proxy(host_port.clone()).await;
+    let url = db
+        .url
+        .replace(&host_port, &format!("127.0.0.1:{proxy_port}"));
+    let mut app = start(test_config(&url)).await;
+    app.db = Some(db);
+    let id = app.create_ingredient("flour").await;
+
+    // A request held up in the database while the server is told to stop (as on SIGTERM).
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let in_flight = tokio::spawn(
+        app.client
+            .get(app.url(&format!("/v1/ingredients/{id}")))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopping = tokio::spawn(app.handle.clone().stop(true));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    frozen.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "the in-flight request completed"
+    );
+    stopping.await.unwrap();
+    assert!(
+        app.client.get(app.url("/healthz")).send().await.is_err(),
+        "no new connections after shutdown"
+    );
+}

@@ -16,6 +16,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub db: Option<TestDb>,
+    pub handle: actix_web::dev::ServerHandle,
 }
 
 #[derive(QueryableByName)]
@@ -54,6 +55,7 @@ pub fn test_config(database_url: &str) -> Config {
 pub async fn start(config: Config) -> TestApp {
     let app = Application::build(config).expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -64,6 +66,7 @@ pub async fn start(config: Config) -> TestApp {
         address,
         client,
         db: None,
+        handle,
     }
 }
 
