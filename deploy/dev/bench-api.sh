@@ -18,7 +18,10 @@ if [ -f "$ROOT/.dev/env" ]; then
   set -a; . "$ROOT/.dev/env"; set +a
 fi
 : "${MYSQL_URL:?MYSQL_URL is not set: run deploy/dev/env.sh up first}"
-command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)"; exit 1; }
+if ! command -v wrk >/dev/null || ! command -v curl >/dev/null; then
+  echo "installing wrk and curl (Debian packages)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk curl >/dev/null
+fi
 
 CONNECTIONS="${BENCH_CONNECTIONS:-16}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"

@@ -63,18 +63,28 @@ export RECIPE_API_BIND="127.0.0.1:$PORT" RECIPE_API_TOKENS="$TOKEN" RECIPE_API_W
 "$BIN" serve >>"$LOG" 2>&1 &
 PID=$!
 
+# Plain python3 for HTTP here: curl is not guaranteed on a fresh machine.
+http() { # METHOD PATH [JSON]: fails unless the answer is 2xx
+  python3 - "$1" "http://127.0.0.1:$PORT$2" "${3:-}" <<'PY'
+import sys, os, urllib.request
+method, url, body = sys.argv[1], sys.argv[2], sys.argv[3]
+req = urllib.request.Request(url, method=method, data=body.encode() if body else None)
+if body:
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", "Bearer " + os.environ["RECIPE_API_TOKENS"])
+urllib.request.urlopen(req, timeout=5).read()
+PY
+}
+
 for _ in $(seq 1 100); do
-  if curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; then break; fi
+  if http GET /readyz >/dev/null 2>&1; then break; fi
   kill -0 "$PID" 2>/dev/null || { echo "recipe-api exited; log:"; cat "$LOG"; exit 1; }
   sleep 0.1
 done
 
 # Seed one ingredient and one recipe so that generated ids sometimes hit real rows.
-curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d '{"name":"flour"}' "http://127.0.0.1:$PORT/v1/ingredients"
-curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  -d '{"title":"Bread","ingredients":[{"ingredient_id":1,"quantity":500,"unit":"g"}]}' \
-  "http://127.0.0.1:$PORT/v1/recipes"
+http POST /v1/ingredients '{"name":"flour"}'
+http POST /v1/recipes '{"title":"Bread","ingredients":[{"ingredient_id":1,"quantity":500,"unit":"g"}]}'
 
 "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
   --checks "$CHECKS" \
