@@ -64,10 +64,16 @@ impl Fixture {
 
     /// A config with the given `[[tables]]` TOML and extra `[stream_sync]` lines.
     pub fn config(&self, tables: &str, stream_sync: &str) -> SyncConfig {
-        let text = format!(
+        SyncConfig::parse(&self.config_text(tables, stream_sync), "test.toml")
+            .expect("test config parses")
+    }
+
+    /// The TOML of [`Fixture::config`]; the MySQL DSN is read from `STREAM_SYNC_TEST_URL`.
+    pub fn config_text(&self, tables: &str, stream_sync: &str) -> String {
+        format!(
             r#"
 [mysql]
-url_env = "UNUSED_IN_TESTS"
+url_env = "STREAM_SYNC_TEST_URL"
 [warehouse]
 project = "{project}"
 dataset = "{dataset}"
@@ -82,8 +88,7 @@ buckets = 64
             project = self.ds.project,
             dataset = self.ds.dataset,
             endpoint = self.ds.env.bigquery_url,
-        );
-        SyncConfig::parse(&text, "test.toml").expect("test config parses")
+        )
     }
 
     pub async fn runner(&self, config: &SyncConfig, settings: Option<Settings>) -> Runner {

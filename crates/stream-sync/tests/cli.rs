@@ -1,0 +1,130 @@
+//! The binary itself: `--help`, `verify` exiting 1 with the mismatch listed, `status`, and
+//! the `/metrics` and `/healthz` endpoints.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+use common::{ok, table, Fixture};
+use mysql::prelude::Queryable;
+use stream_sync::runner::Mode;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stream-sync"))
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let out = bin().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["run", "status", "verify", "bucket", "--config"] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+    let out = bin().args(["run", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--once") && text.contains("--table"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn verify_exits_1_and_lists_a_row_changed_in_mysql_and_status_reports_the_table() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.items (id INT64 NOT NULL, name STRING)")
+        .await;
+    f.bq("INSERT INTO {ds}.items (id, name) VALUES (1, 'a'), (2, 'b'), (5, 'e')")
+        .await;
+    let tables = table("items", &["id"], "");
+    ok(&f.sync(&f.config(&tables, "")).await, "items");
+    let path = std::env::temp_dir().join(format!("stream-sync-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, f.config_text(&tables, "")).unwrap();
+    let run = |args: &[&str]| {
+        bin()
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .env("STREAM_SYNC_TEST_URL", &f.db.url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+
+    let out = run(&["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("items: in sync") && text.contains("MySQL 3 rows"),
+        "{text}"
+    );
+
+    f.my()
+        .query_drop("UPDATE items SET name = 'tampered' WHERE id = 5")
+        .unwrap();
+    let out = run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("items key (5): values differ in column(s) name"),
+        "{text}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_healthz_are_served() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.items (id INT64 NOT NULL, name STRING)")
+        .await;
+    f.bq("INSERT INTO {ds}.items (id, name) VALUES (1, 'a'), (2, 'b')")
+        .await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let mut runner = f.runner(&config, None).await;
+    let (server, addr) =
+        stream_sync::http::serve("127.0.0.1:0", runner.metrics.clone(), runner.health.clone())
+            .unwrap();
+    let handle = server.handle();
+    tokio::spawn(server);
+    ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "items");
+
+    let metrics = tokio::task::spawn_blocking(move || get(addr, "/metrics"))
+        .await
+        .unwrap();
+    assert!(metrics.starts_with("HTTP/1.0 200") || metrics.starts_with("HTTP/1.1 200"));
+    for line in [
+        "stream_sync_rows_applied_total{op=\"insert\",table=\"items\"} 2",
+        "stream_sync_cycles_total{outcome=\"changed\",table=\"items\"} 1",
+        "stream_sync_warehouse_rows_fetched_total{kind=\"row\",table=\"items\"} 2",
+        "stream_sync_table_up{table=\"items\"} 1",
+        "stream_sync_buckets_differing{table=\"items\"}",
+        "stream_sync_cycle_duration_seconds_count{table=\"items\"} 1",
+        "stream_sync_last_success_timestamp_seconds{table=\"items\"}",
+        "stream_sync_lag_seconds{table=\"items\"}",
+    ] {
+        assert!(metrics.contains(line), "missing {line}:\n{metrics}");
+    }
+    let health = tokio::task::spawn_blocking(move || get(addr, "/healthz"))
+        .await
+        .unwrap();
+    assert!(
+        health.contains("200") && health.contains(r#""items":"ok""#),
+        "{health}"
+    );
+    handle.stop(true).await;
+}
