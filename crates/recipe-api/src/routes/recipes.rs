@@ -37,7 +37,8 @@ fn with_etag(mut response: actix_web::HttpResponseBuilder, recipe: &Recipe) -> H
     responses(
         (status = 200, description = "A page of recipes", body = RecipePage),
         (status = 400, description = "Malformed limit, cursor or ingredient_id", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn list_recipes(
@@ -63,13 +64,16 @@ pub async fn list_recipes(
     request_body = RecipeBody,
     security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created; `Location` and `ETag` set", body = Recipe),
+        (status = 201, description = "Created", body = Recipe,
+            headers(("Location" = String, description = "URL of the recipe"), ("ETag" = String, description = "Version of the recipe"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn create_recipe(
@@ -92,11 +96,14 @@ pub async fn create_recipe(
     get, path = "/v1/recipes/{id}", tag = "recipes",
     params(("id" = i64, Path, description = "Recipe id", minimum = 1)),
     responses(
-        (status = 200, description = "The recipe; `ETag` set", body = Recipe),
-        (status = 304, description = "Unchanged since the `If-None-Match` ETag"),
+        (status = 200, description = "The recipe", body = Recipe,
+            headers(("ETag" = String, description = "Version of the recipe"))),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag",
+            headers(("ETag" = String, description = "Version of the recipe"))),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such recipe", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn get_recipe(
@@ -128,15 +135,18 @@ pub async fn get_recipe(
     request_body = RecipeBody,
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The replaced recipe; new `ETag`", body = Recipe),
+        (status = 200, description = "The replaced recipe; new `ETag`", body = Recipe,
+            headers(("ETag" = String, description = "New version of the recipe"))),
         (status = 400, description = "Malformed id or JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "No such recipe", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` is stale", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn replace_recipe(
@@ -172,15 +182,18 @@ pub async fn replace_recipe(
     request_body(content = RecipePatchBody, content_type = "application/merge-patch+json"),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The patched recipe; new `ETag`", body = Recipe),
+        (status = 200, description = "The patched recipe; new `ETag`", body = Recipe,
+            headers(("ETag" = String, description = "New version of the recipe"))),
         (status = 400, description = "Malformed id or JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "No such recipe", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` is stale", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a merge patch or JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn patch_recipe(
@@ -217,10 +230,12 @@ pub async fn patch_recipe(
     responses(
         (status = 204, description = "Deleted"),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json",
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "No such recipe", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` is stale", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
 )]
 pub async fn delete_recipe(
