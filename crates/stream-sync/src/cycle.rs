@@ -213,9 +213,12 @@ async fn cycle_inner(
     let differing = plan::differing_buckets(&wh, &my);
     report.buckets_differing = differing.len() as u64;
     if !differing.is_empty() {
-        // (2) Keys and hashes of the differing buckets only.
-        let wh_keys = source::keys(env.warehouse, &src, &differing, &mut report.fetch).await?;
-        let my_keys = blocking(|| target::keys(conn, &target, &src.primary_key, &differing))?;
+        // (2) Keys and hashes of the differing buckets only, and from the warehouse only
+        // where MySQL has rows too (a bucket empty in MySQL is all inserts).
+        let split = plan::split_buckets(&differing, &wh, &my);
+        let wh_keys = source::keys(env.warehouse, &src, &split.mixed, &mut report.fetch).await?;
+        let my_buckets: Vec<u16> = split.mixed.iter().chain(&split.gone).copied().collect();
+        let my_keys = blocking(|| target::keys(conn, &target, &src.primary_key, &my_buckets))?;
         let row_plan = plan::plan_rows(&wh_keys, &my_keys)?;
         drop((wh_keys, my_keys));
         plan::guard(
@@ -225,20 +228,28 @@ async fn cycle_inner(
             env.settings.max_delete_fraction,
             env.settings.allow_mass_delete,
         )?;
-        report.inserts = row_plan.inserts as u64;
+        let fresh_rows: u64 = split
+            .fresh
+            .iter()
+            .filter_map(|b| wh.get(b))
+            .map(|d| d.count)
+            .sum();
+        report.inserts = row_plan.inserts as u64 + fresh_rows;
         report.updates = row_plan.updates as u64;
 
         // (3) + (4) Full rows of new and changed keys only, upserted batch by batch, then
         // the deletes (after the upserts, so a delete never removes a row just rewritten).
+        for chunk in split.fresh.chunks(4096) {
+            let sql = src.rows_sql(chunk, None);
+            fetch_and_apply(env, &src, conn, &sql, None, report).await?;
+        }
         if !row_plan.fetch.is_empty() {
-            // Only buckets that hold something to fetch.
-            let wanted: HashSet<i64> = plan::fetch_set(&row_plan);
-            let buckets = differing.clone();
             if plan::fetch_by_hash(row_plan.fetch.len()) {
-                let sql = src.rows_sql(&buckets, Some(&row_plan.fetch));
+                let sql = src.rows_sql(&split.mixed, Some(&row_plan.fetch));
                 fetch_and_apply(env, &src, conn, &sql, None, report).await?;
             } else {
-                for chunk in buckets.chunks(4096) {
+                let wanted: HashSet<i64> = plan::fetch_set(&row_plan);
+                for chunk in split.mixed.chunks(4096) {
                     let sql = src.rows_sql(chunk, None);
                     fetch_and_apply(env, &src, conn, &sql, Some(&wanted), report).await?;
                 }

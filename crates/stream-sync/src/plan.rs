@@ -46,6 +46,32 @@ pub fn table_digest(d: &Digests) -> BucketDigest {
         })
 }
 
+/// Differing buckets by what each side holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BucketSplit {
+    /// Empty in MySQL: every warehouse row is an insert, no key diff needed.
+    pub fresh: Vec<u16>,
+    /// Empty in the warehouse: every MySQL row goes.
+    pub gone: Vec<u16>,
+    /// Rows on both sides: diffed by key.
+    pub mixed: Vec<u16>,
+}
+
+/// Sorts differing buckets by which side is empty.
+pub fn split_buckets(differing: &[u16], warehouse: &Digests, mysql: &Digests) -> BucketSplit {
+    let mut out = BucketSplit::default();
+    for b in differing {
+        let w = warehouse.get(b).map_or(0, |d| d.count);
+        let m = mysql.get(b).map_or(0, |d| d.count);
+        match (w, m) {
+            (_, 0) => out.fresh.push(*b),
+            (0, _) => out.gone.push(*b),
+            _ => out.mixed.push(*b),
+        }
+    }
+    out
+}
+
 /// One row of a differing bucket as seen on one side: its canonical primary key (see
 /// `canon`) and its row hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,6 +292,21 @@ mod tests {
             guard(0, 5, 0, 0.5, false),
             Err(GuardStop::EmptySource { mysql_rows: 5 })
         ));
+    }
+
+    #[test]
+    fn buckets_split_by_the_empty_side() {
+        let wh = d(&[(1, 2, 7), (2, 1, 5), (3, 4, 4)]);
+        let my = d(&[(2, 1, 6), (3, 1, 1), (4, 1, 9)]);
+        let s = split_buckets(&differing_buckets(&wh, &my), &wh, &my);
+        assert_eq!(
+            s,
+            BucketSplit {
+                fresh: vec![1],
+                gone: vec![4],
+                mixed: vec![2, 3]
+            }
+        );
     }
 
     #[test]
