@@ -140,9 +140,9 @@ impl Runner {
         self.shutdown.clone()
     }
 
-    /// Direct access to the warehouse (tests and the benchmark).
-    pub fn warehouse(&self) -> &Warehouse {
-        &self.warehouse
+    /// The warehouse adapter, e.g. to raise its query timeout (the benchmark).
+    pub fn warehouse_mut(&mut self) -> &mut Warehouse {
+        &mut self.warehouse
     }
 
     /// Runs cycles per `mode`; returns each table's last outcome.

@@ -1,0 +1,177 @@
+//! `make bench-stream`: a table of BENCH_ROWS rows (default 100,000; the emulator needs about
+//! 3.5 minutes per full scan at 1,000,000) in the BigQuery emulator, synced to MariaDB: a full
+//! reload, a no-change cycle, and a cycle after changing 0.1% of the rows (updates, inserts
+//! and deletes). Prints time, warehouse rows fetched and MySQL rows written per case and the
+//! ratios to the full reload. BENCH_BUCKETS sets the bucket count (default 1024).
+//! Service URLs come from the environment (`.dev/env`, loaded by make).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use domain::bigquery::{Credentials, Warehouse};
+use domain::config::SyncConfig;
+use mysql::prelude::Queryable;
+use stream_sync::cycle::CycleReport;
+use stream_sync::runner::{Mode, Runner};
+
+fn env(key: &str, default: Option<&str>) -> String {
+    std::env::var(key)
+        .ok()
+        .or(default.map(String::from))
+        .unwrap_or_else(|| panic!("{key} is not set: run through `make bench-stream`"))
+}
+
+async fn cycle(runner: &mut Runner) -> (CycleReport, f64) {
+    let t = Instant::now();
+    let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+    let secs = t.elapsed().as_secs_f64();
+    let o = out.into_iter().next().expect("one table");
+    if let Some((kind, e)) = o.error {
+        panic!("cycle failed ({kind:?}): {e}");
+    }
+    (o.report, secs)
+}
+
+#[tokio::main]
+async fn main() {
+    let rows: i64 = env("BENCH_ROWS", Some("100000")).parse().unwrap();
+    let buckets: u32 = env("BENCH_BUCKETS", Some("1024")).parse().unwrap();
+    let bq_url = env("BIGQUERY_URL", None);
+    let project = env("BIGQUERY_PROJECT", None);
+    let mysql_server = env("MYSQL_URL", None);
+    let tag = format!("bench_{}", std::process::id());
+
+    let client = domain::bigquery::client(Some(&bq_url), &Credentials::None)
+        .await
+        .unwrap();
+    client
+        .dataset()
+        .create(gcp_bigquery_client::model::dataset::Dataset::new(
+            &project, &tag,
+        ))
+        .await
+        .unwrap();
+    let mut admin = domain::sink::connect(&mysql_server).unwrap();
+    admin
+        .query_drop(format!("CREATE DATABASE `{tag}`"))
+        .unwrap();
+    let mysql_url = format!("{}/{tag}", mysql_server.trim_end_matches('/'));
+
+    let mut wh = Warehouse::new(client.clone(), project.clone());
+    wh.query_timeout = std::time::Duration::from_secs(3600);
+    let q = |sql: String| {
+        let wh = wh.clone();
+        let tag = tag.clone();
+        async move {
+            wh.query_all(&sql.replace("{ds}", &tag))
+                .await
+                .unwrap_or_else(|e| panic!("{e}: {sql}"))
+        }
+    };
+    println!("stream-sync benchmark: {rows} rows, {buckets} buckets (emulator + MariaDB)");
+    let t = Instant::now();
+    q("CREATE TABLE {ds}.bench (id INT64 NOT NULL, name STRING, qty INT64, price FLOAT64, day DATE)".into()).await;
+    q(format!(
+        "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, CONCAT('item ', CAST(x AS STRING)), \
+         MOD(x, 1000), x / 7.0, DATE_ADD(DATE '2020-01-01', INTERVAL MOD(x, 2000) DAY) \
+         FROM UNNEST(GENERATE_ARRAY(1, {rows})) AS x"
+    ))
+    .await;
+    println!(
+        "loaded the warehouse table in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let config = SyncConfig::parse(
+        &format!(
+            "[mysql]\nurl_env = \"UNUSED\"\n[warehouse]\nproject = \"{project}\"\ndataset = \"{tag}\"\n\
+             endpoint = \"{bq_url}\"\ncredentials = \"none\"\nchange_detection = \"fingerprint\"\n\
+             [stream_sync]\nbuckets = {buckets}\n\
+             [[tables]]\nsource = \"bench\"\ntarget = \"bench\"\nmode = \"stream\"\nprimary_key = [\"id\"]\n"
+        ),
+        "bench",
+    )
+    .unwrap();
+    let settings = Runner::settings_from(&config);
+    let mut runner = Runner::new(&config, mysql_url.clone(), settings, None)
+        .await
+        .unwrap();
+    runner.warehouse_mut().query_timeout = std::time::Duration::from_secs(3600);
+
+    let (full, full_s) = cycle(&mut runner).await;
+    let (idle, idle_s) = cycle(&mut runner).await;
+
+    // 0.1% of the rows: half updated, a quarter deleted, a quarter inserted.
+    let changed = (rows / 1000).max(4);
+    let (upd, del, ins) = (
+        changed / 2,
+        changed / 4,
+        changed - changed / 2 - changed / 4,
+    );
+    let step = rows / upd;
+    q(format!(
+        "UPDATE {{ds}}.bench SET qty = -qty, name = 'changed' WHERE MOD(id, {step}) = 0"
+    ))
+    .await;
+    let dstep = rows / del;
+    q(format!(
+        "DELETE FROM {{ds}}.bench WHERE MOD(id, {dstep}) = 1"
+    ))
+    .await;
+    q(format!(
+        "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, 'new', 1, 1.0, DATE '2030-01-01' \
+         FROM UNNEST(GENERATE_ARRAY({}, {})) AS x",
+        rows + 1,
+        rows + ins
+    ))
+    .await;
+    let (delta, delta_s) = cycle(&mut runner).await;
+
+    let fetched = |r: &CycleReport| r.fetch.digest_rows + r.fetch.key_rows + r.fetch.full_rows;
+    println!();
+    println!(
+        "{:<16} {:>9} {:>8} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "case",
+        "time_s",
+        "queries",
+        "digest_rows",
+        "key_rows",
+        "full_rows",
+        "written",
+        "time/full",
+        "rows/full"
+    );
+    for (name, r, s) in [
+        ("full reload", &full, full_s),
+        ("no change", &idle, idle_s),
+        ("0.1% changed", &delta, delta_s),
+    ] {
+        println!(
+            "{:<16} {:>9.2} {:>8} {:>12} {:>12} {:>12} {:>10} {:>9.2}% {:>9.2}%",
+            name,
+            s,
+            r.fetch.queries,
+            r.fetch.digest_rows,
+            r.fetch.key_rows,
+            r.fetch.full_rows,
+            r.rows_written(),
+            100.0 * s / full_s,
+            100.0 * fetched(r) as f64 / fetched(&full).max(1) as f64
+        );
+    }
+    println!();
+    println!(
+        "0.1% cycle: {} changed rows ({} updates, {} inserts, {} deletes), {} buckets differed; \
+         full rows fetched = {:.3}% of the table, all warehouse rows read (digests + keys + rows) = {:.2}% of the table",
+        upd + ins + del,
+        delta.updates,
+        delta.inserts,
+        delta.deleted,
+        delta.buckets_differing,
+        100.0 * delta.fetch.full_rows as f64 / rows as f64,
+        100.0 * fetched(&delta) as f64 / rows as f64
+    );
+
+    let _ = admin.query_drop(format!("DROP DATABASE `{tag}`"));
+    let _ = client.dataset().delete(&project, &tag, true).await;
+}
