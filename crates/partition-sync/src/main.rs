@@ -1,5 +1,330 @@
-//! partition-sync binary (placeholder until its issue lands).
+//! partition-sync: the batch job (a Kubernetes CronJob). See `partition-sync --help`.
 
-fn main() -> anyhow::Result<()> {
-    Ok(())
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use domain::config::SyncConfig;
+use partition_sync::commands;
+use partition_sync::load::Progress;
+use partition_sync::runner::{self, Context, Force, Options};
+
+/// Keeps partitioned warehouse tables in sync with MySQL.
+///
+/// Finds the warehouse partitions modified since they were last synced, exports each to the
+/// staging bucket and loads each group of tables into MySQL in one transaction: delete the
+/// partitions' rows, bulk-insert, record the partitions' watermarks. Idempotent; a missed run
+/// catches up by itself. The MySQL DSN comes from the environment variable named by
+/// `mysql.url_env` in the config (default SYNC_MYSQL_URL).
+///
+/// Exit codes: 0 success, 1 a group failed (or `verify` found mismatches), 2 bad usage or config.
+#[derive(Parser, Debug)]
+#[command(name = "partition-sync", version, about, long_about)]
+struct Cli {
+    /// The sync configuration (TOML).
+    #[arg(
+        long,
+        short,
+        env = "SYNC_CONFIG",
+        global = true,
+        default_value = "sync.toml"
+    )]
+    config: PathBuf,
+    /// Output: `text` (default on a terminal) or `json` (one line, default otherwise).
+    #[arg(long, global = true)]
+    output: Option<OutputFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Sync every changed partition (all groups, or one group or table).
+    Run {
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Only this table (source or target name); its group still loads in one transaction.
+        #[arg(long)]
+        table: Option<String>,
+        /// Print the plan and why, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Remove vanished partitions even beyond `max_vanished_partitions`.
+        #[arg(long)]
+        allow_mass_delete: bool,
+    },
+    /// Per table: partitions synced and pending, lag, last run.
+    Status {
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// Compare warehouse and MySQL per partition (row count and content digest); exit 1 on
+    /// any mismatch.
+    Verify {
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// Reload partitions of one table whatever their recorded state.
+    Resync {
+        #[arg(long)]
+        table: String,
+        /// Partition ids (e.g. 20260101, __NULL__).
+        #[arg(long = "partition", num_args = 1.., required_unless_present = "all", conflicts_with = "all")]
+        partitions: Vec<String>,
+        /// Every partition of the table.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.compact().init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let json = match cli.output {
+        Some(OutputFormat::Json) => true,
+        Some(OutputFormat::Text) => false,
+        None => !std::io::stdout().is_terminal(),
+    };
+    let config = match SyncConfig::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(dispatch(config, cli.command, json)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn shard() -> Option<(u64, u64)> {
+    let index = std::env::var("JOB_COMPLETION_INDEX").ok()?.parse().ok()?;
+    let count = std::env::var("JOB_COMPLETION_COUNT").ok()?.parse().ok()?;
+    Some((index, count))
+}
+
+async fn dispatch(config: SyncConfig, command: Command, json: bool) -> anyhow::Result<ExitCode> {
+    let pushgateway = config.metrics.pushgateway.clone();
+    let ctx = Context::new(config).await?;
+    let mut opts = Options {
+        shard: shard(),
+        ..Options::default()
+    };
+    match command {
+        Command::Run {
+            group,
+            table,
+            dry_run,
+            allow_mass_delete,
+        } => {
+            opts.group = group;
+            opts.table = table;
+            opts.dry_run = dry_run;
+            opts.allow_mass_delete = allow_mass_delete;
+        }
+        Command::Resync {
+            table,
+            partitions,
+            all,
+            dry_run,
+        } => {
+            for p in &partitions {
+                if !partition_sync::partition::plausible_id(p) {
+                    anyhow::bail!("`{p}` is not a partition id (YYYYMMDD, YYYYMMDDHH, YYYYMM, YYYY or __NULL__)");
+                }
+            }
+            opts.table = Some(table.clone());
+            opts.dry_run = dry_run;
+            opts.force = Some((
+                table,
+                if all {
+                    Force::All
+                } else {
+                    Force::Partitions(partitions)
+                },
+            ));
+        }
+        Command::Status { table } => {
+            opts.table = table;
+            let rows = commands::status(&ctx, &opts).await?;
+            if json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                println!(
+                    "{:<28} {:<14} {:>7} {:>12} {:>8} {:>9} {:>10}  last run",
+                    "table", "group", "synced", "rows", "pending", "vanished", "lag"
+                );
+                for r in &rows {
+                    let lag = r
+                        .lag_seconds
+                        .map_or("-".to_string(), |l| format!("{l:.0}s"));
+                    println!(
+                        "{:<28} {:<14} {:>7} {:>12} {:>8} {:>9} {:>10}  {} {}",
+                        r.table,
+                        r.group,
+                        r.partitions_synced,
+                        r.rows_synced,
+                        r.partitions_pending,
+                        r.partitions_vanished,
+                        lag,
+                        r.last_run.as_deref().unwrap_or("never"),
+                        r.last_run_status.as_deref().unwrap_or("")
+                    );
+                    if let Some(e) = &r.error {
+                        println!("  error: {e}");
+                    }
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Verify { table } => {
+            opts.table = table;
+            let mismatches = commands::verify(&ctx, &opts).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"in_sync": mismatches.is_empty(), "mismatches": mismatches})
+                );
+            } else if mismatches.is_empty() {
+                println!("in sync");
+            } else {
+                println!("{} partition(s) differ:", mismatches.len());
+                for m in &mismatches {
+                    println!(
+                        "  {} {}: {} (warehouse {} rows, MySQL {} rows)",
+                        m.table, m.partition, m.detail, m.warehouse_rows, m.mysql_rows
+                    );
+                }
+            }
+            return Ok(if mismatches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+    }
+
+    let bar = progress_bar();
+    let summary = runner::run(&ctx, &opts, bar.clone()).await?;
+    if let Some(url) = &pushgateway {
+        if !opts.dry_run {
+            if let Err(e) = commands::push_metrics(url, &summary).await {
+                tracing::warn!(error = %format!("{e:#}"), "could not push metrics");
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        for g in &summary.groups {
+            println!("group {}: {}", g.group, g.status);
+            for p in &g.plan {
+                println!(
+                    "  {} {} {} ({} rows): {}",
+                    p.action, p.table, p.partition, p.rows, p.reason
+                );
+            }
+            for t in &g.tables {
+                println!(
+                    "  {}: {} partitions loaded, {} removed, {} rows loaded, {} rows deleted",
+                    t.table,
+                    t.partitions_loaded,
+                    t.partitions_removed,
+                    t.rows_loaded,
+                    t.rows_deleted
+                );
+            }
+            if let Some(e) = &g.error {
+                println!("  error: {e}");
+            }
+        }
+        println!(
+            "run {}: {} in {:.1}s — {} partitions, {} rows loaded, {} rows deleted",
+            summary.run_id,
+            if summary.ok { "ok" } else { "FAILED" },
+            summary.duration_ms as f64 / 1000.0,
+            summary.partitions_loaded,
+            summary.rows_loaded,
+            summary.rows_deleted
+        );
+    }
+    Ok(if summary.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A progress bar on a terminal; log lines per partition otherwise.
+fn progress_bar() -> Arc<dyn Fn(Progress) + Send + Sync> {
+    if !std::io::stderr().is_terminal() {
+        return Arc::new(|p| {
+            if let Progress::PartitionDone {
+                table,
+                partition,
+                rows,
+            } = p
+            {
+                tracing::info!(table.name = %table, partition.id = %partition, rows, "partition loaded (commits with its group)");
+            }
+        });
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{msg:40} [{bar:30}] {pos}/{len} rows {per_sec}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Arc::new(move |p| match p {
+        Progress::PartitionStarted {
+            table,
+            partition,
+            rows,
+        } => {
+            bar.set_message(format!("{table} {partition}"));
+            bar.inc_length(rows.max(0) as u64);
+        }
+        Progress::Rows(n) => bar.inc(n),
+        Progress::PartitionDone { .. } => {}
+    })
 }

@@ -1,0 +1,249 @@
+//! `status`, `verify` and the metrics a run pushes; `run` and `resync` are in [`crate::runner`].
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use mysql::prelude::Queryable;
+use prometheus::{Encoder, GaugeVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use domain::sink;
+
+use crate::plan;
+use crate::runner::{read_state, selected_groups, Context, Options, RunSummary};
+use crate::source;
+use crate::verify::{self, Mismatch};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableStatus {
+    pub table: String,
+    pub group: String,
+    pub partitions_synced: usize,
+    pub rows_synced: i64,
+    pub partitions_pending: usize,
+    pub partitions_vanished: usize,
+    pub last_synced_at: Option<String>,
+    pub last_run: Option<String>,
+    pub last_run_status: Option<String>,
+    /// Seconds since the oldest pending partition was modified (metadata detection only).
+    pub lag_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Per table: partitions synced and pending, lag, last run.
+pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableStatus>> {
+    let url = ctx.mysql_url.clone();
+    let groups = selected_groups(&ctx.config, opts)?;
+    let targets: Vec<String> = groups
+        .iter()
+        .flat_map(|g| g.tables.iter().map(|t| t.target.clone()))
+        .collect();
+    let t2 = targets.clone();
+    type Runs = BTreeMap<String, (Option<String>, Option<String>, Option<String>)>;
+    let (state, runs): (BTreeMap<String, Vec<plan::SyncedPartition>>, Runs) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut conn = sink::connect(&url).context("connecting to MySQL")?;
+        sink::ensure_state_tables(&mut conn)?;
+        let state = read_state(&mut conn, &t2)?;
+        let mut runs = BTreeMap::new();
+        for t in &t2 {
+            let last: Option<(Option<String>, String)> = conn.exec_first(
+                "SELECT DATE_FORMAT(finished_at, '%Y-%m-%dT%H:%i:%sZ'), status FROM sync_runs WHERE target_table = ? \
+                 ORDER BY started_at DESC LIMIT 1",
+                (t,),
+            )?;
+            let synced: Option<Option<String>> = conn.exec_first(
+                "SELECT DATE_FORMAT(MAX(synced_at), '%Y-%m-%dT%H:%i:%sZ') FROM sync_partitions WHERE target_table = ?",
+                (t,),
+            )?;
+            runs.insert(t.clone(), (last.as_ref().and_then(|l| l.0.clone()), last.map(|l| l.1), synced.flatten()));
+        }
+        Ok((state, runs))
+    })
+    .await??;
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut out = Vec::new();
+    for g in &groups {
+        for spec in &g.tables {
+            let synced = state.get(&spec.target).cloned().unwrap_or_default();
+            let (last_run, last_status, last_synced) =
+                runs.get(&spec.target).cloned().unwrap_or_default();
+            let mut st = TableStatus {
+                table: spec.target.clone(),
+                group: g.name.clone(),
+                partitions_synced: synced.len(),
+                rows_synced: synced.iter().map(|s| s.rows).sum(),
+                partitions_pending: 0,
+                partitions_vanished: 0,
+                last_synced_at: last_synced,
+                last_run,
+                last_run_status: last_status,
+                lag_seconds: None,
+                error: None,
+            };
+            let how = spec
+                .change_detection
+                .unwrap_or(ctx.config.warehouse.change_detection);
+            let detected = async {
+                let table =
+                    source::describe(&ctx.warehouse, &ctx.config.warehouse.dataset, spec).await?;
+                source::detect(&ctx.warehouse, &ctx.config.warehouse.dataset, &table, how).await
+            }
+            .await;
+            match detected {
+                Ok((parts, _)) => {
+                    let p = plan::plan(&parts, &synced, &[]);
+                    st.partitions_pending = p.loads.len();
+                    st.partitions_vanished = p.vanished.len();
+                    st.lag_seconds = p
+                        .loads
+                        .iter()
+                        .filter_map(|l| l.partition.modified_micros)
+                        .min()
+                        .map(|m| (now - m).max(0) as f64 / 1e6);
+                }
+                Err(e) => st.error = Some(e.to_string()),
+            }
+            out.push(st);
+        }
+    }
+    Ok(out)
+}
+
+/// Compares every selected table's partitions between the warehouse and MySQL.
+pub async fn verify(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<Mismatch>> {
+    let mut mismatches = Vec::new();
+    for g in selected_groups(&ctx.config, opts)? {
+        for spec in g.tables.iter().filter(|t| {
+            opts.table
+                .as_ref()
+                .is_none_or(|x| x == &t.target || x == &t.source)
+        }) {
+            let table =
+                source::describe(&ctx.warehouse, &ctx.config.warehouse.dataset, spec).await?;
+            let wh = verify::warehouse_digests(&ctx.warehouse, &table)
+                .await
+                .map_err(|e| anyhow::anyhow!("table {}: warehouse: {e}", spec.target))?;
+            let url = ctx.mysql_url.clone();
+            let t = table.clone();
+            let my = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let mut conn = sink::connect(&url).context("connecting to MySQL")?;
+                if sink::table_columns(&mut conn, &t.spec.target)?.is_none() {
+                    return Ok(BTreeMap::new());
+                }
+                verify::mysql_digests(&mut conn, &t)
+                    .with_context(|| format!("table {}: reading MySQL", t.spec.target))
+            })
+            .await??;
+            mismatches.extend(verify::compare(&spec.target, &wh, &my));
+        }
+    }
+    Ok(mismatches)
+}
+
+/// Pushes a run's metrics to the Pushgateway with push-add (POST), one grouping key per
+/// table so that a failed table keeps its last success time.
+pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let base = url.trim_end_matches('/');
+    for g in &summary.groups {
+        let tables: Vec<String> = if g.tables.is_empty() {
+            g.lag_seconds.keys().cloned().collect()
+        } else {
+            g.tables.iter().map(|t| t.table.clone()).collect()
+        };
+        for t in tables {
+            let reg = Registry::new();
+            let gauge = |name: &str, help: &str| -> anyhow::Result<GaugeVec> {
+                let v = GaugeVec::new(Opts::new(name, help), &["table"])?;
+                reg.register(Box::new(v.clone()))?;
+                Ok(v)
+            };
+            let outcome = g.tables.iter().find(|o| o.table == t);
+            if g.status != "failed" && !summary.dry_run {
+                gauge(
+                    "partition_sync_last_success_timestamp_seconds",
+                    "Unix time of the last successful run for the table",
+                )?
+                .with_label_values(&[&t])
+                .set(chrono::Utc::now().timestamp() as f64);
+            }
+            if let Some(o) = outcome {
+                gauge(
+                    "partition_sync_partitions_synced_total",
+                    "Partitions loaded by the last run",
+                )?
+                .with_label_values(&[&t])
+                .set(o.partitions_loaded as f64);
+                gauge(
+                    "partition_sync_rows_loaded_total",
+                    "Rows inserted by the last run",
+                )?
+                .with_label_values(&[&t])
+                .set(o.rows_loaded as f64);
+                gauge(
+                    "partition_sync_rows_deleted_total",
+                    "Rows deleted by the last run",
+                )?
+                .with_label_values(&[&t])
+                .set(o.rows_deleted as f64);
+            }
+            if let Some(lag) = g.lag_seconds.get(&t) {
+                gauge(
+                    "partition_sync_lag_seconds",
+                    "Seconds since the oldest unsynced modification",
+                )?
+                .with_label_values(&[&t])
+                .set(*lag);
+            }
+            let errors = IntGaugeVec::new(
+                Opts::new(
+                    "partition_sync_errors_total",
+                    "Errors of the last run by kind",
+                ),
+                &["table", "kind"],
+            )?;
+            reg.register(Box::new(errors.clone()))?;
+            errors
+                .with_label_values(&[t.as_str(), g.error_kind.unwrap_or("none")])
+                .set(i64::from(g.status == "failed"));
+            send(
+                &http,
+                &format!("{base}/metrics/job/partition_sync/table/{t}"),
+                &reg,
+            )
+            .await?;
+        }
+    }
+    let reg = Registry::new();
+    let d = prometheus::Gauge::new(
+        "partition_sync_run_duration_seconds",
+        "Duration of the last run",
+    )?;
+    d.set(summary.duration_ms as f64 / 1000.0);
+    reg.register(Box::new(d))?;
+    let b = prometheus::Gauge::new(
+        "partition_sync_warehouse_bytes_processed_total",
+        "Bytes the last run's warehouse queries processed",
+    )?;
+    b.set(summary.warehouse_bytes_processed as f64);
+    reg.register(Box::new(b))?;
+    send(&http, &format!("{base}/metrics/job/partition_sync"), &reg).await
+}
+
+async fn send(http: &reqwest::Client, url: &str, reg: &Registry) -> anyhow::Result<()> {
+    let mut body = Vec::new();
+    TextEncoder::new().encode(&reg.gather(), &mut body)?;
+    let resp = http
+        .post(url)
+        .header("Content-Type", "text/plain; version=0.0.4")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("pushing metrics to {url}"))?;
+    if !resp.status().is_success() {
+        anyhow::bail!("Pushgateway {url} answered {}", resp.status());
+    }
+    Ok(())
+}

@@ -1,0 +1,466 @@
+//! The MySQL side of a run: target tables created or checked against the warehouse schema,
+//! then one transaction per group that deletes the changed and vanished partitions' rows
+//! (children first), bulk-inserts the exported rows (parents first) and upserts the state
+//! rows. Nothing is visible before commit; any error rolls everything back. Blocking code:
+//! run it on a blocking thread.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use mysql::prelude::Queryable;
+use mysql::{Conn, TxOpts, Value};
+use object_store::path::Path;
+use object_store::ObjectStore;
+
+use domain::config::quote_ident;
+use domain::schema::{convert, create_table_sql, schema_drift};
+use domain::sink::{self, BatchInserter, SinkError};
+
+use crate::plan::{Reason, SourcePartition};
+use crate::source::SourceTable;
+
+/// One partition to load and the exported files that hold its rows.
+#[derive(Debug, Clone)]
+pub struct PartitionLoad {
+    pub partition: SourcePartition,
+    pub reason: Reason,
+    pub files: Vec<Path>,
+}
+
+/// The work of one table in a group.
+#[derive(Debug, Clone)]
+pub struct TableWork {
+    pub table: SourceTable,
+    pub loads: Vec<PartitionLoad>,
+    pub vanished: Vec<String>,
+}
+
+/// What a group's transaction did to one table.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TableOutcome {
+    pub table: String,
+    pub partitions_loaded: usize,
+    pub partitions_removed: usize,
+    pub rows_loaded: u64,
+    pub rows_deleted: u64,
+}
+
+/// Errors of the load. Each names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("table {table}, partition {partition}, key {key}, column {column}: {message}")]
+    BadRow {
+        table: String,
+        partition: String,
+        key: String,
+        column: String,
+        message: String,
+    },
+    #[error("table {table}: MySQL schema differs from the warehouse: {}", problems.join("; "))]
+    SchemaDrift {
+        table: String,
+        problems: Vec<String>,
+    },
+    #[error("table {table}: cannot create it: {message}")]
+    Create { table: String, message: String },
+    #[error("table {table}, partition {partition}: staging file {file}: {message}")]
+    Staging {
+        table: String,
+        partition: String,
+        file: String,
+        message: String,
+    },
+    #[error("{context}: {source}")]
+    Sink {
+        context: String,
+        #[source]
+        source: SinkError,
+    },
+}
+
+impl LoadError {
+    pub fn transient(&self) -> bool {
+        matches!(self, LoadError::Sink { source, .. } if source.transient())
+    }
+
+    /// A bounded label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LoadError::BadRow { .. } => "bad_row",
+            LoadError::SchemaDrift { .. } | LoadError::Create { .. } => "schema",
+            LoadError::Staging { .. } => "staging",
+            LoadError::Sink { .. } => "mysql",
+        }
+    }
+}
+
+fn sink_err(context: impl Into<String>) -> impl FnOnce(SinkError) -> LoadError {
+    let context = context.into();
+    move |source| LoadError::Sink { context, source }
+}
+
+fn my_err(context: impl Into<String>) -> impl FnOnce(mysql::Error) -> LoadError {
+    let context = context.into();
+    move |e| LoadError::Sink {
+        context,
+        source: e.into(),
+    }
+}
+
+/// Creates the target when missing (with the partition column indexed); otherwise checks that
+/// its columns can hold the warehouse's. Returns whether it was created. DDL commits
+/// implicitly in MySQL, so this runs before the group's transaction.
+/// For an existing target, the columns' own limits (NOT NULL, VARCHAR length) are adopted so
+/// that a value MySQL would reject is caught while decoding, naming its row.
+pub fn ensure_target(conn: &mut Conn, table: &mut SourceTable) -> Result<bool, LoadError> {
+    let target = table.spec.target.clone();
+    match sink::table_columns(conn, &target)
+        .map_err(sink_err(format!("table {target}: reading its columns")))?
+    {
+        Some(have) => {
+            let problems = schema_drift(&target, &table.columns, &have);
+            if !problems.is_empty() {
+                return Err(LoadError::SchemaDrift {
+                    table: target,
+                    problems,
+                });
+            }
+            let limits: Vec<(String, String, String, Option<u64>)> = conn
+                .exec(
+                    "SELECT COLUMN_NAME, IS_NULLABLE, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS \
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+                    (&target,),
+                )
+                .map_err(my_err(format!("table {target}: reading its columns")))?;
+            for (name, nullable, data_type, max_chars) in limits {
+                if let Some(col) = table
+                    .columns
+                    .iter_mut()
+                    .find(|c| c.name.eq_ignore_ascii_case(&name))
+                {
+                    col.required |= nullable == "NO";
+                    if matches!(data_type.as_str(), "varchar" | "char") {
+                        col.varchar = max_chars.map(|n| n.min(u64::from(u32::MAX)) as u32);
+                    }
+                }
+            }
+            Ok(false)
+        }
+        None => {
+            let ddl = create_table_sql(
+                &target,
+                &table.columns,
+                &table.spec.primary_key,
+                Some(&table.scheme.target_column),
+            )
+            .map_err(|message| LoadError::Create {
+                table: target.clone(),
+                message,
+            })?;
+            conn.query_drop(ddl)
+                .map_err(my_err(format!("table {target}: CREATE TABLE")))?;
+            tracing::info!(table.name = %target, "created target table from the warehouse schema");
+            Ok(true)
+        }
+    }
+}
+
+/// Progress of a load, for the progress bar and logs.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    PartitionStarted {
+        table: String,
+        partition: String,
+        rows: i64,
+    },
+    Rows(u64),
+    PartitionDone {
+        table: String,
+        partition: String,
+        rows: u64,
+    },
+}
+
+/// Loads a group in one transaction. The caller holds the group's advisory lock.
+pub fn load_group(
+    conn: &mut Conn,
+    store: &Arc<dyn ObjectStore>,
+    rt: &tokio::runtime::Handle,
+    run_id: &str,
+    tables: &[TableWork],
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Vec<TableOutcome>, LoadError> {
+    let max_packet =
+        sink::max_allowed_packet(conn).map_err(sink_err("reading max_allowed_packet"))?;
+    let mut outcomes: Vec<TableOutcome> = tables
+        .iter()
+        .map(|t| TableOutcome {
+            table: t.table.spec.target.clone(),
+            ..Default::default()
+        })
+        .collect();
+    let mut tx = conn
+        .start_transaction(TxOpts::default())
+        .map_err(my_err("starting the transaction"))?;
+
+    // Children before parents: delete in reverse load order.
+    for (i, work) in tables.iter().enumerate().rev() {
+        let target = &work.table.spec.target;
+        let ids = work
+            .loads
+            .iter()
+            .map(|l| l.partition.id.as_str())
+            .chain(work.vanished.iter().map(String::as_str));
+        for id in ids {
+            let (cond, params) =
+                work.table
+                    .scheme
+                    .mysql_filter(id)
+                    .map_err(|message| LoadError::Create {
+                        table: target.clone(),
+                        message,
+                    })?;
+            tx.exec_drop(
+                format!("DELETE FROM {} WHERE {cond}", quote_ident(target)),
+                params,
+            )
+            .map_err(my_err(format!("table {target}, partition {id}: DELETE")))?;
+            outcomes[i].rows_deleted += tx.affected_rows();
+        }
+    }
+
+    // Parents before children: insert in load order.
+    for (i, work) in tables.iter().enumerate() {
+        let target = &work.table.spec.target;
+        let names: Vec<String> = work.table.columns.iter().map(|c| c.name.clone()).collect();
+        for load in &work.loads {
+            let pid = &load.partition.id;
+            progress(Progress::PartitionStarted {
+                table: target.clone(),
+                partition: pid.clone(),
+                rows: load.partition.rows,
+            });
+            let mut inserter = BatchInserter::new(target, &names, max_packet, false);
+            let mut keys = BatchKeys::default();
+            let mut loaded = 0u64;
+            for file in &load.files {
+                let mut lines = LineReader::open(store, file, rt)
+                    .map_err(|m| staging_err(target, pid, file, m))?;
+                while let Some(line) = lines
+                    .next_line(rt)
+                    .map_err(|m| staging_err(target, pid, file, m))?
+                {
+                    let obj: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_slice(&line).map_err(|e| {
+                            staging_err(
+                                target,
+                                pid,
+                                file,
+                                format!("line is not a JSON object: {e}"),
+                            )
+                        })?;
+                    let key = key_of(&work.table, &obj);
+                    let mut row = Vec::with_capacity(names.len());
+                    for col in &work.table.columns {
+                        let v = obj.get(&col.name).unwrap_or(&serde_json::Value::Null);
+                        let value = convert(col, v).map_err(|message| LoadError::BadRow {
+                            table: target.clone(),
+                            partition: pid.clone(),
+                            key: key.clone(),
+                            column: col.name.clone(),
+                            message,
+                        })?;
+                        row.push(sink::to_mysql(value));
+                    }
+                    let written = inserter
+                        .push(&mut tx, row)
+                        .map_err(|e| keys.error(target, pid, e))?;
+                    keys.flushed(written);
+                    keys.push(key);
+                    loaded += 1;
+                    if written > 0 {
+                        progress(Progress::Rows(written as u64));
+                    }
+                }
+            }
+            let written = inserter
+                .flush(&mut tx)
+                .map_err(|e| keys.error(target, pid, e))?;
+            progress(Progress::Rows(written as u64));
+            progress(Progress::PartitionDone {
+                table: target.clone(),
+                partition: pid.clone(),
+                rows: loaded,
+            });
+            upsert_state(&mut tx, target, &load.partition, loaded, run_id)?;
+            outcomes[i].partitions_loaded += 1;
+            outcomes[i].rows_loaded += loaded;
+        }
+        for id in &work.vanished {
+            tx.exec_drop(
+                "DELETE FROM sync_partitions WHERE target_table = ? AND partition_id = ?",
+                (target, id),
+            )
+            .map_err(my_err(format!(
+                "table {target}: removing state of vanished partition {id}"
+            )))?;
+            outcomes[i].partitions_removed += 1;
+        }
+        let o = &outcomes[i];
+        tx.exec_drop(
+            "INSERT INTO sync_runs (run_id, target_table, engine, started_at, finished_at, status, rows_loaded, rows_deleted) \
+             VALUES (?, ?, 'partition', UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), 'ok', ?, ?) \
+             ON DUPLICATE KEY UPDATE finished_at = VALUES(finished_at), status = VALUES(status), \
+             rows_loaded = VALUES(rows_loaded), rows_deleted = VALUES(rows_deleted)",
+            (run_id, target, o.rows_loaded, o.rows_deleted),
+        )
+        .map_err(my_err(format!("table {target}: recording the run")))?;
+    }
+    tx.commit().map_err(my_err("committing"))?;
+    Ok(outcomes)
+}
+
+fn staging_err(table: &str, partition: &str, file: &Path, message: impl Into<String>) -> LoadError {
+    LoadError::Staging {
+        table: table.into(),
+        partition: partition.into(),
+        file: file.to_string(),
+        message: message.into(),
+    }
+}
+
+fn upsert_state(
+    tx: &mut mysql::Transaction<'_>,
+    target: &str,
+    p: &SourcePartition,
+    rows: u64,
+    run_id: &str,
+) -> Result<(), LoadError> {
+    let modified: Value = match p
+        .modified_micros
+        .and_then(chrono::DateTime::from_timestamp_micros)
+    {
+        Some(t) => Value::Bytes(t.format("%Y-%m-%d %H:%M:%S%.6f").to_string().into_bytes()),
+        None => Value::NULL,
+    };
+    // The row count recorded is what was loaded: if the partition changed between detection
+    // and export, the counts differ and the next run loads it again.
+    tx.exec_drop(
+        "INSERT INTO sync_partitions (target_table, partition_id, source_modified_at, fingerprint, row_count, synced_at, run_id) \
+         VALUES (?, ?, ?, ?, ?, UTC_TIMESTAMP(6), ?) ON DUPLICATE KEY UPDATE source_modified_at = VALUES(source_modified_at), \
+         fingerprint = VALUES(fingerprint), row_count = VALUES(row_count), synced_at = VALUES(synced_at), run_id = VALUES(run_id)",
+        (target, &p.id, modified, p.fingerprint, rows, run_id),
+    )
+    .map_err(my_err(format!("table {target}, partition {}: recording state", p.id)))
+}
+
+/// The primary key of an exported row, for messages: `recipe_id=7, day=2026-01-01`.
+fn key_of(table: &SourceTable, obj: &serde_json::Map<String, serde_json::Value>) -> String {
+    if table.spec.primary_key.is_empty() {
+        return "(no primary key configured)".into();
+    }
+    table
+        .spec
+        .primary_key
+        .iter()
+        .map(|k| match obj.get(k) {
+            Some(serde_json::Value::String(s)) => format!("{k}={s}"),
+            Some(v) => format!("{k}={v}"),
+            None => format!("{k}=NULL"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Keys of the rows in the inserter's current batch, to name the row MySQL complains about.
+#[derive(Default)]
+struct BatchKeys {
+    keys: std::collections::VecDeque<String>,
+    base: usize,
+}
+
+impl BatchKeys {
+    fn push(&mut self, key: String) {
+        self.keys.push_back(key);
+    }
+    fn flushed(&mut self, n: usize) {
+        let n = n.min(self.keys.len());
+        self.keys.drain(..n);
+        self.base += n;
+    }
+    fn error(&self, table: &str, partition: &str, e: sink::InsertError) -> LoadError {
+        let key = e
+            .row
+            .and_then(|r| r.checked_sub(self.base))
+            .and_then(|i| self.keys.get(i))
+            .cloned();
+        match (key, e.column) {
+            (Some(key), Some(column)) => LoadError::BadRow {
+                table: table.into(),
+                partition: partition.into(),
+                key,
+                column,
+                message: e.error.to_string(),
+            },
+            _ => LoadError::Sink {
+                context: format!("table {table}, partition {partition}: INSERT"),
+                source: e.error,
+            },
+        }
+    }
+}
+
+/// Reads newline-delimited records from one object as a stream: memory stays at one chunk
+/// plus one line.
+struct LineReader {
+    stream: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    buf: Vec<u8>,
+    start: usize,
+    done: bool,
+}
+
+impl LineReader {
+    fn open(
+        store: &Arc<dyn ObjectStore>,
+        path: &Path,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<LineReader, String> {
+        let result = rt.block_on(store.get(path)).map_err(|e| e.to_string())?;
+        Ok(LineReader {
+            stream: result.into_stream(),
+            buf: Vec::new(),
+            start: 0,
+            done: false,
+        })
+    }
+
+    fn next_line(&mut self, rt: &tokio::runtime::Handle) -> Result<Option<Vec<u8>>, String> {
+        loop {
+            if let Some(nl) = self.buf[self.start..].iter().position(|b| *b == b'\n') {
+                let line = self.buf[self.start..self.start + nl].to_vec();
+                self.start += nl + 1;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            if self.done {
+                let rest = self.buf[self.start..].to_vec();
+                self.start = self.buf.len();
+                return Ok(if rest.iter().all(u8::is_ascii_whitespace) {
+                    None
+                } else {
+                    Some(rest)
+                });
+            }
+            // Compact before reading more, so the buffer holds at most one chunk and a line.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            match rt.block_on(self.stream.next()) {
+                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Err(e.to_string()),
+                None => self.done = true,
+            }
+        }
+    }
+}

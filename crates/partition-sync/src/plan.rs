@@ -1,0 +1,253 @@
+//! The plan of a run for one table: which partitions to load and why, which vanished, which
+//! wait. Compares what the warehouse reports now with the state recorded in MySQL at the last
+//! successful load. Pure.
+
+use std::collections::BTreeMap;
+
+use crate::partition::{sort_ids, UNPARTITIONED};
+
+/// A partition as the warehouse reports it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePartition {
+    pub id: String,
+    pub rows: i64,
+    /// `last_modified_time` in microseconds (metadata detection).
+    pub modified_micros: Option<i64>,
+    /// `BIT_XOR(FARM_FINGERPRINT(TO_JSON_STRING(t)))` (fingerprint detection).
+    pub fingerprint: Option<i64>,
+}
+
+/// A partition's state row in MySQL (`sync_partitions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedPartition {
+    pub id: String,
+    pub rows: i64,
+    pub modified_micros: Option<i64>,
+    pub fingerprint: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Never synced.
+    New,
+    /// Row count differs.
+    RowCount,
+    /// Modified after the last sync (metadata).
+    Modified,
+    /// Content fingerprint differs.
+    Fingerprint,
+    /// Asked for by `resync`.
+    Forced,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::New => "new",
+            Reason::RowCount => "row count changed",
+            Reason::Modified => "modified since last sync",
+            Reason::Fingerprint => "content fingerprint changed",
+            Reason::Forced => "resync requested",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Load {
+    pub partition: SourcePartition,
+    pub reason: Reason,
+}
+
+/// What one run does to one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Partitions to (re)load, oldest first.
+    pub loads: Vec<Load>,
+    /// Partitions synced before that the warehouse no longer has: their rows are deleted.
+    pub vanished: Vec<String>,
+    /// Partitions that exist but wait (the streaming buffer).
+    pub waiting: Vec<String>,
+    /// Partitions in sync.
+    pub unchanged: usize,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.loads.is_empty() && self.vanished.is_empty()
+    }
+}
+
+/// Compares the warehouse with the recorded state. A partition is loaded when it is new, its
+/// row count differs, or (depending on what the warehouse reports) it was modified after the
+/// recorded modification time or its fingerprint differs. `forced` partitions are loaded
+/// whatever their state. Empty partitions that were never synced are skipped.
+pub fn plan(source: &[SourcePartition], synced: &[SyncedPartition], forced: &[String]) -> Plan {
+    let state: BTreeMap<&str, &SyncedPartition> =
+        synced.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut out = Plan::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut sorted: Vec<&SourcePartition> = source.iter().collect();
+    let mut ids: Vec<String> = sorted.iter().map(|p| p.id.clone()).collect();
+    sort_ids(&mut ids);
+    sorted.sort_by_key(|p| ids.iter().position(|i| i == &p.id));
+    for p in sorted {
+        if p.id == UNPARTITIONED {
+            out.waiting.push(p.id.clone());
+            continue;
+        }
+        seen.insert(p.id.as_str());
+        let reason = match state.get(p.id.as_str()) {
+            _ if forced.contains(&p.id) => Some(Reason::Forced),
+            None if p.rows == 0 => None,
+            None => Some(Reason::New),
+            Some(s) if s.rows != p.rows => Some(Reason::RowCount),
+            Some(s) => match (
+                p.fingerprint,
+                s.fingerprint,
+                p.modified_micros,
+                s.modified_micros,
+            ) {
+                (Some(now), Some(then), _, _) if now != then => Some(Reason::Fingerprint),
+                (Some(_), None, _, _) => Some(Reason::Fingerprint),
+                (None, _, Some(now), Some(then)) if now > then => Some(Reason::Modified),
+                (None, _, Some(_), None) => Some(Reason::Modified),
+                _ => None,
+            },
+        };
+        match reason {
+            Some(reason) => out.loads.push(Load {
+                partition: p.clone(),
+                reason,
+            }),
+            None => out.unchanged += 1,
+        }
+    }
+    let mut vanished: Vec<String> = synced
+        .iter()
+        .filter(|s| !seen.contains(s.id.as_str()))
+        .map(|s| s.id.clone())
+        .collect();
+    sort_ids(&mut vanished);
+    out.vanished = vanished;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(id: &str, rows: i64, fp: i64) -> SourcePartition {
+        SourcePartition {
+            id: id.into(),
+            rows,
+            modified_micros: None,
+            fingerprint: Some(fp),
+        }
+    }
+    fn st(id: &str, rows: i64, fp: i64) -> SyncedPartition {
+        SyncedPartition {
+            id: id.into(),
+            rows,
+            modified_micros: None,
+            fingerprint: Some(fp),
+        }
+    }
+
+    #[test]
+    fn first_run_loads_everything_oldest_first() {
+        let p = plan(
+            &[
+                src("20260102", 5, 1),
+                src("20260101", 3, 2),
+                src("__NULL__", 1, 3),
+            ],
+            &[],
+            &[],
+        );
+        let ids: Vec<_> = p.loads.iter().map(|l| l.partition.id.as_str()).collect();
+        assert_eq!(ids, vec!["__NULL__", "20260101", "20260102"]);
+        assert!(p.loads.iter().all(|l| l.reason == Reason::New));
+    }
+
+    #[test]
+    fn only_changed_partitions_load() {
+        let p = plan(
+            &[
+                src("20260101", 3, 2),
+                src("20260102", 5, 9),
+                src("20260103", 6, 1),
+            ],
+            &[
+                st("20260101", 3, 2),
+                st("20260102", 5, 1),
+                st("20260103", 5, 1),
+            ],
+            &[],
+        );
+        let got: Vec<_> = p
+            .loads
+            .iter()
+            .map(|l| (l.partition.id.as_str(), l.reason))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("20260102", Reason::Fingerprint),
+                ("20260103", Reason::RowCount)
+            ]
+        );
+        assert_eq!(p.unchanged, 1);
+    }
+
+    #[test]
+    fn nothing_changed_means_an_empty_plan() {
+        let p = plan(&[src("20260101", 3, 2)], &[st("20260101", 3, 2)], &[]);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn vanished_and_unpartitioned_partitions() {
+        let p = plan(
+            &[src("__UNPARTITIONED__", 7, 0), src("20260102", 1, 1)],
+            &[st("20260101", 3, 2), st("20260102", 1, 1)],
+            &[],
+        );
+        assert_eq!(p.vanished, vec!["20260101"]);
+        assert_eq!(p.waiting, vec!["__UNPARTITIONED__"]);
+        assert!(p.loads.is_empty());
+    }
+
+    #[test]
+    fn metadata_detection_uses_modification_time() {
+        let s = |m| SourcePartition {
+            id: "20260101".into(),
+            rows: 3,
+            modified_micros: Some(m),
+            fingerprint: None,
+        };
+        let t = SyncedPartition {
+            id: "20260101".into(),
+            rows: 3,
+            modified_micros: Some(100),
+            fingerprint: None,
+        };
+        assert!(plan(&[s(100)], std::slice::from_ref(&t), &[]).is_empty());
+        assert_eq!(plan(&[s(101)], &[t], &[]).loads[0].reason, Reason::Modified);
+    }
+
+    #[test]
+    fn forced_partitions_load_even_when_unchanged() {
+        let p = plan(
+            &[src("20260101", 3, 2)],
+            &[st("20260101", 3, 2)],
+            &["20260101".into()],
+        );
+        assert_eq!(p.loads[0].reason, Reason::Forced);
+    }
+
+    #[test]
+    fn empty_new_partitions_are_skipped() {
+        assert!(plan(&[src("20260101", 0, 0)], &[], &[]).is_empty());
+    }
+}

@@ -1,0 +1,288 @@
+//! The warehouse side of a run: a table's schema and partitioning, change detection
+//! (metadata or fingerprints), and `EXPORT DATA` of one partition to the staging bucket.
+
+use domain::bigquery::{Warehouse, WarehouseError};
+use domain::config::{quote_ident, ChangeDetection, TableSpec};
+use domain::schema::{BqType, Column};
+
+use crate::partition::{Granularity, Scheme, NULL_PARTITION};
+use crate::plan::SourcePartition;
+
+/// Errors reading the warehouse for one table.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("warehouse table {table}: {source}")]
+    Warehouse {
+        table: String,
+        #[source]
+        source: WarehouseError,
+    },
+    #[error("warehouse table {table}: {message}")]
+    Schema { table: String, message: String },
+}
+
+impl SourceError {
+    pub fn transient(&self) -> bool {
+        matches!(self, SourceError::Warehouse { source, .. } if source.transient())
+    }
+}
+
+/// What the sync needs to know about a warehouse table.
+#[derive(Debug, Clone)]
+pub struct SourceTable {
+    pub spec: TableSpec,
+    /// Fully qualified, quoted: `` `project.dataset.table` ``.
+    pub qualified: String,
+    /// The warehouse's columns (with configured VARCHAR lengths), plus the materialised
+    /// partition column of an ingestion-time table, in target column order.
+    pub columns: Vec<Column>,
+    pub scheme: Scheme,
+}
+
+impl SourceTable {
+    /// `SELECT` list exporting every target column in canonical form.
+    pub fn select_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| {
+                if self.scheme.ingestion_time && c.name == self.scheme.target_column {
+                    self.scheme.materialised_column().unwrap_or_default()
+                } else {
+                    c.export_expr(&quote_ident(&c.name))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The query selecting one partition's rows in canonical form.
+    pub fn partition_query(&self, partition: &str) -> Result<String, SourceError> {
+        let filter =
+            self.scheme
+                .warehouse_filter(partition)
+                .map_err(|message| SourceError::Schema {
+                    table: self.spec.source.clone(),
+                    message,
+                })?;
+        Ok(format!(
+            "SELECT {} FROM {} WHERE {filter}",
+            self.select_list(),
+            self.qualified
+        ))
+    }
+
+    /// The target's primary key columns.
+    pub fn key_columns(&self) -> &[String] {
+        &self.spec.primary_key
+    }
+}
+
+fn field_type_name(t: &gcp_bigquery_client::model::field_type::FieldType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Reads the table's schema and partitioning.
+pub async fn describe(
+    wh: &Warehouse,
+    dataset: &str,
+    spec: &TableSpec,
+) -> Result<SourceTable, SourceError> {
+    let table = wh
+        .client
+        .table()
+        .get(&wh.project, dataset, &spec.source, None)
+        .await
+        .map_err(|e| SourceError::Warehouse {
+            table: spec.source.clone(),
+            source: e.into(),
+        })?;
+    let schema_err = |message: String| SourceError::Schema {
+        table: spec.source.clone(),
+        message,
+    };
+    let mut columns = Vec::new();
+    for f in table.schema.fields.as_deref().unwrap_or_default() {
+        let type_name = field_type_name(&f.r#type);
+        let bq = BqType::parse(&type_name, f.mode.as_deref())
+            .map_err(|m| schema_err(format!("column {}: {m}", f.name)))?;
+        if !domain::config::valid_identifier(&f.name) {
+            return Err(schema_err(format!(
+                "column name `{}` is not a valid identifier",
+                f.name
+            )));
+        }
+        columns.push(Column {
+            name: f.name.clone(),
+            bq,
+            required: f
+                .mode
+                .as_deref()
+                .is_some_and(|m| m.eq_ignore_ascii_case("REQUIRED")),
+            varchar: spec.varchar.get(&f.name).copied(),
+        });
+    }
+    for name in spec.varchar.keys() {
+        if !columns.iter().any(|c| &c.name == name) {
+            return Err(schema_err(format!(
+                "varchar configured for `{name}`, which the warehouse table does not have"
+            )));
+        }
+    }
+    let tp = table.time_partitioning.as_ref().ok_or_else(|| {
+        schema_err(
+            "is not time-partitioned; use mode = \"stream\" for unpartitioned tables".to_string(),
+        )
+    })?;
+    let granularity = Granularity::parse(&tp.r#type).map_err(schema_err)?;
+    let configured = spec.partition_column.as_deref().unwrap_or_default();
+    let ingestion = configured.eq_ignore_ascii_case("_PARTITIONDATE")
+        || configured.eq_ignore_ascii_case("_PARTITIONTIME");
+    match (&tp.field, ingestion) {
+        (Some(field), false) if field != configured => {
+            return Err(schema_err(format!("is partitioned by `{field}`, but partition_column is `{configured}`")))
+        }
+        (Some(field), true) => {
+            return Err(schema_err(format!("is partitioned by column `{field}`, not by ingestion time ({configured})")))
+        }
+        (None, false) => {
+            return Err(schema_err(format!(
+                "is partitioned by ingestion time: set partition_column to _PARTITIONDATE or _PARTITIONTIME, not `{configured}`"
+            )))
+        }
+        _ => {}
+    }
+    let column_type = columns.iter().find(|c| c.name == configured).map(|c| c.bq);
+    let scheme = Scheme::new(configured, column_type, granularity).map_err(schema_err)?;
+    if scheme.ingestion_time {
+        if columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(&scheme.target_column))
+        {
+            return Err(schema_err(format!(
+                "has a column `{}`, the name the ingestion-time partition is stored under",
+                scheme.target_column
+            )));
+        }
+        columns.push(Column {
+            name: scheme.target_column.clone(),
+            bq: scheme.column_type,
+            required: true,
+            varchar: None,
+        });
+    }
+    for k in &spec.primary_key {
+        if !columns.iter().any(|c| &c.name == k) {
+            return Err(schema_err(format!(
+                "primary key column `{k}` is not in the table"
+            )));
+        }
+    }
+    Ok(SourceTable {
+        spec: spec.clone(),
+        qualified: format!("`{}.{}.{}`", wh.project, dataset, spec.source),
+        columns,
+        scheme,
+    })
+}
+
+fn cell_i64(v: &Option<serde_json::Value>) -> Option<i64> {
+    match v {
+        Some(serde_json::Value::String(s)) => s.parse().ok(),
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        _ => None,
+    }
+}
+
+fn cell_str(v: &Option<serde_json::Value>) -> Option<String> {
+    match v {
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+        None => None,
+    }
+}
+
+/// The table's partitions as the warehouse reports them now. Returns the partitions and
+/// the bytes the queries processed.
+pub async fn detect(
+    wh: &Warehouse,
+    dataset: &str,
+    table: &SourceTable,
+    how: ChangeDetection,
+) -> Result<(Vec<SourcePartition>, u64), SourceError> {
+    let werr = |source| SourceError::Warehouse {
+        table: table.spec.source.clone(),
+        source,
+    };
+    match how {
+        ChangeDetection::Metadata => {
+            let sql = format!(
+                "SELECT partition_id, total_rows, UNIX_MICROS(last_modified_time) FROM `{}.{}.INFORMATION_SCHEMA.PARTITIONS` \
+                 WHERE table_name = '{}'",
+                wh.project, dataset, table.spec.source
+            );
+            let page = wh.query_all(&sql).await.map_err(werr)?;
+            let parts = page
+                .rows
+                .iter()
+                .filter_map(|r| {
+                    Some(SourcePartition {
+                        id: cell_str(r.first()?)?,
+                        rows: cell_i64(r.get(1)?).unwrap_or(0),
+                        modified_micros: cell_i64(r.get(2)?),
+                        fingerprint: None,
+                    })
+                })
+                .collect();
+            Ok((parts, page.bytes_processed))
+        }
+        ChangeDetection::Fingerprint => {
+            let sql = format!(
+                "SELECT pid, COUNT(*) AS row_count, BIT_XOR(h) AS fingerprint FROM (\
+                 SELECT {} AS pid, FARM_FINGERPRINT(TO_JSON_STRING(src_row)) AS h FROM {} AS src_row) GROUP BY pid",
+                table.scheme.partition_id_expr(),
+                table.qualified
+            );
+            let page = wh.query_all(&sql).await.map_err(werr)?;
+            let parts = page
+                .rows
+                .iter()
+                .map(|r| SourcePartition {
+                    id: r
+                        .first()
+                        .and_then(cell_str)
+                        .unwrap_or_else(|| NULL_PARTITION.to_string()),
+                    rows: r.get(1).and_then(cell_i64).unwrap_or(0),
+                    modified_micros: None,
+                    fingerprint: Some(r.get(2).and_then(cell_i64).unwrap_or(0)),
+                })
+                .collect();
+            Ok((parts, page.bytes_processed))
+        }
+    }
+}
+
+/// Exports one partition as newline-delimited JSON to `uri_prefix/*.json`. Returns the bytes
+/// the export processed.
+pub async fn export(
+    wh: &Warehouse,
+    table: &SourceTable,
+    partition: &str,
+    uri_prefix: &str,
+) -> Result<u64, SourceError> {
+    let query = table.partition_query(partition)?;
+    let sql = format!(
+        "EXPORT DATA OPTIONS(uri='{}/*.json', format='JSON', overwrite=true) AS {query}",
+        uri_prefix.trim_end_matches('/')
+    );
+    let page = wh
+        .query_all(&sql)
+        .await
+        .map_err(|source| SourceError::Warehouse {
+            table: table.spec.source.clone(),
+            source,
+        })?;
+    Ok(page.bytes_processed)
+}

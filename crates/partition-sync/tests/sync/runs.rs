@@ -1,0 +1,335 @@
+//! Runs: first sync, incremental reloads, idempotency, catch-up, vanished partitions,
+//! ingestion-time tables, verify and resync.
+
+use mysql::prelude::Queryable;
+use partition_sync::runner::{Force, Options};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn first_sync_loads_every_partition_and_a_second_run_writes_nothing() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02", "2026-01-03"], 4).await;
+    let s = f.run(STATS, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(s.partitions_loaded, 3);
+    assert_eq!(s.rows_loaded, 12);
+    assert_eq!(count(&f, "stats"), 12);
+    let (note, updated, rating): (String, String, f64) =
+        f.rows::<(String, String, f64)>("SELECT note, CAST(updated AS CHAR), rating FROM stats WHERE recipe_id = 2 AND day = '2026-01-02'")[0].clone();
+    assert_eq!(note, "r2 «ü», 'q'");
+    assert_eq!(updated, "2026-01-01 10:00:00.123456");
+    assert_eq!(rating, 4.5);
+    assert_eq!(
+        f.rows::<i64>("SELECT COUNT(*) FROM sync_partitions WHERE target_table = 'stats'")[0],
+        3
+    );
+
+    let again = f.run(STATS, Options::default()).await;
+    assert!(again.ok);
+    assert_eq!(again.partitions_loaded, 0);
+    assert_eq!(again.rows_loaded + again.rows_deleted, 0);
+    assert_eq!(again.groups[0].status, "unchanged");
+    // The staging prefix of the first run was cleaned.
+    let left: Vec<_> = walk(&f.ds.env.export_root.join(&f.bucket));
+    assert!(left.is_empty(), "staging files left: {left:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_modified_partition_is_reloaded_and_only_it() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02", "2026-01-03"], 3).await;
+    assert!(f.run(STATS, Options::default()).await.ok);
+    f.sql("UPDATE `{ds}.stats` SET views = 999 WHERE recipe_id = 1 AND day = DATE '2026-01-02'")
+        .await;
+    let s = f.run(STATS, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(s.partitions_loaded, 1);
+    assert_eq!(s.groups[0].plan[0].partition, "20260102");
+    assert_eq!(s.rows_deleted, 3);
+    assert_eq!(s.rows_loaded, 3);
+    assert_eq!(
+        f.rows::<i64>("SELECT views FROM stats WHERE recipe_id = 1 AND day = '2026-01-02'"),
+        vec![999]
+    );
+    assert_eq!(count(&f, "stats"), 9);
+}
+
+#[tokio::test]
+async fn missed_runs_catch_up_oldest_first() {
+    let f = stats_fixture(&["2026-01-01"], 2).await;
+    assert!(f.run(STATS, Options::default()).await.ok);
+    // Three "days" of changes happen without a run.
+    f.insert(
+        "stats",
+        vec![stat(1, "2026-01-03", 1), stat(1, "2026-01-02", 1)],
+    )
+    .await;
+    f.sql("DELETE FROM `{ds}.stats` WHERE recipe_id = 2 AND day = DATE '2026-01-01'")
+        .await;
+    let dry = f
+        .run(
+            STATS,
+            Options {
+                dry_run: true,
+                ..Options::default()
+            },
+        )
+        .await;
+    let planned: Vec<_> = dry.groups[0]
+        .plan
+        .iter()
+        .map(|p| p.partition.as_str())
+        .collect();
+    assert_eq!(planned, vec!["20260101", "20260102", "20260103"]);
+    assert_eq!(count(&f, "stats"), 2, "a dry run changes nothing");
+    let s = f.run(STATS, Options::default()).await;
+    assert!(s.ok);
+    assert_eq!(s.partitions_loaded, 3);
+    assert_eq!(count(&f, "stats"), 3);
+}
+
+#[tokio::test]
+async fn a_vanished_partition_is_removed_and_the_cap_blocks_a_mass_removal() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"], 2).await;
+    let capped = format!("{STATS}max_vanished_partitions = 1\n");
+    assert!(f.run(&capped, Options::default()).await.ok);
+    f.sql("DELETE FROM `{ds}.stats` WHERE day = DATE '2026-01-01'")
+        .await;
+    let s = f.run(&capped, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(s.partitions_removed, 1);
+    assert_eq!(count(&f, "stats"), 6);
+
+    f.sql("DELETE FROM `{ds}.stats` WHERE day >= DATE '2026-01-03'")
+        .await;
+    let blocked = f.run(&capped, Options::default()).await;
+    assert!(!blocked.ok);
+    let err = blocked.groups[0].error.clone().unwrap();
+    assert!(
+        err.contains("2 partitions vanished") && err.contains("--allow-mass-delete"),
+        "{err}"
+    );
+    assert_eq!(count(&f, "stats"), 6, "a blocked run changes nothing");
+
+    let allowed = f
+        .run(
+            &capped,
+            Options {
+                allow_mass_delete: true,
+                ..Options::default()
+            },
+        )
+        .await;
+    assert!(allowed.ok);
+    assert_eq!(count(&f, "stats"), 2);
+}
+
+#[tokio::test]
+async fn null_partition_values_load_into_the_null_partition() {
+    let f = Fixture::new().await;
+    f.create_table(
+        "events",
+        vec![
+            TableFieldSchema::integer("id"),
+            TableFieldSchema::date("day"),
+        ],
+        Some("day"),
+    )
+    .await;
+    f.insert(
+        "events",
+        vec![
+            serde_json::json!({"id": 1, "day": null}),
+            serde_json::json!({"id": 2, "day": "2026-02-01"}),
+        ],
+    )
+    .await;
+    let t =
+        "[[tables]]\nsource='events'\ntarget='events'\nmode='partition'\npartition_column='day'\n";
+    let s = f.run(t, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(s.partitions_loaded, 2);
+    assert_eq!(
+        f.rows::<i64>("SELECT id FROM events WHERE day IS NULL"),
+        vec![1]
+    );
+    f.sql("UPDATE `{ds}.events` SET id = 3 WHERE day IS NULL")
+        .await;
+    let s = f.run(t, Options::default()).await;
+    assert_eq!(s.partitions_loaded, 1);
+    assert_eq!(
+        f.rows::<i64>("SELECT id FROM events ORDER BY id"),
+        vec![2, 3]
+    );
+}
+
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+
+#[tokio::test]
+async fn an_ingestion_time_table_gets_its_partition_as_a_real_column() {
+    let f = Fixture::new().await;
+    f.create_table(
+        "ingest",
+        vec![
+            TableFieldSchema::integer("id"),
+            TableFieldSchema::string("v"),
+        ],
+        None,
+    )
+    .await;
+    f.insert(
+        "ingest",
+        vec![
+            serde_json::json!({"id": 1, "v": "a"}),
+            serde_json::json!({"id": 2, "v": "b"}),
+        ],
+    )
+    .await;
+    let t = "[[tables]]\nsource='ingest'\ntarget='ingest'\nmode='partition'\npartition_column='_PARTITIONDATE'\nprimary_key=['id', 'partition_date']\n";
+    let s = f.run(t, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(s.rows_loaded, 2);
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let dates: Vec<String> = f.rows("SELECT CAST(partition_date AS CHAR) FROM ingest ORDER BY id");
+    assert_eq!(dates, vec![today.clone(), today]);
+    assert!(f.run(t, Options::default()).await.groups[0].status == "unchanged");
+}
+
+#[tokio::test]
+async fn verify_finds_a_row_altered_behind_the_syncs_back_and_resync_repairs_it() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02"], 3).await;
+    assert!(f.run(STATS, Options::default()).await.ok);
+    let ctx = partition_sync::runner::Context::new(f.config(STATS))
+        .await
+        .unwrap();
+    assert!(partition_sync::commands::verify(&ctx, &Options::default())
+        .await
+        .unwrap()
+        .is_empty());
+
+    f.mysql()
+        .query_drop("UPDATE stats SET note = 'tampered' WHERE recipe_id = 2 AND day = '2026-01-02'")
+        .unwrap();
+    let m = partition_sync::commands::verify(&ctx, &Options::default())
+        .await
+        .unwrap();
+    assert_eq!(m.len(), 1, "{m:?}");
+    assert_eq!(
+        (m[0].partition.as_str(), m[0].detail),
+        ("20260102", "contents differ")
+    );
+    // The state did not change, so a normal run does not notice; resync does.
+    assert_eq!(f.run(STATS, Options::default()).await.partitions_loaded, 0);
+    let opts = Options {
+        table: Some("stats".into()),
+        force: Some(("stats".into(), Force::Partitions(vec!["20260102".into()]))),
+        ..Options::default()
+    };
+    let s = f.run(STATS, opts).await;
+    assert_eq!(s.partitions_loaded, 1);
+    assert!(partition_sync::commands::verify(&ctx, &Options::default())
+        .await
+        .unwrap()
+        .is_empty());
+
+    f.mysql()
+        .query_drop("DELETE FROM stats WHERE day = '2026-01-01'")
+        .unwrap();
+    let m = partition_sync::commands::verify(&ctx, &Options::default())
+        .await
+        .unwrap();
+    assert_eq!(m[0].detail, "missing in MySQL");
+    let all = Options {
+        table: Some("stats".into()),
+        force: Some(("stats".into(), Force::All)),
+        ..Options::default()
+    };
+    assert_eq!(f.run(STATS, all).await.partitions_loaded, 2);
+    assert!(partition_sync::commands::verify(&ctx, &Options::default())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn every_supported_type_round_trips() {
+    let f = Fixture::new().await;
+    let mut fields = vec![
+        TableFieldSchema::integer("id"),
+        TableFieldSchema::date("day"),
+        TableFieldSchema::timestamp("ts"),
+        TableFieldSchema::float("f"),
+        TableFieldSchema::numeric("n"),
+        TableFieldSchema::string("s"),
+        TableFieldSchema::bool("b"),
+        TableFieldSchema::bytes("by"),
+        TableFieldSchema::date_time("dt"),
+        TableFieldSchema::time("tm"),
+        TableFieldSchema::json("j"),
+    ];
+    fields[0].mode = Some("REQUIRED".into());
+    f.create_table("types", fields, Some("day")).await;
+    f.insert(
+        "types",
+        vec![
+            serde_json::json!({"id": i64::MAX, "day": "2026-01-01", "ts": "2026-01-01T10:00:00.123456Z", "f": -1.0e300, "n": "-12345678901234567890.123456789",
+                "s": "a'b,\"c\"\n🍰 DROP TABLE x;--", "b": true, "by": "AAEC/w==", "dt": "2026-01-01T10:00:00.5", "tm": "23:59:59.999999", "j": "{\"k\":[1,2,null]}"}),
+            serde_json::json!({"id": i64::MIN, "day": "2026-01-01"}),
+        ],
+    )
+    .await;
+    let t = "[[tables]]\nsource='types'\ntarget='types'\nmode='partition'\npartition_column='day'\nprimary_key=['id']\n";
+    let s = f.run(t, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    type Row = (
+        i64,
+        String,
+        f64,
+        String,
+        String,
+        i64,
+        Vec<u8>,
+        String,
+        String,
+    );
+    let r: Vec<Row> = f.rows(
+        "SELECT id, CAST(ts AS CHAR), f, CAST(n AS CHAR), s, b, `by`, CAST(dt AS CHAR), CAST(tm AS CHAR) FROM types WHERE id > 0",
+    );
+    assert_eq!(
+        r[0],
+        (
+            i64::MAX,
+            "2026-01-01 10:00:00.123456".into(),
+            -1.0e300,
+            "-12345678901234567890.123456789".into(),
+            "a'b,\"c\"\n🍰 DROP TABLE x;--".into(),
+            1,
+            vec![0, 1, 2, 255],
+            "2026-01-01 10:00:00.500000".into(),
+            "23:59:59.999999".into()
+        )
+    );
+    let nulls: Vec<(i64, Option<String>, Option<f64>)> =
+        f.rows("SELECT id, s, f FROM types WHERE id < 0");
+    assert_eq!(nulls, vec![(i64::MIN, None, None)]);
+    let ctx = partition_sync::runner::Context::new(f.config(t))
+        .await
+        .unwrap();
+    let m = partition_sync::commands::verify(&ctx, &Options::default())
+        .await
+        .unwrap();
+    assert!(m.is_empty(), "{m:?}");
+}
