@@ -420,10 +420,7 @@ fn record_run(
     error: Option<&str>,
 ) -> Result<(), mysql::Error> {
     let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
-    let run_id = format!(
-        "stream-{}",
-        started.timestamp_micros().to_string() + &r.table.len().to_string()
-    );
+    let run_id = format!("stream-{}", started.timestamp_micros());
     conn.exec_drop(
         "INSERT INTO sync_runs (run_id, target_table, engine, started_at, finished_at, status, rows_loaded, rows_deleted, error) \
          VALUES (?, ?, 'stream', ?, ?, ?, ?, ?, ?)",

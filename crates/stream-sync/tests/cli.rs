@@ -128,3 +128,68 @@ async fn metrics_and_healthz_are_served() {
     );
     handle.stop(true).await;
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_daemon_cleanly_after_its_cycle() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.items (id INT64 NOT NULL, name STRING)")
+        .await;
+    f.bq(
+        "INSERT INTO {ds}.items (id, name) SELECT x, 'n' FROM UNNEST(GENERATE_ARRAY(1, 500)) AS x",
+    )
+    .await;
+    let path = std::env::temp_dir().join(format!("stream-sync-{}.toml", uuid::Uuid::new_v4()));
+    let text = format!(
+        "{}\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+        f.config_text(&table("items", &["id"], ""), "interval_secs = 1")
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child = bin()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("STREAM_SYNC_TEST_URL", &f.db.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while f.my_count_if_exists("items") != Some(500) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not sync"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(code.success(), "{code:?}\n{logs}");
+    // Not a terminal: one JSON object per line, with dotted fields.
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with('{') && l.contains("\"table.name\":\"items\"")),
+        "{logs}"
+    );
+    assert!(logs.contains("shutdown requested"), "{logs}");
+    let _ = std::fs::remove_file(&path);
+}

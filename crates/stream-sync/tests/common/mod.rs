@@ -62,6 +62,14 @@ impl Fixture {
         n.unwrap_or(0)
     }
 
+    /// Rows of `table`, or `None` while it does not exist.
+    pub fn my_count_if_exists(&self, table: &str) -> Option<u64> {
+        self.my()
+            .query_first(format!("SELECT COUNT(*) FROM `{table}`"))
+            .ok()
+            .flatten()
+    }
+
     /// A config with the given `[[tables]]` TOML and extra `[stream_sync]` lines.
     pub fn config(&self, tables: &str, stream_sync: &str) -> SyncConfig {
         SyncConfig::parse(&self.config_text(tables, stream_sync), "test.toml")
