@@ -36,6 +36,8 @@ run: services ## start everything locally and run the main job (recipe-api on 12
 test: services ## install what is missing, start the services, run every crate's tests
 	@$(LOAD_ENV); $(CARGO) test --workspace --all-targets
 	@$(LOAD_ENV); $(CARGO) build -p recipe-api && deploy/dev/schemathesis.sh
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
 
 lint: toolchain ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
@@ -51,3 +53,7 @@ bench-api: services ## benchmark recipe-api against its database ceiling (wrk, 1
 .PHONY: bench-stream
 bench-stream: services ## stream-sync: full reload, no-change and 0.1%-change cycles (BENCH_ROWS=100000, BENCH_BUCKETS=1024)
 	@$(LOAD_ENV); $(CARGO) run --release -p stream-sync --example bench_stream
+
+.PHONY: bench-sync
+bench-sync: services ## partition-sync loader vs LOAD DATA LOCAL INFILE on 1,000,000 rows (BENCH_ROWS=...)
+	@$(LOAD_ENV); $(CARGO) run --release -p partition-sync --example bench_sync

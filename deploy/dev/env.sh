@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local development services on loopback: MariaDB, the BigQuery emulator (bqemulator),
-# the GCS emulator (fake-gcs-server) and, for metrics, a Prometheus Pushgateway.
+# the GCS emulator (fake-gcs-server) and a Prometheus Pushgateway; promtool for rule tests.
 #
 #   deploy/dev/env.sh install  install the Debian packages the build and services need
 #   deploy/dev/env.sh up       install what is missing, start what is not running, wait
@@ -9,7 +9,8 @@
 #
 # Everything lives under .dev/ (git-ignored). `up` is idempotent: services already running
 # are reused. It writes .dev/env, which `make run`, `make test` and `make bench` read.
-# Ports can be changed with DEV_MYSQL_PORT, DEV_BQ_PORT, DEV_BQ_GRPC_PORT, DEV_GCS_PORT.
+# Ports can be changed with DEV_MYSQL_PORT, DEV_BQ_PORT, DEV_BQ_GRPC_PORT, DEV_GCS_PORT,
+# DEV_PUSHGATEWAY_PORT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -18,6 +19,7 @@ MYSQL_PORT="${DEV_MYSQL_PORT:-33306}"
 BQ_PORT="${DEV_BQ_PORT:-9050}"
 BQ_GRPC_PORT="${DEV_BQ_GRPC_PORT:-9060}"
 GCS_PORT="${DEV_GCS_PORT:-4443}"
+PUSHGATEWAY_PORT="${DEV_PUSHGATEWAY_PORT:-19091}"
 BQ_PROJECT="${DEV_BQ_PROJECT:-local-project}"
 MYSQL_USER=dev
 MYSQL_PASSWORD=dev
@@ -39,6 +41,8 @@ install_packages() {
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   command -v python3 >/dev/null || missing+=(python3 python3-venv)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -177,6 +181,24 @@ gcs_up() {
 
 gcs_down() { stop_pid "GCS emulator" "$DEV/gcs/pid"; }
 
+# --- Prometheus Pushgateway (partition-sync pushes its metrics there) ---------------------
+
+pushgateway_up() {
+  local dir="$DEV/pushgateway" pidfile="$DEV/pushgateway/pid"
+  mkdir -p "$dir"
+  if claim_port Pushgateway "$PUSHGATEWAY_PORT" "$pidfile"; then
+    log "Pushgateway already running (pid $(cat "$pidfile"), port $PUSHGATEWAY_PORT)"
+  else
+    log "starting Pushgateway on 127.0.0.1:$PUSHGATEWAY_PORT"
+    setsid nohup prometheus-pushgateway --web.listen-address="127.0.0.1:$PUSHGATEWAY_PORT" \
+      >"$dir/pushgateway.log" 2>&1 </dev/null &
+    echo $! >"$pidfile"
+  fi
+  wait_for Pushgateway 30 http_ok "http://127.0.0.1:$PUSHGATEWAY_PORT/-/ready"
+}
+
+pushgateway_down() { stop_pid Pushgateway "$DEV/pushgateway/pid"; }
+
 # --- common ------------------------------------------------------------------------------------
 
 stop_pid() {
@@ -200,6 +222,7 @@ BIGQUERY_URL=http://127.0.0.1:$BQ_PORT/bigquery/v2
 BIGQUERY_PROJECT=$BQ_PROJECT
 BIGQUERY_EXPORT_ROOT=$DEV/gcs-local
 GCS_URL=http://127.0.0.1:$GCS_PORT
+PUSHGATEWAY_URL=http://127.0.0.1:$PUSHGATEWAY_PORT
 ENV
   log "wrote $ENV_FILE"
 }
@@ -223,18 +246,20 @@ case "${1:-}" in
     mysql_up
     bq_up
     gcs_up
+    pushgateway_up
     write_env
     ;;
   down)
-    gcs_down; bq_down; mysql_down
+    pushgateway_down; gcs_down; bq_down; mysql_down
     ;;
   status)
     status_line MariaDB "$DEV/mysql/mysqld.pid" "mysql://127.0.0.1:$MYSQL_PORT"
     status_line "BigQuery emulator" "$DEV/bigquery/pid" "http://127.0.0.1:$BQ_PORT/bigquery/v2"
     status_line "GCS emulator" "$DEV/gcs/pid" "http://127.0.0.1:$GCS_PORT"
+    status_line Pushgateway "$DEV/pushgateway/pid" "http://127.0.0.1:$PUSHGATEWAY_PORT"
     ;;
   *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

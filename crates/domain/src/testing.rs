@@ -23,6 +23,8 @@ pub struct DevEnv {
     /// Directory the BigQuery emulator writes `gs://bucket/path` exports into.
     pub export_root: PathBuf,
     pub gcs_url: String,
+    /// Prometheus Pushgateway.
+    pub pushgateway_url: String,
 }
 
 fn workspace_root() -> PathBuf {
@@ -61,6 +63,7 @@ pub fn dev_env() -> DevEnv {
         bigquery_project: get("BIGQUERY_PROJECT"),
         export_root: PathBuf::from(get("BIGQUERY_EXPORT_ROOT")),
         gcs_url: get("GCS_URL"),
+        pushgateway_url: get("PUSHGATEWAY_URL"),
     }
 }
 

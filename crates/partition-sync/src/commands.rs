@@ -148,11 +148,7 @@ pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()>
         .build()?;
     let base = url.trim_end_matches('/');
     for g in &summary.groups {
-        let tables: Vec<String> = if g.tables.is_empty() {
-            g.lag_seconds.keys().cloned().collect()
-        } else {
-            g.tables.iter().map(|t| t.table.clone()).collect()
-        };
+        let tables = g.targets.clone();
         for t in tables {
             let reg = Registry::new();
             let gauge = |name: &str, help: &str| -> anyhow::Result<GaugeVec> {

@@ -126,6 +126,9 @@ pub struct GroupReport {
     /// Lag per table: seconds since the oldest unsynced modification (metadata detection).
     #[serde(skip)]
     pub lag_seconds: BTreeMap<String, f64>,
+    /// Every target table of the group.
+    #[serde(skip)]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -289,6 +292,7 @@ pub async fn run(
                     tables: Vec::new(),
                     plan: Vec::new(),
                     lag_seconds: BTreeMap::new(),
+                    targets: group.tables.iter().map(|t| t.target.clone()).collect(),
                 }
             }
         };
@@ -436,6 +440,7 @@ async fn run_group(
             tables: Vec::new(),
             plan: plan_report,
             lag_seconds: lag,
+            targets: group.tables.iter().map(|t| t.target.clone()).collect(),
         });
     }
 
@@ -511,6 +516,7 @@ async fn run_group(
         tables: outcomes,
         plan: plan_report,
         lag_seconds: lag,
+        targets: group.tables.iter().map(|t| t.target.clone()).collect(),
     })
 }
 

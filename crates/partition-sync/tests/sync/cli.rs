@@ -197,3 +197,77 @@ async fn a_process_killed_mid_insert_leaves_mysql_as_before_and_the_next_run_com
     assert!(s.ok, "{s:?}");
     assert_eq!(count(&f, "stats"), 60_002);
 }
+
+#[tokio::test]
+async fn metrics_are_pushed_and_a_failed_run_keeps_the_last_success_time() {
+    let f = stats_fixture(&["2026-01-01"], 2).await;
+    // A table name of its own, as every test shares the Pushgateway.
+    let table = format!("m{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    f.create_table(&table, stats_fields(), Some("day")).await;
+    f.insert(
+        &table,
+        vec![stat(1, "2026-01-01", 1), stat(2, "2026-01-01", 2)],
+    )
+    .await;
+    let tables = STATS.replace("\"stats\"", &format!("\"{table}\""));
+    let pgw = f.ds.env.pushgateway_url.clone();
+    let text = format!("{}\n", f.config_text(&tables)).replace(
+        "[staging]",
+        &format!("[metrics]\npushgateway = \"{pgw}\"\n[staging]"),
+    );
+    let cfg = f.dir.join("metrics.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scrape = || async {
+        reqwest::get(format!("{pgw}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let line = |body: &str, name: &str| -> Option<String> {
+        body.lines()
+            .find(|l| l.starts_with(name) && l.contains(&format!("table=\"{table}\"")))
+            .map(str::to_string)
+    };
+    let body = scrape().await;
+    let success =
+        line(&body, "partition_sync_last_success_timestamp_seconds").expect("last success pushed");
+    assert!(
+        line(&body, "partition_sync_rows_loaded_total")
+            .unwrap()
+            .ends_with(" 2"),
+        "{body}"
+    );
+
+    // A failing run: the success time stays, the error is counted by kind.
+    f.sql(&format!("UPDATE `{{ds}}.{table}` SET note = 'far too long for a varchar of twenty' WHERE recipe_id = 1")).await;
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let body = scrape().await;
+    assert_eq!(
+        line(&body, "partition_sync_last_success_timestamp_seconds").unwrap(),
+        success
+    );
+    let err = body
+        .lines()
+        .find(|l| {
+            l.starts_with("partition_sync_errors_total")
+                && l.contains("kind=\"bad_row\"")
+                && l.contains(&table)
+        })
+        .expect("error pushed");
+    assert!(err.ends_with(" 1"), "{err}");
+}

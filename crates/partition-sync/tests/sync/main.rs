@@ -6,5 +6,6 @@ mod helpers;
 
 mod cli;
 mod failures;
+mod gcs;
 mod groups;
 mod runs;
