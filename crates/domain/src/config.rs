@@ -149,6 +149,18 @@ pub struct PartitionSyncSettings {
     /// Seconds to wait for a group's advisory lock.
     #[serde(default = "default_lock_timeout")]
     pub lock_timeout_secs: u64,
+    /// How rows reach MySQL: `auto` (LOAD DATA LOCAL INFILE from memory where the server
+    /// allows it, else batched INSERTs) or `insert` (always batched INSERTs).
+    #[serde(default)]
+    pub loader: Loader,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Loader {
+    #[default]
+    Auto,
+    Insert,
 }
 
 impl Default for PartitionSyncSettings {
@@ -156,6 +168,7 @@ impl Default for PartitionSyncSettings {
         PartitionSyncSettings {
             max_vanished_partitions: default_max_vanished(),
             lock_timeout_secs: default_lock_timeout(),
+            loader: Loader::Auto,
         }
     }
 }

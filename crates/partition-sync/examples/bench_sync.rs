@@ -173,10 +173,15 @@ fn main() {
         .build()
         .unwrap();
     let handle = rt.handle().clone();
+    let loader = if std::env::var("BENCH_LOADER").as_deref() == Ok("insert") {
+        domain::config::Loader::Insert
+    } else {
+        domain::config::Loader::Auto
+    };
     let hwm_before = vm_hwm_kib();
     let t = Instant::now();
     let outcome = std::thread::spawn(move || {
-        load::load_group(&mut conn, &store, &handle, "bench", &work, &|_| {})
+        load::load_group(&mut conn, &store, &handle, "bench", &work, loader, &|_| {})
     })
     .join()
     .unwrap()
@@ -198,7 +203,9 @@ fn main() {
     );
     println!(
         "{:<42} {:>12.0} {:>10.2}",
-        "partition-sync (NDJSON → multi-row INSERT)", ours, ours_secs
+        format!("partition-sync ({loader:?} loader)"),
+        ours,
+        ours_secs
     );
     println!(
         "{:<42} {:>12.0} {:>10.2}",

@@ -188,10 +188,34 @@ pub fn load_group(
     rt: &tokio::runtime::Handle,
     run_id: &str,
     tables: &[TableWork],
+    loader: domain::config::Loader,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Vec<TableOutcome>, LoadError> {
     let max_packet =
         sink::max_allowed_packet(conn).map_err(sink_err("reading max_allowed_packet"))?;
+    // LOAD DATA LOCAL INFILE fed from memory is MySQL's own bulk path; it needs the server's
+    // `local_infile` on. Otherwise (and for BYTES columns, which a text file can't carry
+    // cleanly) batched multi-row INSERTs are used.
+    let local_infile: Option<i64> = conn
+        .query_first("SELECT @@GLOBAL.local_infile")
+        .unwrap_or(None);
+    let feed: Feed = Arc::new(std::sync::Mutex::new(None));
+    let use_load_data = local_infile == Some(1) && loader == domain::config::Loader::Auto;
+    if use_load_data {
+        let slot = feed.clone();
+        conn.set_local_infile_handler(Some(mysql::LocalInfileHandler::new(move |_name, out| {
+            let job = slot
+                .lock()
+                .map_err(|_| std::io::Error::other("feed lock poisoned"))?
+                .take();
+            match job {
+                Some(mut job) => job(out),
+                None => Err(std::io::Error::other(
+                    "LOAD DATA asked for a file nobody offered",
+                )),
+            }
+        })));
+    }
     let mut outcomes: Vec<TableOutcome> = tables
         .iter()
         .map(|t| TableOutcome {
@@ -240,53 +264,16 @@ pub fn load_group(
                 partition: pid.clone(),
                 rows: load.partition.rows,
             });
-            let mut inserter = BatchInserter::new(target, &names, max_packet, false);
-            let mut keys = BatchKeys::default();
-            let mut loaded = 0u64;
-            for file in &load.files {
-                let mut lines = LineReader::open(store, file, rt)
-                    .map_err(|m| staging_err(target, pid, file, m))?;
-                while let Some(line) = lines
-                    .next_line(rt)
-                    .map_err(|m| staging_err(target, pid, file, m))?
-                {
-                    let obj: serde_json::Map<String, serde_json::Value> =
-                        serde_json::from_slice(&line).map_err(|e| {
-                            staging_err(
-                                target,
-                                pid,
-                                file,
-                                format!("line is not a JSON object: {e}"),
-                            )
-                        })?;
-                    let key = key_of(&work.table, &obj);
-                    let mut row = Vec::with_capacity(names.len());
-                    for col in &work.table.columns {
-                        let v = obj.get(&col.name).unwrap_or(&serde_json::Value::Null);
-                        let value = convert(col, v).map_err(|message| LoadError::BadRow {
-                            table: target.clone(),
-                            partition: pid.clone(),
-                            key: key.clone(),
-                            column: col.name.clone(),
-                            message,
-                        })?;
-                        row.push(sink::to_mysql(value));
-                    }
-                    let written = inserter
-                        .push(&mut tx, row)
-                        .map_err(|e| keys.error(target, pid, e))?;
-                    keys.flushed(written);
-                    keys.push(key);
-                    loaded += 1;
-                    if written > 0 {
-                        progress(Progress::Rows(written as u64));
-                    }
-                }
-            }
-            let written = inserter
-                .flush(&mut tx)
-                .map_err(|e| keys.error(target, pid, e))?;
-            progress(Progress::Rows(written as u64));
+            let bytes_column = work
+                .table
+                .columns
+                .iter()
+                .any(|c| c.bq == domain::schema::BqType::Bytes);
+            let loaded = if use_load_data && !bytes_column {
+                load_data(&mut tx, &feed, store, rt, work, load, progress)?
+            } else {
+                insert_rows(&mut tx, store, rt, work, load, &names, max_packet, progress)?
+            };
             progress(Progress::PartitionDone {
                 table: target.clone(),
                 partition: pid.clone(),
@@ -318,6 +305,294 @@ pub fn load_group(
     }
     tx.commit().map_err(my_err("committing"))?;
     Ok(outcomes)
+}
+
+/// Shared slot through which a partition's rows reach the LOAD DATA handler.
+type Feed = Arc<
+    std::sync::Mutex<
+        Option<Box<dyn FnMut(&mut mysql::LocalInfile<'_>) -> std::io::Result<()> + Send>>,
+    >,
+>;
+
+/// The multi-row INSERT path. Returns the rows loaded.
+#[allow(clippy::too_many_arguments)]
+fn insert_rows(
+    tx: &mut mysql::Transaction<'_>,
+    store: &Arc<dyn ObjectStore>,
+    rt: &tokio::runtime::Handle,
+    work: &TableWork,
+    load: &PartitionLoad,
+    names: &[String],
+    max_packet: usize,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<u64, LoadError> {
+    let target = &work.table.spec.target;
+    let pid = &load.partition.id;
+    let mut inserter = BatchInserter::new(target, names, max_packet, false);
+    let mut keys = BatchKeys::default();
+    let mut loaded = 0u64;
+    for file in &load.files {
+        let mut lines =
+            LineReader::open(store, file, rt).map_err(|m| staging_err(target, pid, file, m))?;
+        while let Some(line) = lines
+            .next_line(rt)
+            .map_err(|m| staging_err(target, pid, file, m))?
+        {
+            let (key, values) = decode(&work.table, pid, file, &line)?;
+            let row: Vec<Value> = values.into_iter().map(sink::to_mysql).collect();
+            let written = inserter
+                .push(tx, row)
+                .map_err(|e| keys.error(target, pid, e))?;
+            keys.flushed(written);
+            keys.push(key);
+            loaded += 1;
+            if written > 0 {
+                progress(Progress::Rows(written as u64));
+            }
+        }
+    }
+    let written = inserter.flush(tx).map_err(|e| keys.error(target, pid, e))?;
+    progress(Progress::Rows(written as u64));
+    Ok(loaded)
+}
+
+/// Decodes one exported line into the key (for messages) and the row's values.
+fn decode(
+    table: &SourceTable,
+    pid: &str,
+    file: &Path,
+    line: &[u8],
+) -> Result<(String, Vec<domain::schema::SqlValue>), LoadError> {
+    let target = &table.spec.target;
+    let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)
+        .map_err(|e| staging_err(target, pid, file, format!("line is not a JSON object: {e}")))?;
+    let key = key_of(table, &obj);
+    let mut row = Vec::with_capacity(table.columns.len());
+    for col in &table.columns {
+        let v = obj.get(&col.name).unwrap_or(&serde_json::Value::Null);
+        let value = convert(col, v).map_err(|message| LoadError::BadRow {
+            table: target.clone(),
+            partition: pid.to_string(),
+            key: key.clone(),
+            column: col.name.clone(),
+            message,
+        })?;
+        row.push(value);
+    }
+    Ok((key, row))
+}
+
+/// Appends one value in LOAD DATA's escaped text form (`\N` for NULL).
+fn write_field(out: &mut Vec<u8>, v: &domain::schema::SqlValue) {
+    use domain::schema::SqlValue;
+    match v {
+        SqlValue::Null => out.extend_from_slice(b"\\N"),
+        SqlValue::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        SqlValue::Double(f) => out.extend_from_slice(format!("{f:e}").as_bytes()),
+        SqlValue::Text(s) => escape_into(out, s.as_bytes()),
+        SqlValue::Bytes(b) => escape_into(out, b),
+    }
+}
+
+fn escape_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0 => out.extend_from_slice(b"\\0"),
+            _ => out.push(b),
+        }
+    }
+}
+
+/// What the LOAD DATA feed did: rows sent, and the first decoding error (after which it
+/// stops sending, so the statement ends cleanly and the transaction can be rolled back).
+#[derive(Default)]
+struct FeedOutcome {
+    rows: u64,
+    error: Option<LoadError>,
+}
+
+/// The LOAD DATA LOCAL INFILE path: rows are decoded, checked and streamed to the server from
+/// memory. With LOCAL, MySQL downgrades data errors to warnings, so any warning fails the load.
+fn load_data(
+    tx: &mut mysql::Transaction<'_>,
+    feed: &Feed,
+    store: &Arc<dyn ObjectStore>,
+    rt: &tokio::runtime::Handle,
+    work: &TableWork,
+    load: &PartitionLoad,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<u64, LoadError> {
+    let target = work.table.spec.target.clone();
+    let pid = load.partition.id.clone();
+    let outcome = Arc::new(std::sync::Mutex::new(FeedOutcome::default()));
+    {
+        let (store, rt, table, files, outcome) = (
+            store.clone(),
+            rt.clone(),
+            work.table.clone(),
+            load.files.clone(),
+            outcome.clone(),
+        );
+        let part = pid.clone();
+        let job = move |out: &mut mysql::LocalInfile<'_>| -> std::io::Result<()> {
+            use std::io::Write;
+            let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+            let mut rows = 0u64;
+            let mut error = None;
+            'files: for file in &files {
+                let mut lines = match LineReader::open(&store, file, &rt) {
+                    Ok(l) => l,
+                    Err(m) => {
+                        error = Some(staging_err(&table.spec.target, &part, file, m));
+                        break;
+                    }
+                };
+                loop {
+                    let line = match lines.next_line(&rt) {
+                        Ok(Some(l)) => l,
+                        Ok(None) => break,
+                        Err(m) => {
+                            error = Some(staging_err(&table.spec.target, &part, file, m));
+                            break 'files;
+                        }
+                    };
+                    match decode(&table, &part, file, &line) {
+                        Ok((_, values)) => {
+                            for (i, v) in values.iter().enumerate() {
+                                if i > 0 {
+                                    buf.push(b'\t');
+                                }
+                                write_field(&mut buf, v);
+                            }
+                            buf.push(b'\n');
+                            rows += 1;
+                        }
+                        Err(e) => {
+                            error = Some(e);
+                            break 'files;
+                        }
+                    }
+                    if buf.len() >= 1 << 16 {
+                        out.write_all(&buf)?;
+                        buf.clear();
+                    }
+                }
+            }
+            if error.is_none() {
+                out.write_all(&buf)?;
+            }
+            if let Ok(mut o) = outcome.lock() {
+                o.rows = rows;
+                o.error = error;
+            }
+            Ok(())
+        };
+        *feed.lock().map_err(|_| LoadError::Staging {
+            table: target.clone(),
+            partition: pid.clone(),
+            file: String::new(),
+            message: "feed lock poisoned".into(),
+        })? = Some(Box::new(job));
+    }
+    let cols: Vec<String> = work
+        .table
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    let sql = format!(
+        "LOAD DATA LOCAL INFILE 'partition-sync' INTO TABLE {} CHARACTER SET utf8mb4 \
+         FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
+        quote_ident(&target),
+        cols.join(", ")
+    );
+    tx.query_drop(sql).map_err(my_err(format!(
+        "table {target}, partition {pid}: LOAD DATA"
+    )))?;
+    let warnings = tx.warnings();
+    let affected = tx.affected_rows();
+    let result = std::mem::take(&mut *outcome.lock().map_err(|_| LoadError::Staging {
+        table: target.clone(),
+        partition: pid.clone(),
+        file: String::new(),
+        message: "feed lock poisoned".into(),
+    })?);
+    if let Some(e) = result.error {
+        return Err(e);
+    }
+    if warnings > 0 || affected != result.rows {
+        let w: Option<(String, u32, String)> = tx
+            .query_first("SHOW WARNINGS LIMIT 1")
+            .map_err(my_err(format!("table {target}: SHOW WARNINGS")))?;
+        let (message, column, row) = match &w {
+            Some((_, _, m)) => {
+                let e = SinkError::Server {
+                    code: 0,
+                    message: m.clone(),
+                };
+                let (row, column) = locate_warning(&e);
+                (m.clone(), column, row)
+            }
+            None => (
+                format!("{affected} rows stored of {} sent", result.rows),
+                None,
+                None,
+            ),
+        };
+        let key = row
+            .and_then(|r| key_at(store, rt, &work.table, &load.files, r))
+            .unwrap_or_else(|| "(unknown)".into());
+        return Err(LoadError::BadRow {
+            table: target,
+            partition: pid,
+            key,
+            column: column.unwrap_or_else(|| "(unknown)".into()),
+            message,
+        });
+    }
+    progress(Progress::Rows(result.rows));
+    Ok(result.rows)
+}
+
+fn locate_warning(e: &SinkError) -> (Option<usize>, Option<String>) {
+    let SinkError::Server { message, .. } = e else {
+        return (None, None);
+    };
+    let row = message
+        .rsplit_once("at row ")
+        .and_then(|(_, r)| r.trim().parse::<usize>().ok());
+    let column = message
+        .split_once("column '")
+        .or_else(|| message.split_once("Column '"))
+        .and_then(|(_, rest)| rest.split_once('\'').map(|(c, _)| c.to_string()));
+    (row, column)
+}
+
+/// The key of the `n`-th (1-based) row of a partition's files, re-read for an error message.
+fn key_at(
+    store: &Arc<dyn ObjectStore>,
+    rt: &tokio::runtime::Handle,
+    table: &SourceTable,
+    files: &[Path],
+    n: usize,
+) -> Option<String> {
+    let mut i = 0;
+    for file in files {
+        let mut lines = LineReader::open(store, file, rt).ok()?;
+        while let Some(line) = lines.next_line(rt).ok()? {
+            i += 1;
+            if i == n {
+                let obj: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(&line).ok()?;
+                return Some(key_of(table, &obj));
+            }
+        }
+    }
+    None
 }
 
 fn staging_err(table: &str, partition: &str, file: &Path, message: impl Into<String>) -> LoadError {

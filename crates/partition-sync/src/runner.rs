@@ -479,12 +479,13 @@ async fn run_group(
     let store = ctx.store.clone();
     let rt = tokio::runtime::Handle::current();
     let run = run_id.to_string();
+    let loader = ctx.config.partition_sync.loader;
     let outcomes = tokio::task::spawn_blocking(move || -> Result<Vec<TableOutcome>, LoadError> {
         let mut work = work;
         for w in &mut work {
             load::ensure_target(&mut conn, &mut w.table)?;
         }
-        let result = load::load_group(&mut conn, &store, &rt, &run, &work, &*progress);
+        let result = load::load_group(&mut conn, &store, &rt, &run, &work, loader, &*progress);
         let _ = sink::release_lock(&mut conn, &lock);
         result
     })

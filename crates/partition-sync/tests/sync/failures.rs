@@ -143,3 +143,45 @@ async fn a_locked_group_is_skipped_with_an_error() {
     drop(holder);
     assert!(f.run(&tables, Options::default()).await.ok);
 }
+
+#[tokio::test]
+async fn the_insert_loader_names_bad_rows_too() {
+    let f = stats_fixture(&["2026-01-01"], 3).await;
+    f.mysql()
+        .query_drop(
+            "CREATE TABLE stats (recipe_id BIGINT NOT NULL, day DATE NOT NULL, views BIGINT UNSIGNED NOT NULL, rating DOUBLE, \
+             note VARCHAR(20), updated DATETIME(6), PRIMARY KEY (recipe_id, day))",
+        )
+        .unwrap();
+    let insert = STATS.to_string();
+    let mut cfg = f.config(&insert);
+    cfg.partition_sync.loader = domain::config::Loader::Insert;
+    let ctx = partition_sync::runner::Context::new(cfg.clone())
+        .await
+        .unwrap();
+    let s = partition_sync::runner::run(&ctx, &Options::default(), std::sync::Arc::new(|_| {}))
+        .await
+        .unwrap();
+    assert!(s.ok, "{s:?}");
+    assert_eq!(count(&f, "stats"), 3);
+
+    f.sql("UPDATE `{ds}.stats` SET views = -5 WHERE recipe_id = 3")
+        .await;
+    let s = partition_sync::runner::run(&ctx, &Options::default(), std::sync::Arc::new(|_| {}))
+        .await
+        .unwrap();
+    let err = s.groups[0].error.clone().unwrap();
+    for part in [
+        "table stats",
+        "partition 20260101",
+        "recipe_id=3",
+        "column views",
+        "Out of range",
+    ] {
+        assert!(err.contains(part), "`{part}` missing in: {err}");
+    }
+    assert_eq!(
+        f.rows::<i64>("SELECT views FROM stats ORDER BY recipe_id"),
+        vec![10, 20, 30]
+    );
+}

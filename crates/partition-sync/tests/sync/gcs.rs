@@ -81,7 +81,15 @@ async fn a_partition_staged_in_gcs_loads_through_object_store() {
         domain::sink::ensure_state_tables(&mut conn).unwrap();
         let mut work = work;
         load::ensure_target(&mut conn, &mut work[0].table).unwrap();
-        load::load_group(&mut conn, &store, &rt, "run1", &work, &|_| {})
+        load::load_group(
+            &mut conn,
+            &store,
+            &rt,
+            "run1",
+            &work,
+            domain::config::Loader::Auto,
+            &|_| {},
+        )
     })
     .await
     .unwrap()
