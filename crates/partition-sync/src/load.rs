@@ -329,8 +329,26 @@ fn insert_rows(
     let target = &work.table.spec.target;
     let pid = &load.partition.id;
     let mut inserter = BatchInserter::new(target, names, max_packet, false);
-    let mut keys = BatchKeys::default();
     let mut loaded = 0u64;
+    // A MySQL error names the row ("at row N" of a batch); its key is re-read from the files.
+    let named = |e: sink::InsertError| -> LoadError {
+        let key = e
+            .row
+            .and_then(|r| key_at(store, rt, &work.table, &load.files, r + 1));
+        match (key, e.column) {
+            (Some(key), Some(column)) => LoadError::BadRow {
+                table: target.clone(),
+                partition: pid.clone(),
+                key,
+                column,
+                message: e.error.to_string(),
+            },
+            _ => LoadError::Sink {
+                context: format!("table {target}, partition {pid}: INSERT"),
+                source: e.error,
+            },
+        }
+    };
     for file in &load.files {
         let mut lines =
             LineReader::open(store, file, rt).map_err(|m| staging_err(target, pid, file, m))?;
@@ -338,20 +356,16 @@ fn insert_rows(
             .next_line(rt)
             .map_err(|m| staging_err(target, pid, file, m))?
         {
-            let (key, values) = decode(&work.table, pid, file, &line)?;
+            let values = decode(&work.table, pid, file, &line)?;
             let row: Vec<Value> = values.into_iter().map(sink::to_mysql).collect();
-            let written = inserter
-                .push(tx, row)
-                .map_err(|e| keys.error(target, pid, e))?;
-            keys.flushed(written);
-            keys.push(key);
+            let written = inserter.push(tx, row).map_err(named)?;
             loaded += 1;
             if written > 0 {
                 progress(Progress::Rows(written as u64));
             }
         }
     }
-    let written = inserter.flush(tx).map_err(|e| keys.error(target, pid, e))?;
+    let written = inserter.flush(tx).map_err(named)?;
     progress(Progress::Rows(written as u64));
     Ok(loaded)
 }
@@ -362,24 +376,23 @@ fn decode(
     pid: &str,
     file: &Path,
     line: &[u8],
-) -> Result<(String, Vec<domain::schema::SqlValue>), LoadError> {
+) -> Result<Vec<domain::schema::SqlValue>, LoadError> {
     let target = &table.spec.target;
     let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)
         .map_err(|e| staging_err(target, pid, file, format!("line is not a JSON object: {e}")))?;
-    let key = key_of(table, &obj);
     let mut row = Vec::with_capacity(table.columns.len());
     for col in &table.columns {
         let v = obj.get(&col.name).unwrap_or(&serde_json::Value::Null);
         let value = convert(col, v).map_err(|message| LoadError::BadRow {
             table: target.clone(),
             partition: pid.to_string(),
-            key: key.clone(),
+            key: key_of(table, &obj),
             column: col.name.clone(),
             message,
         })?;
         row.push(value);
     }
-    Ok((key, row))
+    Ok(row)
 }
 
 /// Appends one value in LOAD DATA's escaped text form (`\N` for NULL).
@@ -461,7 +474,7 @@ fn load_data(
                         }
                     };
                     match decode(&table, &part, file, &line) {
-                        Ok((_, values)) => {
+                        Ok(values) => {
                             for (i, v) in values.iter().enumerate() {
                                 if i > 0 {
                                     buf.push(b'\t');
@@ -645,44 +658,6 @@ fn key_of(table: &SourceTable, obj: &serde_json::Map<String, serde_json::Value>)
         })
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// Keys of the rows in the inserter's current batch, to name the row MySQL complains about.
-#[derive(Default)]
-struct BatchKeys {
-    keys: std::collections::VecDeque<String>,
-    base: usize,
-}
-
-impl BatchKeys {
-    fn push(&mut self, key: String) {
-        self.keys.push_back(key);
-    }
-    fn flushed(&mut self, n: usize) {
-        let n = n.min(self.keys.len());
-        self.keys.drain(..n);
-        self.base += n;
-    }
-    fn error(&self, table: &str, partition: &str, e: sink::InsertError) -> LoadError {
-        let key = e
-            .row
-            .and_then(|r| r.checked_sub(self.base))
-            .and_then(|i| self.keys.get(i))
-            .cloned();
-        match (key, e.column) {
-            (Some(key), Some(column)) => LoadError::BadRow {
-                table: table.into(),
-                partition: partition.into(),
-                key,
-                column,
-                message: e.error.to_string(),
-            },
-            _ => LoadError::Sink {
-                context: format!("table {table}, partition {partition}: INSERT"),
-                source: e.error,
-            },
-        }
-    }
 }
 
 /// Reads newline-delimited records from one object as a stream: memory stays at one chunk
