@@ -630,6 +630,19 @@ depends_on = ["a"]
     }
 
     #[test]
+    fn the_readme_example_config_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("```toml\n[mysql]")
+            .expect("README has the example config")
+            + "```toml\n".len();
+        let len = readme[start..].find("```").expect("closed code block");
+        let c = SyncConfig::parse(&readme[start..start + len], "README.md").unwrap();
+        assert_eq!(c.groups().len(), 1);
+        assert_eq!(c.stream_tables().len(), 1);
+    }
+
+    #[test]
     fn identifiers_are_validated_and_quoted() {
         assert!(valid_identifier("recipe_daily_stats"));
         for bad in ["", "1a", "a b", "a`b", "a;drop", &"x".repeat(65)] {
