@@ -333,3 +333,106 @@ async fn every_supported_type_round_trips() {
         .unwrap();
     assert!(m.is_empty(), "{m:?}");
 }
+
+#[tokio::test]
+async fn hour_partitioned_timestamp_tables_and_month_partitioned_date_tables_sync() {
+    use gcp_bigquery_client::model::table::Table;
+    use gcp_bigquery_client::model::table_schema::TableSchema;
+    use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
+    let f = Fixture::new().await;
+    let mut hour = TimePartitioning::per_hour();
+    hour.field = Some("ts".into());
+    let t = Table::new(
+        &f.ds.project,
+        &f.ds.dataset,
+        "hourly",
+        TableSchema::new(vec![
+            TableFieldSchema::integer("id"),
+            TableFieldSchema::timestamp("ts"),
+        ]),
+    )
+    .time_partitioning(hour);
+    f.ds.client.table().create(t).await.unwrap();
+    let mut month = TimePartitioning::new("MONTH".into());
+    month.field = Some("d".into());
+    let t = Table::new(
+        &f.ds.project,
+        &f.ds.dataset,
+        "monthly",
+        TableSchema::new(vec![
+            TableFieldSchema::integer("id"),
+            TableFieldSchema::date("d"),
+        ]),
+    )
+    .time_partitioning(month);
+    f.ds.client.table().create(t).await.unwrap();
+    f.insert(
+        "hourly",
+        vec![
+            serde_json::json!({"id": 1, "ts": "2026-01-01T10:15:00Z"}),
+            serde_json::json!({"id": 2, "ts": "2026-01-01T10:45:00Z"}),
+            serde_json::json!({"id": 3, "ts": "2026-01-01T11:00:00Z"}),
+        ],
+    )
+    .await;
+    f.insert(
+        "monthly",
+        vec![
+            serde_json::json!({"id": 1, "d": "2026-01-31"}),
+            serde_json::json!({"id": 2, "d": "2026-02-01"}),
+        ],
+    )
+    .await;
+    let tables = "[[tables]]\nsource='hourly'\ntarget='hourly'\nmode='partition'\npartition_column='ts'\nprimary_key=['id']\n\
+                  [[tables]]\nsource='monthly'\ntarget='monthly'\nmode='partition'\npartition_column='d'\nprimary_key=['id']\n";
+    let s = f.run(tables, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    let mut planned: Vec<_> = s
+        .groups
+        .iter()
+        .flat_map(|g| g.plan.iter().map(|p| p.partition.clone()))
+        .collect();
+    planned.sort();
+    assert_eq!(
+        planned,
+        vec!["202601", "2026010110", "2026010111", "202602"]
+    );
+    assert_eq!((count(&f, "hourly"), count(&f, "monthly")), (3, 2));
+    f.sql("UPDATE `{ds}.hourly` SET id = 20 WHERE id = 2").await;
+    let s = f.run(tables, Options::default()).await;
+    assert_eq!(s.partitions_loaded, 1);
+    assert_eq!(
+        s.groups
+            .iter()
+            .flat_map(|g| g.plan.iter())
+            .next()
+            .unwrap()
+            .partition,
+        "2026010110"
+    );
+    assert_eq!(
+        f.rows::<i64>("SELECT id FROM hourly ORDER BY id"),
+        vec![1, 3, 20]
+    );
+}
+
+#[tokio::test]
+async fn metadata_change_detection_finds_new_and_grown_partitions() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02"], 2).await;
+    let tables = format!("{STATS}change_detection = \"metadata\"\n");
+    let s = f.run(&tables, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(s.partitions_loaded, 2);
+    assert_eq!(
+        f.run(&tables, Options::default()).await.partitions_loaded,
+        0
+    );
+    f.insert(
+        "stats",
+        vec![stat(9, "2026-01-02", 1), stat(9, "2026-01-03", 1)],
+    )
+    .await;
+    let s = f.run(&tables, Options::default()).await;
+    assert_eq!(s.partitions_loaded, 2, "{s:?}");
+    assert_eq!(count(&f, "stats"), 6);
+}
