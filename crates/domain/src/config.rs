@@ -257,6 +257,11 @@ pub struct TableSpec {
     /// stream mode: column for cheap incremental fetches.
     #[serde(default)]
     pub cursor_column: Option<String>,
+    /// partition mode: create the MySQL target `PARTITION BY RANGE COLUMNS(<partition column>)`
+    /// and add partitions as the warehouse's appear. The primary key must include the
+    /// partition column, and partitioned InnoDB tables can't have foreign keys.
+    #[serde(default)]
+    pub mysql_partitioning: bool,
 }
 
 impl TableSpec {
@@ -367,6 +372,24 @@ impl SyncConfig {
                             "{at}: partition_column only applies to mode = \"partition\""
                         ));
                     }
+                }
+            }
+            if t.mysql_partitioning {
+                let pcol = t.partition_column.as_deref().unwrap_or_default();
+                let target_col = match pcol.to_ascii_uppercase().as_str() {
+                    "_PARTITIONDATE" => "partition_date",
+                    "_PARTITIONTIME" => "partition_time",
+                    _ => pcol,
+                };
+                if t.mode != SyncMode::Partition {
+                    return bad(format!(
+                        "{at}: mysql_partitioning only applies to mode = \"partition\""
+                    ));
+                }
+                if !t.primary_key.is_empty() && !t.primary_key.iter().any(|k| k == target_col) {
+                    return bad(format!(
+                        "{at}: mysql_partitioning needs the partition column `{target_col}` in primary_key (MySQL requires it in every unique key)"
+                    ));
                 }
             }
             if let Some(n) = t.varchar.values().find(|n| **n == 0 || **n > 16_383) {
@@ -564,6 +587,7 @@ primary_key = ["ingredient_id"]
                 "outside",
             ),
             ("source='a'\ntarget='a'\nmode='sideways'", "sideways"),
+            ("source='a'\ntarget='a'\nmode='partition'\npartition_column='d'\nprimary_key=['id']\nmysql_partitioning=true", "in primary_key"),
         ];
         for (table, want) in cases {
             let e = parse(&format!("[[tables]]\n{table}\n"))

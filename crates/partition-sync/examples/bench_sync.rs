@@ -104,6 +104,7 @@ fn main() {
             change_detection: None,
             max_vanished_partitions: None,
             cursor_column: None,
+            mysql_partitioning: false,
         },
         qualified: "`p.d.recipe_daily_stats`".into(),
         columns: vec![

@@ -147,7 +147,7 @@ pub fn ensure_target(conn: &mut Conn, table: &mut SourceTable) -> Result<bool, L
             Ok(false)
         }
         None => {
-            let ddl = create_table_sql(
+            let mut ddl = create_table_sql(
                 &target,
                 &table.columns,
                 &table.spec.primary_key,
@@ -157,12 +157,89 @@ pub fn ensure_target(conn: &mut Conn, table: &mut SourceTable) -> Result<bool, L
                 table: target.clone(),
                 message,
             })?;
+            if table.spec.mysql_partitioning {
+                // A first partition below any real value holds NULL partition keys; the
+                // warehouse's partitions are added by `ensure_mysql_partitions`.
+                let floor = if table.scheme.column_type == domain::schema::BqType::Date {
+                    "1000-01-01"
+                } else {
+                    "1000-01-01 00:00:00"
+                };
+                ddl.push_str(&format!(
+                    " PARTITION BY RANGE COLUMNS({}) (PARTITION p_floor VALUES LESS THAN ('{floor}'))",
+                    quote_ident(&table.scheme.target_column)
+                ));
+            }
             conn.query_drop(ddl)
                 .map_err(my_err(format!("table {target}: CREATE TABLE")))?;
             tracing::info!(table.name = %target, "created target table from the warehouse schema");
             Ok(true)
         }
     }
+}
+
+/// For a target partitioned in MySQL (`RANGE COLUMNS` on the partition column), adds a
+/// partition for every warehouse partition about to load whose range ends above the highest
+/// existing bound. DDL: runs before the group's transaction.
+pub fn ensure_mysql_partitions(
+    conn: &mut Conn,
+    table: &SourceTable,
+    partitions: &[String],
+) -> Result<usize, LoadError> {
+    let target = &table.spec.target;
+    let bounds: Vec<Option<String>> = conn
+        .exec(
+            "SELECT PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = ? AND PARTITION_NAME IS NOT NULL ORDER BY PARTITION_ORDINAL_POSITION",
+            (target,),
+        )
+        .map_err(my_err(format!("table {target}: reading its MySQL partitions")))?;
+    if bounds.is_empty() {
+        // Not partitioned in MySQL (created before the option was set): leave it.
+        return Ok(0);
+    }
+    let mut max = bounds
+        .iter()
+        .flatten()
+        .map(|b| b.trim_matches('\'').to_string())
+        .max()
+        .unwrap_or_default();
+    let mut ends: Vec<(String, String)> = Vec::new();
+    for pid in partitions
+        .iter()
+        .filter(|p| p.as_str() != crate::partition::NULL_PARTITION)
+    {
+        let (_, end) = table
+            .scheme
+            .range(pid)
+            .map_err(|message| LoadError::Create {
+                table: target.clone(),
+                message,
+            })?;
+        let end = if table.scheme.column_type == domain::schema::BqType::Date {
+            end.format("%Y-%m-%d").to_string()
+        } else {
+            end.format("%Y-%m-%d %H:%M:%S").to_string()
+        };
+        ends.push((pid.clone(), end));
+    }
+    ends.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut added = 0;
+    for (pid, end) in ends {
+        if end > max {
+            conn.query_drop(format!(
+                "ALTER TABLE {} ADD PARTITION (PARTITION {} VALUES LESS THAN ('{end}'))",
+                quote_ident(target),
+                quote_ident(&format!("p{pid}"))
+            ))
+            .map_err(my_err(format!(
+                "table {target}: adding MySQL partition for {pid}"
+            )))?;
+            max = end;
+            added += 1;
+        }
+    }
+    Ok(added)
 }
 
 /// Progress of a load, for the progress bar and logs.

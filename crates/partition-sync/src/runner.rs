@@ -484,6 +484,10 @@ async fn run_group(
         let mut work = work;
         for w in &mut work {
             load::ensure_target(&mut conn, &mut w.table)?;
+            if w.table.spec.mysql_partitioning {
+                let ids: Vec<String> = w.loads.iter().map(|l| l.partition.id.clone()).collect();
+                load::ensure_mysql_partitions(&mut conn, &w.table, &ids)?;
+            }
         }
         let result = load::load_group(&mut conn, &store, &rt, &run, &work, loader, &*progress);
         let _ = sink::release_lock(&mut conn, &lock);

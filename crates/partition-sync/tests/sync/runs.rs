@@ -436,3 +436,37 @@ async fn metadata_change_detection_finds_new_and_grown_partitions() {
     assert_eq!(s.partitions_loaded, 2, "{s:?}");
     assert_eq!(count(&f, "stats"), 6);
 }
+
+#[tokio::test]
+async fn a_target_partitioned_in_mysql_gets_a_partition_per_new_warehouse_partition() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02"], 2).await;
+    let tables = format!("{STATS}mysql_partitioning = true\n");
+    let s = f.run(&tables, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    let parts = |f: &Fixture| -> Vec<(String, i64)> {
+        f.rows(
+            "SELECT PARTITION_NAME, TABLE_ROWS FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = 'stats' ORDER BY PARTITION_ORDINAL_POSITION",
+        )
+        .into_iter()
+        .map(|(n, r): (String, i64)| (n, r.min(1)))
+        .collect()
+    };
+    let names: Vec<String> = parts(&f).into_iter().map(|p| p.0).collect();
+    assert_eq!(names, vec!["p_floor", "p20260101", "p20260102"]);
+    f.insert("stats", vec![stat(1, "2026-01-05", 1)]).await;
+    assert!(f.run(&tables, Options::default()).await.ok);
+    let names: Vec<String> = parts(&f).into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        names,
+        vec!["p_floor", "p20260101", "p20260102", "p20260105"]
+    );
+    assert_eq!(count(&f, "stats"), 5);
+    let ctx = partition_sync::runner::Context::new(f.config(&tables))
+        .await
+        .unwrap();
+    assert!(partition_sync::commands::verify(&ctx, &Options::default())
+        .await
+        .unwrap()
+        .is_empty());
+}
