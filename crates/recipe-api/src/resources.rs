@@ -3,13 +3,24 @@
 //! the input types here exist for the OpenAPI document.
 
 use bigdecimal::{BigDecimal, ToPrimitive};
-use chrono::{NaiveDateTime, SecondsFormat};
+use chrono::{NaiveDate, NaiveDateTime, SecondsFormat};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
 /// Serialises a UTC timestamp stored without zone as RFC 3339 with `Z`.
 fn rfc3339<S: Serializer>(value: &NaiveDateTime, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&value.and_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// [`rfc3339`] for a nullable column.
+fn rfc3339_opt<S: Serializer>(
+    value: &Option<NaiveDateTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => rfc3339(value, serializer),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// A decimal column as a JSON number.
@@ -28,6 +39,54 @@ pub struct Ingredient {
     #[serde(serialize_with = "rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: NaiveDateTime,
+    /// Synced from the warehouse (`ingredient_nutrition`); null when it has no row for this
+    /// ingredient (or nothing has been synced yet). Read-only.
+    pub nutrition: Option<Nutrition>,
+}
+
+/// Nutrition facts per 100 g, from the warehouse's `ingredient_nutrition` (kept in sync by
+/// stream-sync). A field the warehouse leaves empty is null.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Nutrition {
+    /// Energy, kcal per 100 g.
+    pub calories: Option<f64>,
+    /// Protein, grams per 100 g.
+    pub protein_g: Option<f64>,
+    /// Fat, grams per 100 g.
+    pub fat_g: Option<f64>,
+    /// Carbohydrates, grams per 100 g.
+    pub carbs_g: Option<f64>,
+}
+
+/// One day of a recipe's statistics, from the warehouse's `recipe_daily_stats` (kept in sync
+/// by partition-sync, one partition per day).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DailyStats {
+    #[schema(value_type = String, format = Date)]
+    pub day: NaiveDate,
+    /// Page views that day.
+    pub views: Option<i64>,
+    /// Times the recipe was cooked that day.
+    pub cooks: Option<i64>,
+    /// Average rating (1 to 5) of that day's ratings; null without any.
+    pub avg_rating: Option<f64>,
+    /// When the warehouse last computed the row.
+    #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub updated_at: Option<NaiveDateTime>,
+}
+
+/// A recipe's daily statistics within `from..=to`, by day. Days without a row are absent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecipeStats {
+    pub recipe_id: i64,
+    /// The requested first day (null: unbounded).
+    #[schema(value_type = Option<String>, format = Date)]
+    pub from: Option<NaiveDate>,
+    /// The requested last day (null: unbounded).
+    #[schema(value_type = Option<String>, format = Date)]
+    pub to: Option<NaiveDate>,
+    pub items: Vec<DailyStats>,
 }
 
 /// One ingredient of a recipe.

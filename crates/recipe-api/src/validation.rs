@@ -40,7 +40,8 @@ const INGREDIENT_FIELDS: &[&str] = &["name"];
 /// client can send back (a modified copy of) what it read. Any other field is unknown.
 const RECIPE_READ_ONLY: &[&str] = &["id", "version", "created_at", "updated_at"];
 const RECIPE_INGREDIENT_READ_ONLY: &[&str] = &["name"];
-const INGREDIENT_READ_ONLY: &[&str] = &["id", "created_at", "updated_at"];
+/// `nutrition` comes from the warehouse (synced), never from a client.
+const INGREDIENT_READ_ONLY: &[&str] = &["id", "created_at", "updated_at", "nutrition"];
 
 /// One violated rule, naming the field by its JSON path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -421,6 +422,17 @@ pub fn ingredient_input(value: &Value) -> Result<IngredientInput, Vec<FieldError
     }
 }
 
+/// Parses a calendar date written exactly `YYYY-MM-DD` (RFC 3339 `full-date`).
+pub fn iso_date(raw: &str) -> Option<chrono::NaiveDate> {
+    let b = raw.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let shaped = b.len() == 10 && b[4] == b'-' && b[7] == b'-';
+    if !shaped || !digits(0..4) || !digits(5..7) || !digits(8..10) {
+        return None;
+    }
+    chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").ok()
+}
+
 /// Parses a path id: a positive 64-bit integer in plain decimal.
 pub fn path_id(raw: &str) -> Option<i64> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
@@ -674,6 +686,27 @@ mod tests {
             "rating"
         );
         assert_eq!(recipe_patch(&json!(3)).unwrap_err()[0].field, "$");
+    }
+
+    #[test]
+    fn dates_must_be_full_iso_dates() {
+        let day = |y, m, d| chrono::NaiveDate::from_ymd_opt(y, m, d);
+        let cases = [
+            ("2026-01-31", day(2026, 1, 31)),
+            ("2024-02-29", day(2024, 2, 29)),
+            ("2026-02-29", None),
+            ("2026-13-01", None),
+            ("2026-1-1", None),
+            ("2026-01-1 ", None),
+            ("+2026-01-01", None),
+            ("20260101", None),
+            ("2026-01-01T00:00:00Z", None),
+            ("", None),
+            ("yesterday", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(iso_date(raw), want, "{raw:?}");
+        }
     }
 
     #[test]

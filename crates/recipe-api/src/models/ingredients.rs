@@ -31,6 +31,7 @@ impl From<IngredientRow> for Ingredient {
             name: row.name,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            nutrition: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod ingredients;
 pub mod recipes;
+pub mod synced;
 
 use std::time::Duration;
 

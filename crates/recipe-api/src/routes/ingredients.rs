@@ -3,12 +3,14 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use diesel::mysql::MysqlConnection;
 
 use super::{db, page_params, paginate, path_id, read_json, AppState};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
 use crate::models;
 use crate::models::ingredients::{self as model, NewIngredient};
+use crate::models::synced;
 use crate::resources::{Ingredient, IngredientBody, IngredientPage, RecipePage};
 use crate::validation;
 
@@ -35,6 +37,29 @@ fn unique_name(error: diesel::result::Error, name: &str) -> ApiError {
     }
 }
 
+/// Attaches the synced nutrition facts to `items`, in one query.
+fn with_nutrition(
+    conn: &mut MysqlConnection,
+    mut items: Vec<Ingredient>,
+) -> Result<Vec<Ingredient>, ApiError> {
+    let ids: Vec<i64> = items.iter().map(|i| i.id).collect();
+    let mut facts = synced::nutrition(conn, &ids)?;
+    for item in &mut items {
+        item.nutrition = facts.remove(&item.id);
+    }
+    Ok(items)
+}
+
+/// [`with_nutrition`] of one ingredient.
+fn one_with_nutrition(
+    conn: &mut MysqlConnection,
+    item: Ingredient,
+) -> Result<Ingredient, ApiError> {
+    with_nutrition(conn, vec![item])?
+        .pop()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("ingredient lost its nutrition")))
+}
+
 /// List ingredients, by id, a page at a time.
 #[utoipa::path(
     get, path = "/v1/ingredients", tag = "ingredients",
@@ -58,8 +83,9 @@ pub async fn list_ingredients(
     let page = db(&state, move |conn| {
         let rows = model::list(conn, params.after, params.limit + 1, params.q.as_deref())?;
         let (rows, next_cursor) = paginate(rows, params.limit, |r| r.id);
+        let items = rows.into_iter().map(Ingredient::from).collect();
         Ok(IngredientPage {
-            items: rows.into_iter().map(Ingredient::from).collect(),
+            items: with_nutrition(conn, items)?,
             next_cursor,
         })
     })
@@ -103,9 +129,12 @@ pub async fn create_ingredient(
                 updated_at: now,
             };
             let id = model::insert(conn, &new).map_err(|e| unique_name(e, &input.name))?;
-            model::find(conn, id)?.map(Ingredient::from).ok_or_else(|| {
-                ApiError::Internal(anyhow::anyhow!("created ingredient {id} vanished"))
-            })
+            let created = model::find(conn, id)?
+                .map(Ingredient::from)
+                .ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!("created ingredient {id} vanished"))
+                })?;
+            one_with_nutrition(conn, created)
         })
     })
     .await?;
@@ -135,10 +164,12 @@ pub async fn get_ingredient(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path)?;
-    let ingredient = db(&state, move |conn| Ok(model::find(conn, id)?))
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    Ok(HttpResponse::Ok().json(Ingredient::from(ingredient)))
+    let ingredient = db(&state, move |conn| match model::find(conn, id)? {
+        Some(row) => one_with_nutrition(conn, Ingredient::from(row)),
+        None => Err(not_found(id)),
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(ingredient))
 }
 
 /// Rename an ingredient.
@@ -178,9 +209,10 @@ pub async fn replace_ingredient(
             }
             model::rename(conn, id, &input.name, models::now())
                 .map_err(|e| unique_name(e, &input.name))?;
-            model::find(conn, id)?
+            let renamed = model::find(conn, id)?
                 .map(Ingredient::from)
-                .ok_or_else(|| not_found(id))
+                .ok_or_else(|| not_found(id))?;
+            one_with_nutrition(conn, renamed)
         })
     })
     .await?;

@@ -75,6 +75,11 @@ pub fn config(cfg: &mut web::ServiceConfig) {
                     .default_service(web::to(|| not_allowed("GET, PUT, PATCH, DELETE"))),
             )
             .service(
+                web::resource("/recipes/{id}/stats")
+                    .route(web::get().to(recipes::recipe_stats))
+                    .default_service(web::to(|| not_allowed("GET"))),
+            )
+            .service(
                 web::resource("/ingredients")
                     .route(web::get().to(ingredients::list_ingredients))
                     .route(web::post().to(ingredients::create_ingredient))

@@ -11,8 +11,8 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use super::{health, ingredients, metrics, recipes};
 use crate::error::Problem;
 use crate::resources::{
-    Ingredient, IngredientBody, IngredientPage, Recipe, RecipeBody, RecipeIngredient,
-    RecipeIngredientBody, RecipePage, RecipePatchBody,
+    DailyStats, Ingredient, IngredientBody, IngredientPage, Nutrition, Recipe, RecipeBody,
+    RecipeIngredient, RecipeIngredientBody, RecipePage, RecipePatchBody, RecipeStats,
 };
 use crate::validation::FieldError;
 
@@ -37,14 +37,14 @@ impl Modify for BearerAuth {
     info(title = "recipe-api", description = "Recipes and ingredients over MySQL. Errors are RFC 9457 problem documents."),
     paths(
         recipes::list_recipes, recipes::create_recipe, recipes::get_recipe, recipes::replace_recipe,
-        recipes::patch_recipe, recipes::delete_recipe,
+        recipes::patch_recipe, recipes::delete_recipe, recipes::recipe_stats,
         ingredients::list_ingredients, ingredients::create_ingredient, ingredients::get_ingredient,
         ingredients::replace_ingredient, ingredients::delete_ingredient, ingredients::ingredient_recipes,
         health::healthz, health::readyz, metrics::metrics, openapi_json, docs_index,
     ),
     components(schemas(
         Recipe, RecipeIngredient, RecipePage, RecipeBody, RecipeIngredientBody, RecipePatchBody,
-        Ingredient, IngredientPage, IngredientBody, Problem, FieldError, health::Health,
+        RecipeStats, DailyStats, Ingredient, Nutrition, IngredientPage, IngredientBody, Problem, FieldError, health::Health,
     )),
     modifiers(&BearerAuth),
 )]

@@ -5,6 +5,7 @@
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::NaiveDate;
 use diesel::mysql::MysqlConnection;
 use diesel::QueryResult;
 use serde_json::{json, Value};
@@ -13,8 +14,8 @@ use super::{db, etag, page_params, paginate, path_id, read_json, AppState, Entit
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
 use crate::models::recipes::{self as model, NewRecipe, NewRecipeIngredient, RecipeChangeset};
-use crate::models::{self, ingredients as ingredient_model};
-use crate::resources::{Recipe, RecipeBody, RecipePage, RecipePatchBody};
+use crate::models::{self, ingredients as ingredient_model, synced};
+use crate::resources::{DailyStats, Recipe, RecipeBody, RecipePage, RecipePatchBody, RecipeStats};
 use crate::validation::{self, FieldError, RecipeInput};
 
 const JSON: &[&str] = &["application/json"];
@@ -336,6 +337,70 @@ pub fn remove(
     })
 }
 
+/// A recipe's daily statistics, synced from the warehouse.
+#[utoipa::path(
+    get, path = "/v1/recipes/{id}/stats", tag = "recipes",
+    params(
+        ("id" = i64, Path, description = "Recipe id", minimum = 1),
+        ("from" = Option<String>, Query, description = "First day, `YYYY-MM-DD` (default: unbounded)", format = Date),
+        ("to" = Option<String>, Query, description = "Last day, `YYYY-MM-DD`, not before `from` (default: unbounded)", format = Date),
+    ),
+    responses(
+        (status = 200, description = "The recipe's daily rows within the range, by day; empty before the first sync", body = RecipeStats),
+        (status = 400, description = "Malformed id, malformed `from`/`to`, or `from` after `to`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such recipe", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
+    )
+)]
+pub async fn recipe_stats(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path_id(&path)?;
+    let (from, to) = stats_range(req.query_string())?;
+    let stats = db(&state, move |conn| {
+        if model::find(conn, id)?.is_none() {
+            return Err(recipe_not_found(id));
+        }
+        let rows = synced::daily_stats(conn, id, from, to)?;
+        Ok(RecipeStats {
+            recipe_id: id,
+            from,
+            to,
+            items: rows.into_iter().map(DailyStats::from).collect(),
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(stats))
+}
+
+/// The `from` and `to` days of the stats query (`YYYY-MM-DD`, optional); a malformed day or
+/// `from` after `to` is a 400.
+pub fn stats_range(query_string: &str) -> Result<(Option<NaiveDate>, Option<NaiveDate>), ApiError> {
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(query_string)
+        .map_err(|_| ApiError::BadRequest("the query string is malformed".to_string()))?
+        .into_inner();
+    let day = |key: &str| -> Result<Option<NaiveDate>, ApiError> {
+        match pairs.iter().find(|(k, _)| k == key) {
+            None => Ok(None),
+            Some((_, raw)) => validation::iso_date(raw).map(Some).ok_or_else(|| {
+                ApiError::BadRequest(format!("{key} must be a date written YYYY-MM-DD"))
+            }),
+        }
+    };
+    let (from, to) = (day("from")?, day("to")?);
+    if let (Some(from), Some(to)) = (from, to) {
+        if from > to {
+            return Err(ApiError::BadRequest(format!(
+                "from ({from}) is after to ({to})"
+            )));
+        }
+    }
+    Ok((from, to))
+}
+
 fn recipe_not_found(id: i64) -> ApiError {
     ApiError::NotFound(format!("recipe {id} does not exist"))
 }
@@ -433,4 +498,35 @@ fn writable_document(recipe: &Recipe) -> Value {
             "unit": i.unit,
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_range_accepts_open_and_closed_ranges_and_rejects_malformed_or_reversed_ones() {
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+        assert_eq!(stats_range("").unwrap(), (None, None));
+        assert_eq!(
+            stats_range("from=2026-01-01&to=2026-01-01").unwrap(),
+            (day("2026-01-01"), day("2026-01-01"))
+        );
+        assert_eq!(
+            stats_range("to=2026-03-31").unwrap(),
+            (None, day("2026-03-31"))
+        );
+        for bad in [
+            "from=2026-02-30",
+            "from=2026-1-1",
+            "to=tomorrow",
+            "from=",
+            "from=2026-03-02&to=2026-03-01",
+        ] {
+            assert!(
+                matches!(stats_range(bad), Err(ApiError::BadRequest(_))),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -11,3 +11,4 @@ mod ingredients;
 mod operations;
 mod queries;
 mod recipes;
+mod synced;
