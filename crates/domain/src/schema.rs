@@ -146,6 +146,34 @@ impl Column {
     }
 }
 
+/// The sync's columns of a BigQuery table schema, with configured `VARCHAR` lengths.
+/// Errors name the column whose type is not supported.
+pub fn columns_from_schema(
+    fields: &[gcp_bigquery_client::model::table_field_schema::TableFieldSchema],
+    varchar: &std::collections::BTreeMap<String, u32>,
+) -> Result<Vec<Column>, String> {
+    fields
+        .iter()
+        .map(|f| {
+            let type_name = serde_json::to_value(&f.r#type)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let bq = BqType::parse(&type_name, f.mode.as_deref())
+                .map_err(|e| format!("column {}: {e}", f.name))?;
+            Ok(Column {
+                name: f.name.clone(),
+                bq,
+                required: f
+                    .mode
+                    .as_deref()
+                    .is_some_and(|m| m.eq_ignore_ascii_case("REQUIRED")),
+                varchar: varchar.get(&f.name).copied(),
+            })
+        })
+        .collect()
+}
+
 /// A MySQL value ready to bind: text, bytes, integer, double or NULL.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {

@@ -327,8 +327,8 @@ impl BatchInserter {
     }
 }
 
-/// Extracts "at row N" and "column 'x'" from a MySQL error message.
-fn locate(e: &SinkError) -> (Option<usize>, Option<String>) {
+/// Extracts "at row N" and "column 'x'" from a MySQL error or warning message.
+pub fn locate(e: &SinkError) -> (Option<usize>, Option<String>) {
     let SinkError::Server { message, .. } = e else {
         return (None, None);
     };

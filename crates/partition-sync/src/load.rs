@@ -624,7 +624,7 @@ fn load_data(
                     code: 0,
                     message: m.clone(),
                 };
-                let (row, column) = locate_warning(&e);
+                let (row, column) = sink::locate(&e);
                 (m.clone(), column, row)
             }
             None => (
@@ -646,20 +646,6 @@ fn load_data(
     }
     progress(Progress::Rows(result.rows));
     Ok(result.rows)
-}
-
-fn locate_warning(e: &SinkError) -> (Option<usize>, Option<String>) {
-    let SinkError::Server { message, .. } = e else {
-        return (None, None);
-    };
-    let row = message
-        .rsplit_once("at row ")
-        .and_then(|(_, r)| r.trim().parse::<usize>().ok());
-    let column = message
-        .split_once("column '")
-        .or_else(|| message.split_once("Column '"))
-        .and_then(|(_, rest)| rest.split_once('\'').map(|(c, _)| c.to_string()));
-    (row, column)
 }
 
 /// The key of the `n`-th (1-based) row of a partition's files, re-read for an error message.

@@ -3,7 +3,7 @@
 
 use domain::bigquery::{Warehouse, WarehouseError};
 use domain::config::{quote_ident, ChangeDetection, TableSpec};
-use domain::schema::{BqType, Column};
+use domain::schema::Column;
 
 use crate::partition::{Granularity, Scheme, NULL_PARTITION};
 use crate::plan::SourcePartition;
@@ -77,52 +77,39 @@ impl SourceTable {
     }
 }
 
-fn field_type_name(t: &gcp_bigquery_client::model::field_type::FieldType) -> String {
-    serde_json::to_value(t)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
 /// Reads the table's schema and partitioning.
 pub async fn describe(
     wh: &Warehouse,
     dataset: &str,
     spec: &TableSpec,
 ) -> Result<SourceTable, SourceError> {
-    let table = wh
-        .client
-        .table()
-        .get(&wh.project, dataset, &spec.source, None)
-        .await
-        .map_err(|e| SourceError::Warehouse {
-            table: spec.source.clone(),
-            source: e.into(),
-        })?;
+    let table = domain::bigquery::retry(wh.max_attempts, || {
+        wh.client
+            .table()
+            .get(&wh.project, dataset, &spec.source, None)
+    })
+    .await
+    .map_err(|source| SourceError::Warehouse {
+        table: spec.source.clone(),
+        source,
+    })?;
     let schema_err = |message: String| SourceError::Schema {
         table: spec.source.clone(),
         message,
     };
-    let mut columns = Vec::new();
-    for f in table.schema.fields.as_deref().unwrap_or_default() {
-        let type_name = field_type_name(&f.r#type);
-        let bq = BqType::parse(&type_name, f.mode.as_deref())
-            .map_err(|m| schema_err(format!("column {}: {m}", f.name)))?;
-        if !domain::config::valid_identifier(&f.name) {
-            return Err(schema_err(format!(
-                "column name `{}` is not a valid identifier",
-                f.name
-            )));
-        }
-        columns.push(Column {
-            name: f.name.clone(),
-            bq,
-            required: f
-                .mode
-                .as_deref()
-                .is_some_and(|m| m.eq_ignore_ascii_case("REQUIRED")),
-            varchar: spec.varchar.get(&f.name).copied(),
-        });
+    let mut columns = domain::schema::columns_from_schema(
+        table.schema.fields.as_deref().unwrap_or_default(),
+        &spec.varchar,
+    )
+    .map_err(schema_err)?;
+    if let Some(c) = columns
+        .iter()
+        .find(|c| !domain::config::valid_identifier(&c.name))
+    {
+        return Err(schema_err(format!(
+            "column name `{}` is not a valid identifier",
+            c.name
+        )));
     }
     for name in spec.varchar.keys() {
         if !columns.iter().any(|c| &c.name == name) {

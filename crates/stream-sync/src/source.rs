@@ -232,24 +232,11 @@ pub async fn describe(
         }
         _ => SyncError::Warehouse(e),
     })?;
-    let mut columns = Vec::new();
-    for f in t.schema.fields.as_deref().unwrap_or_default() {
-        let type_name = serde_json::to_value(&f.r#type)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
-        let bq = BqType::parse(&type_name, f.mode.as_deref())
-            .map_err(|e| SyncError::Permanent(format!("{table}.{}: {e}", f.name)))?;
-        columns.push(Column {
-            name: f.name.clone(),
-            bq,
-            required: f
-                .mode
-                .as_deref()
-                .is_some_and(|m| m.eq_ignore_ascii_case("REQUIRED")),
-            varchar: varchar.get(&f.name).copied(),
-        });
-    }
+    let columns = domain::schema::columns_from_schema(
+        t.schema.fields.as_deref().unwrap_or_default(),
+        varchar,
+    )
+    .map_err(|e| SyncError::Permanent(format!("{table}: {e}")))?;
     Ok((
         columns,
         SourceMeta {
