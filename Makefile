@@ -38,6 +38,7 @@ test: services ## install what is missing, start the services, run every crate's
 	@$(LOAD_ENV); $(CARGO) build -p recipe-api && deploy/dev/schemathesis.sh
 	promtool check rules deploy/prometheus/alerts.yml
 	promtool test rules deploy/prometheus/alerts_test.yml
+	deploy/k8s-check.sh
 
 lint: toolchain ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
@@ -45,6 +46,10 @@ lint: toolchain ## rustfmt and clippy, warnings are errors
 
 fmt: ## format the code
 	$(CARGO) fmt --all
+
+.PHONY: k8s-check
+k8s-check: toolchain ## render the k8s/ overlays, validate them offline (API schemas, DESIGN §6, sync.toml keys, alert rules)
+	@deploy/k8s-check.sh
 
 .PHONY: bench-api
 bench-api: services ## benchmark recipe-api against its database ceiling (wrk, 16 connections, release build)
