@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use base64::Engine as _;
 use futures::StreamExt;
 use mysql::prelude::Queryable;
 use mysql::{Conn, TxOpts, Value};
@@ -427,13 +428,13 @@ fn insert_rows(
         }
     };
     for file in &load.files {
-        let mut lines =
-            LineReader::open(store, file, rt).map_err(|m| staging_err(target, pid, file, m))?;
-        while let Some(line) = lines
-            .next_line(rt)
+        let mut rows =
+            RowReader::open(store, file, rt).map_err(|m| staging_err(target, pid, file, m))?;
+        while let Some(obj) = rows
+            .next_row(rt)
             .map_err(|m| staging_err(target, pid, file, m))?
         {
-            let values = decode(&work.table, pid, file, &line)?;
+            let values = decode(&work.table, pid, &obj)?;
             let row: Vec<Value> = values.into_iter().map(sink::to_mysql).collect();
             let written = inserter.push(tx, row).map_err(named)?;
             loaded += 1;
@@ -447,23 +448,20 @@ fn insert_rows(
     Ok(loaded)
 }
 
-/// Decodes one exported line into the key (for messages) and the row's values.
+/// Converts one exported row into the row's MySQL values, checking each.
 fn decode(
     table: &SourceTable,
     pid: &str,
-    file: &Path,
-    line: &[u8],
+    obj: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<domain::schema::SqlValue>, LoadError> {
     let target = &table.spec.target;
-    let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)
-        .map_err(|e| staging_err(target, pid, file, format!("line is not a JSON object: {e}")))?;
     let mut row = Vec::with_capacity(table.columns.len());
     for col in &table.columns {
         let v = obj.get(&col.name).unwrap_or(&serde_json::Value::Null);
         let value = convert(col, v).map_err(|message| LoadError::BadRow {
             table: target.clone(),
             partition: pid.to_string(),
-            key: key_of(table, &obj),
+            key: key_of(table, obj),
             column: col.name.clone(),
             message,
         })?;
@@ -534,7 +532,7 @@ fn load_data(
             let mut rows = 0u64;
             let mut error = None;
             'files: for file in &files {
-                let mut lines = match LineReader::open(&store, file, &rt) {
+                let mut lines = match RowReader::open(&store, file, &rt) {
                     Ok(l) => l,
                     Err(m) => {
                         error = Some(staging_err(&table.spec.target, &part, file, m));
@@ -542,7 +540,7 @@ fn load_data(
                     }
                 };
                 loop {
-                    let line = match lines.next_line(&rt) {
+                    let obj = match lines.next_row(&rt) {
                         Ok(Some(l)) => l,
                         Ok(None) => break,
                         Err(m) => {
@@ -550,7 +548,7 @@ fn load_data(
                             break 'files;
                         }
                     };
-                    match decode(&table, &part, file, &line) {
+                    match decode(&table, &part, &obj) {
                         Ok(values) => {
                             for (i, v) in values.iter().enumerate() {
                                 if i > 0 {
@@ -658,12 +656,10 @@ fn key_at(
 ) -> Option<String> {
     let mut i = 0;
     for file in files {
-        let mut lines = LineReader::open(store, file, rt).ok()?;
-        while let Some(line) = lines.next_line(rt).ok()? {
+        let mut rows = RowReader::open(store, file, rt).ok()?;
+        while let Some(obj) = rows.next_row(rt).ok()? {
             i += 1;
             if i == n {
-                let obj: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_slice(&line).ok()?;
                 return Some(key_of(table, &obj));
             }
         }
@@ -721,6 +717,132 @@ fn key_of(table: &SourceTable, obj: &serde_json::Map<String, serde_json::Value>)
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The rows of one staged file: newline-delimited JSON (streamed) or Parquet (by extension).
+enum RowReader {
+    Json(LineReader),
+    Parquet(ParquetRows),
+}
+
+impl RowReader {
+    fn open(
+        store: &Arc<dyn ObjectStore>,
+        path: &Path,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<RowReader, String> {
+        if path.extension() == Some("parquet") {
+            Ok(RowReader::Parquet(ParquetRows::open(store, path, rt)?))
+        } else {
+            Ok(RowReader::Json(LineReader::open(store, path, rt)?))
+        }
+    }
+
+    fn next_row(
+        &mut self,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
+        match self {
+            RowReader::Json(lines) => match lines.next_line(rt)? {
+                None => Ok(None),
+                Some(line) => serde_json::from_slice(&line)
+                    .map(Some)
+                    .map_err(|e| format!("line is not a JSON object: {e}")),
+            },
+            RowReader::Parquet(rows) => rows.next_row(),
+        }
+    }
+}
+
+/// A Parquet file, copied from the store to a local temporary file (so memory stays bounded
+/// by a row group, whatever the file's size) and read row by row.
+struct ParquetRows {
+    rows: parquet::record::reader::RowIter<'static>,
+    _file: TempFile,
+}
+
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl ParquetRows {
+    fn open(
+        store: &Arc<dyn ObjectStore>,
+        path: &Path,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<ParquetRows, String> {
+        use std::io::Write;
+        let tmp = TempFile(std::env::temp_dir().join(format!(
+            "partition-sync-{}.parquet",
+            uuid::Uuid::new_v4().simple()
+        )));
+        let mut out = std::fs::File::create(&tmp.0).map_err(|e| format!("temporary file: {e}"))?;
+        let mut stream = rt
+            .block_on(store.get(path))
+            .map_err(|e| e.to_string())?
+            .into_stream();
+        while let Some(chunk) = rt.block_on(stream.next()) {
+            out.write_all(&chunk.map_err(|e| e.to_string())?)
+                .map_err(|e| format!("temporary file: {e}"))?;
+        }
+        drop(out);
+        let file = std::fs::File::open(&tmp.0).map_err(|e| format!("temporary file: {e}"))?;
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
+            .map_err(|e| format!("not a Parquet file: {e}"))?;
+        Ok(ParquetRows {
+            rows: reader.into_iter(),
+            _file: tmp,
+        })
+    }
+
+    fn next_row(&mut self) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
+        match self.rows.next() {
+            None => Ok(None),
+            Some(Err(e)) => Err(format!("Parquet: {e}")),
+            Some(Ok(row)) => Ok(Some(
+                row.get_column_iter()
+                    .map(|(name, field)| (name.clone(), parquet_value(field)))
+                    .collect(),
+            )),
+        }
+    }
+}
+
+/// A Parquet value in the form the exported JSON has (see `Column::export_expr`).
+fn parquet_value(field: &parquet::record::Field) -> serde_json::Value {
+    use parquet::record::Field;
+    use serde_json::Value as J;
+    match field {
+        Field::Null => J::Null,
+        Field::Bool(b) => J::Bool(*b),
+        Field::Byte(v) => J::from(*v),
+        Field::Short(v) => J::from(*v),
+        Field::Int(v) => J::from(*v),
+        Field::Long(v) => J::from(*v),
+        Field::UByte(v) => J::from(*v),
+        Field::UShort(v) => J::from(*v),
+        Field::UInt(v) => J::from(*v),
+        Field::ULong(v) => J::from(*v),
+        Field::Float(v) => serde_json::Number::from_f64(f64::from(*v))
+            .map(J::Number)
+            .unwrap_or_else(|| J::String(v.to_string())),
+        Field::Double(v) => serde_json::Number::from_f64(*v)
+            .map(J::Number)
+            .unwrap_or_else(|| J::String(v.to_string())),
+        Field::Str(s) => J::String(s.clone()),
+        Field::Bytes(b) => J::String(base64::engine::general_purpose::STANDARD.encode(b.data())),
+        Field::Date(days) => chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
+            .and_then(|d| d.checked_add_signed(chrono::Duration::days(i64::from(*days))))
+            .map(|d| J::String(d.format("%Y-%m-%d").to_string()))
+            .unwrap_or(J::Null),
+        Field::TimestampMicros(us) => J::from(*us),
+        Field::TimestampMillis(ms) => J::from(ms.saturating_mul(1000)),
+        other => J::String(other.to_string()),
+    }
 }
 
 /// Reads newline-delimited records from one object as a stream: memory stays at one chunk

@@ -30,6 +30,7 @@ pub struct Context {
     /// Where the exports are read from, and the path inside it matching `export_uri`.
     pub store: Arc<dyn ObjectStore>,
     pub store_prefix: Path,
+    pub format: domain::config::StagingFormat,
 }
 
 impl Context {
@@ -47,9 +48,6 @@ impl Context {
             .staging
             .clone()
             .context("config has no [staging] section: partition-sync exports through it")?;
-        if staging.format != domain::config::StagingFormat::Json {
-            anyhow::bail!("staging.format = \"parquet\" is not supported yet; use \"json\"");
-        }
         let export_uri = staging.uri.trim_end_matches('/').to_string();
         let rest = export_uri
             .strip_prefix("gs://")
@@ -75,6 +73,7 @@ impl Context {
             export_uri,
             store,
             store_prefix,
+            format: staging.format,
         })
     }
 
@@ -452,7 +451,8 @@ async fn run_group(
             let rel = format!("{run_id}/{}/{}", table.spec.target, l.partition.id);
             let uri = format!("{}/{rel}", ctx.export_uri);
             tracing::info!(table.name = %table.spec.target, partition.id = %l.partition.id, reason = %l.reason, "exporting");
-            *bytes += source::export(&ctx.warehouse, &table, &l.partition.id, &uri).await?;
+            *bytes +=
+                source::export(&ctx.warehouse, &table, &l.partition.id, &uri, ctx.format).await?;
             let prefix = join(&ctx.store_prefix, &rel);
             let mut files: Vec<Path> = ctx
                 .store

@@ -251,17 +251,22 @@ pub async fn detect(
     }
 }
 
-/// Exports one partition as newline-delimited JSON to `uri_prefix/*.json`. Returns the bytes
-/// the export processed.
+/// Exports one partition to `uri_prefix/*.json` (newline-delimited JSON) or
+/// `uri_prefix/*.parquet`. Returns the bytes the export processed.
 pub async fn export(
     wh: &Warehouse,
     table: &SourceTable,
     partition: &str,
     uri_prefix: &str,
+    format: domain::config::StagingFormat,
 ) -> Result<u64, SourceError> {
     let query = table.partition_query(partition)?;
+    let (ext, fmt) = match format {
+        domain::config::StagingFormat::Json => ("json", "JSON"),
+        domain::config::StagingFormat::Parquet => ("parquet", "PARQUET"),
+    };
     let sql = format!(
-        "EXPORT DATA OPTIONS(uri='{}/*.json', format='JSON', overwrite=true) AS {query}",
+        "EXPORT DATA OPTIONS(uri='{}/*.{ext}', format='{fmt}', overwrite=true) AS {query}",
         uri_prefix.trim_end_matches('/')
     );
     let page = wh

@@ -17,6 +17,8 @@ pub struct Fixture {
     pub db: TestDb,
     pub dir: std::path::PathBuf,
     pub bucket: String,
+    /// `staging.format` of the generated config.
+    pub format: std::cell::Cell<&'static str>,
 }
 
 impl Fixture {
@@ -32,6 +34,7 @@ impl Fixture {
             db,
             dir,
             bucket,
+            format: std::cell::Cell::new("json"),
         }
     }
 
@@ -49,6 +52,7 @@ credentials = "none"
 change_detection = "fingerprint"
 [staging]
 uri = "gs://{bucket}/exports"
+format = "{format}"
 local_root = "{root}"
 {tables}"#,
             url_file = self.dir.join("mysql-url").display(),
@@ -57,6 +61,7 @@ local_root = "{root}"
             endpoint = self.ds.env.bigquery_url,
             bucket = self.bucket,
             root = self.ds.env.export_root.display(),
+            format = self.format.get(),
         )
     }
 

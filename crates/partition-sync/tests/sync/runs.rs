@@ -266,7 +266,17 @@ async fn verify_finds_a_row_altered_behind_the_syncs_back_and_resync_repairs_it(
 
 #[tokio::test]
 async fn every_supported_type_round_trips() {
+    types_round_trip("json").await;
+}
+
+#[tokio::test]
+async fn every_supported_type_round_trips_through_parquet_exports() {
+    types_round_trip("parquet").await;
+}
+
+async fn types_round_trip(format: &'static str) {
     let f = Fixture::new().await;
+    f.format.set(format);
     let mut fields = vec![
         TableFieldSchema::integer("id"),
         TableFieldSchema::date("day"),
@@ -463,6 +473,28 @@ async fn a_target_partitioned_in_mysql_gets_a_partition_per_new_warehouse_partit
     );
     assert_eq!(count(&f, "stats"), 5);
     let ctx = partition_sync::runner::Context::new(f.config(&tables))
+        .await
+        .unwrap();
+    assert!(partition_sync::commands::verify(&ctx, &Options::default())
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn parquet_exports_load_and_reload_like_json_ones() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02"], 3).await;
+    f.format.set("parquet");
+    let s = f.run(STATS, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(s.rows_loaded, 6);
+    f.sql("UPDATE `{ds}.stats` SET note = NULL, views = 7 WHERE recipe_id = 2 AND day = DATE '2026-01-02'").await;
+    let s = f.run(STATS, Options::default()).await;
+    assert_eq!(s.partitions_loaded, 1);
+    let row: Vec<(i64, Option<String>)> =
+        f.rows("SELECT views, note FROM stats WHERE recipe_id = 2 AND day = '2026-01-02'");
+    assert_eq!(row, vec![(7, None)]);
+    let ctx = partition_sync::runner::Context::new(f.config(STATS))
         .await
         .unwrap();
     assert!(partition_sync::commands::verify(&ctx, &Options::default())
