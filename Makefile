@@ -9,7 +9,7 @@ CARGO ?= cargo
 .PHONY: help run test lint fmt services down status toolchain build
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 toolchain: ## install what the build needs (Debian packages, rustfmt/clippy) when missing
 	@command -v cargo >/dev/null || { echo "cargo is required: install Rust with rustup (https://rustup.rs)"; exit 1; }
@@ -27,11 +27,15 @@ status: ## show the local services
 build: toolchain ## build every binary (debug)
 	$(CARGO) build --workspace --bins
 
-run: services ## start everything locally and run the main job (recipe-api on 127.0.0.1:8080)
-	@$(LOAD_ENV); $(CARGO) build -p recipe-api && \
-	  ./target/debug/recipe-api migrate && \
-	  echo "recipe-api on http://$${RECIPE_API_BIND:-127.0.0.1:8080} (Ctrl-C stops it)" && \
-	  exec ./target/debug/recipe-api serve
+run: services ## the demo end to end: seed the warehouse, sync it to MySQL, serve it (127.0.0.1:8080)
+	@deploy/dev/demo/run.sh
+
+.PHONY: demo-change
+demo-change: services ## change the demo warehouse (a stats partition, nutrition rows) for the next sync
+	@$(LOAD_ENV); python3 deploy/dev/demo/demo.py change && \
+	  echo "stream-sync carries the nutrition change within ~5 s, partition-sync the stats within ~30 s:" && \
+	  echo "  curl -s 'http://127.0.0.1:8080/v1/recipes/1/stats?from=2026-03-31'" && \
+	  echo "  curl -s http://127.0.0.1:8080/v1/ingredients/1   (and /v1/ingredients/29: nutrition null)"
 
 test: services ## install what is missing, start the services, run every crate's tests
 	@$(LOAD_ENV); $(CARGO) test --workspace --all-targets
