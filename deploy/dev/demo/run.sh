@@ -34,7 +34,11 @@ export DEMO_DATASET="${DEMO_DATASET:-demo}"
 CONFIG="$DEMO/sync.toml"
 mkdir -p "$DEMO"
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then
+  step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+else
+  step() { printf '\n==> %s\n' "$*"; }
+fi
 port_open() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
 
 for addr in "$BIND" "$METRICS_BIND"; do
@@ -71,7 +75,8 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+trap 'cleanup; exit 0' INT TERM
 
 step "start stream-sync (every 5 s), partition-sync (every ${PARTITION_EVERY} s) and recipe-api"
 "$BIN/stream-sync" --config "$CONFIG" run >>"$DEMO/stream-sync.log" 2>&1 &
