@@ -86,12 +86,25 @@ done
 http POST /v1/ingredients '{"name":"flour"}'
 http POST /v1/recipes '{"title":"Bread","ingredients":[{"ingredient_id":1,"quantity":500,"unit":"g"}]}'
 
-"$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
-  --checks "$CHECKS" \
-  --header "Authorization: Bearer $TOKEN" \
-  --max-examples "$MAX_EXAMPLES" \
-  --seed 20261126 \
-  --generation-database none \
-  --request-timeout 10 \
-  --workers 2 \
-  --no-color
+# One worker: with several, hypothesis threads change the recursion limit under each other and
+# CPython 3.11 can fail with "AST constructor recursion depth mismatch" (seen once in a CI run).
+# Such an internal error of the tool (not a failed check) is retried once; a failed check never is.
+st_run() {
+  "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/openapi.json" \
+    --checks "$CHECKS" \
+    --header "Authorization: Bearer $TOKEN" \
+    --max-examples "$MAX_EXAMPLES" \
+    --seed 20261126 \
+    --generation-database none \
+    --request-timeout 10 \
+    --workers 1 \
+    --no-color
+}
+OUT="$ROOT/.dev/schemathesis-output.log"
+if st_run | tee "$OUT"; then exit 0; fi
+if grep -q "Runtime Error" "$OUT" && ! grep -q "FAILURES" "$OUT"; then
+  echo "schemathesis itself failed (not a check); running it once more"
+  st_run
+else
+  exit 1
+fi
