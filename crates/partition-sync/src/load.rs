@@ -246,6 +246,13 @@ pub fn ensure_mysql_partitions(
 /// Progress of a load, for the progress bar and logs.
 #[derive(Debug, Clone)]
 pub enum Progress {
+    /// The `done`-th of `total` partitions of a group is being exported.
+    Exporting {
+        table: String,
+        partition: String,
+        done: usize,
+        total: usize,
+    },
     PartitionStarted {
         table: String,
         partition: String,

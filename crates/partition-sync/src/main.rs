@@ -244,8 +244,13 @@ async fn dispatch(config: SyncConfig, command: Command, json: bool) -> anyhow::R
         }
     }
 
-    let bar = progress_bar();
-    let summary = runner::run(&ctx, &opts, bar.clone()).await?;
+    let (progress, bar) = progress_bar();
+    let summary = runner::run(&ctx, &opts, progress).await;
+    // Clear the bar before printing, so that it can't overwrite the summary.
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let summary = summary?;
     if let Some(url) = &pushgateway {
         if !opts.dry_run {
             if let Err(e) = commands::push_metrics(url, &summary).await {
@@ -258,7 +263,15 @@ async fn dispatch(config: SyncConfig, command: Command, json: bool) -> anyhow::R
     } else {
         for g in &summary.groups {
             println!("group {}: {}", g.group, g.status);
-            for p in &g.plan {
+            // Long plans (a first sync of a long history) are summarised.
+            const SHOWN: usize = 12;
+            if g.plan.len() > SHOWN {
+                println!(
+                    "  … {} more partitions planned (--output json lists every one)",
+                    g.plan.len() - SHOWN
+                );
+            }
+            for p in g.plan.iter().rev().take(SHOWN).rev() {
                 println!(
                     "  {} {} {} ({} rows): {}",
                     p.action, p.table, p.partition, p.rows, p.reason
@@ -296,18 +309,30 @@ async fn dispatch(config: SyncConfig, command: Command, json: bool) -> anyhow::R
 }
 
 /// A progress bar on a terminal; log lines per partition otherwise.
-fn progress_bar() -> Arc<dyn Fn(Progress) + Send + Sync> {
+fn progress_bar() -> (
+    Arc<dyn Fn(Progress) + Send + Sync>,
+    Option<indicatif::ProgressBar>,
+) {
     if !std::io::stderr().is_terminal() {
-        return Arc::new(|p| {
-            if let Progress::PartitionDone {
+        let log: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(|p| match p {
+            Progress::PartitionDone {
                 table,
                 partition,
                 rows,
-            } = p
-            {
-                tracing::info!(table.name = %table, partition.id = %partition, rows, "partition loaded (commits with its group)");
+            } => {
+                tracing::info!(table.name = %table, partition.id = %partition, rows, "partition loaded (commits with its group)")
             }
+            Progress::Exporting {
+                table,
+                partition,
+                done,
+                total,
+            } => {
+                tracing::info!(table.name = %table, partition.id = %partition, done, total, "exporting")
+            }
+            _ => {}
         });
+        return (log, None);
     }
     let bar = indicatif::ProgressBar::new(0);
     if let Ok(style) =
@@ -315,7 +340,8 @@ fn progress_bar() -> Arc<dyn Fn(Progress) + Send + Sync> {
     {
         bar.set_style(style.progress_chars("=> "));
     }
-    Arc::new(move |p| match p {
+    let handle = bar.clone();
+    let show: Arc<dyn Fn(Progress) + Send + Sync> = Arc::new(move |p| match p {
         Progress::PartitionStarted {
             table,
             partition,
@@ -324,7 +350,16 @@ fn progress_bar() -> Arc<dyn Fn(Progress) + Send + Sync> {
             bar.set_message(format!("{table} {partition}"));
             bar.inc_length(rows.max(0) as u64);
         }
+        Progress::Exporting {
+            table,
+            partition,
+            done,
+            total,
+        } => {
+            bar.set_message(format!("export {done}/{total}: {table} {partition}"));
+        }
         Progress::Rows(n) => bar.inc(n),
         Progress::PartitionDone { .. } => {}
-    })
+    });
+    (show, Some(handle))
 }

@@ -445,12 +445,21 @@ async fn run_group(
 
     // 3. Export the changed partitions.
     let mut work = Vec::new();
+    let to_export: usize = planned.iter().map(|(_, p)| p.loads.len()).sum();
+    let mut exported = 0;
     for (table, plan) in planned {
         let mut loads = Vec::new();
         for l in &plan.loads {
+            exported += 1;
+            progress(Progress::Exporting {
+                table: table.spec.target.clone(),
+                partition: l.partition.id.clone(),
+                done: exported,
+                total: to_export,
+            });
             let rel = format!("{run_id}/{}/{}", table.spec.target, l.partition.id);
             let uri = format!("{}/{rel}", ctx.export_uri);
-            tracing::info!(table.name = %table.spec.target, partition.id = %l.partition.id, reason = %l.reason, "exporting");
+            tracing::debug!(table.name = %table.spec.target, partition.id = %l.partition.id, reason = %l.reason, "exporting");
             *bytes +=
                 source::export(&ctx.warehouse, &table, &l.partition.id, &uri, ctx.format).await?;
             let prefix = join(&ctx.store_prefix, &rel);
