@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use mysql::prelude::Queryable;
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -443,67 +443,74 @@ async fn run_group(
         });
     }
 
-    // 3. Export the changed partitions.
-    let mut work = Vec::new();
-    let to_export: usize = planned.iter().map(|(_, p)| p.loads.len()).sum();
-    let mut exported = 0;
-    for (table, plan) in planned {
-        let mut loads = Vec::new();
-        for l in &plan.loads {
-            exported += 1;
-            progress(Progress::Exporting {
-                table: table.spec.target.clone(),
-                partition: l.partition.id.clone(),
-                done: exported,
-                total: to_export,
-            });
-            let rel = format!("{run_id}/{}/{}", table.spec.target, l.partition.id);
-            let uri = format!("{}/{rel}", ctx.export_uri);
-            tracing::debug!(table.name = %table.spec.target, partition.id = %l.partition.id, reason = %l.reason, "exporting");
-            *bytes +=
-                source::export(&ctx.warehouse, &table, &l.partition.id, &uri, ctx.format).await?;
-            let prefix = join(&ctx.store_prefix, &rel);
-            let mut files: Vec<Path> = ctx
-                .store
-                .list(Some(&prefix))
-                .map_ok(|m| m.location)
-                .try_collect()
-                .await
-                .map_err(|e| GroupError::Staging(format!("listing {uri}: {e}")))?;
-            files.sort();
-            loads.push(PartitionLoad {
-                partition: l.partition.clone(),
-                reason: l.reason,
-                files,
-            });
-        }
-        work.push(TableWork {
-            table,
-            loads,
-            vanished: plan.vanished,
-        });
-    }
-
-    // 4. Load the group in one transaction.
-    let store = ctx.store.clone();
-    let rt = tokio::runtime::Handle::current();
-    let run = run_id.to_string();
-    let loader = ctx.config.partition_sync.loader;
-    let outcomes = tokio::task::spawn_blocking(move || -> Result<Vec<TableOutcome>, LoadError> {
-        let mut work = work;
-        for w in &mut work {
-            load::ensure_target(&mut conn, &mut w.table)?;
-            if w.table.spec.mysql_partitioning {
-                let ids: Vec<String> = w.loads.iter().map(|l| l.partition.id.clone()).collect();
-                load::ensure_mysql_partitions(&mut conn, &w.table, &ids)?;
+    // 3. Export the changed partitions, a few at a time (each is a warehouse job), and
+    // 4. load the group in one transaction. The staging files are cleaned either way.
+    let exported_and_loaded = async {
+        let mut work = Vec::new();
+        let to_export: usize = planned.iter().map(|(_, p)| p.loads.len()).sum();
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        for (table, plan) in planned {
+            let exports = futures::stream::iter(plan.loads.iter().map(|l| {
+                let (table, started, progress) = (&table, &started, &progress);
+                async move {
+                    let done = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    progress(Progress::Exporting {
+                        table: table.spec.target.clone(),
+                        partition: l.partition.id.clone(),
+                        done,
+                        total: to_export,
+                    });
+                    let rel = format!("{run_id}/{}/{}", table.spec.target, l.partition.id);
+                    let uri = format!("{}/{rel}", ctx.export_uri);
+                    tracing::debug!(table.name = %table.spec.target, partition.id = %l.partition.id, reason = %l.reason, "exporting");
+                    let b = source::export(&ctx.warehouse, table, &l.partition.id, &uri, ctx.format).await?;
+                    let prefix = join(&ctx.store_prefix, &rel);
+                    let mut files: Vec<Path> = ctx
+                        .store
+                        .list(Some(&prefix))
+                        .map_ok(|m| m.location)
+                        .try_collect()
+                        .await
+                        .map_err(|e| GroupError::Staging(format!("listing {uri}: {e}")))?;
+                    files.sort();
+                    Ok::<_, GroupError>((b, PartitionLoad { partition: l.partition.clone(), reason: l.reason, files }))
+                }
+            }))
+            .buffered(EXPORT_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+            let mut loads = Vec::new();
+            for e in exports {
+                let (b, load) = e?;
+                *bytes += b;
+                loads.push(load);
             }
+            work.push(TableWork { table, loads, vanished: plan.vanished });
         }
-        let result = load::load_group(&mut conn, &store, &rt, &run, &work, loader, &*progress);
-        let _ = sink::release_lock(&mut conn, &lock);
-        result
-    })
-    .await
-    .map_err(blocking_err)??;
+
+        let store = ctx.store.clone();
+        let rt = tokio::runtime::Handle::current();
+        let run = run_id.to_string();
+        let loader = ctx.config.partition_sync.loader;
+        let progress = progress.clone();
+        let outcomes = tokio::task::spawn_blocking(move || -> Result<Vec<TableOutcome>, LoadError> {
+            let mut work = work;
+            for w in &mut work {
+                load::ensure_target(&mut conn, &mut w.table)?;
+                if w.table.spec.mysql_partitioning {
+                    let ids: Vec<String> = w.loads.iter().map(|l| l.partition.id.clone()).collect();
+                    load::ensure_mysql_partitions(&mut conn, &w.table, &ids)?;
+                }
+            }
+            let result = load::load_group(&mut conn, &store, &rt, &run, &work, loader, &*progress);
+            let _ = sink::release_lock(&mut conn, &lock);
+            result
+        })
+        .await
+        .map_err(blocking_err)??;
+        Ok::<_, GroupError>(outcomes)
+    }
+    .await;
 
     // 5. Clean the run's staging prefix (best effort: a lifecycle rule can do it too).
     let keep = ctx.config.staging.as_ref().is_some_and(|s| s.keep_files);
@@ -522,6 +529,7 @@ async fn run_group(
             }
         }
     }
+    let outcomes = exported_and_loaded?;
     Ok(GroupReport {
         group: group.name.clone(),
         status: "ok",
@@ -533,6 +541,9 @@ async fn run_group(
         targets: group.tables.iter().map(|t| t.target.clone()).collect(),
     })
 }
+
+/// Export jobs of one table that run at once.
+const EXPORT_CONCURRENCY: usize = 4;
 
 /// The advisory lock of a group: per database, so runs against different databases on one
 /// server never wait for each other.

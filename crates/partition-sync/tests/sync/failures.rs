@@ -38,6 +38,11 @@ async fn bad_rows_fail_their_group_with_table_partition_key_and_column_and_chang
     }
     assert_eq!(s.groups[0].error_kind, Some("bad_row"));
     assert_eq!(snapshot(&f), before);
+    assert!(
+        staged_files(&f).is_empty(),
+        "a failed run left staging files: {:?}",
+        staged_files(&f)
+    );
 }
 
 #[tokio::test]

@@ -180,6 +180,22 @@ pub async fn stats_fixture(days: &[&str], recipes: i64) -> Fixture {
     f
 }
 
+/// Files left in the fixture's staging bucket (the emulator's export directory).
+pub fn staged_files(f: &Fixture) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&f.ds.env.export_root.join(&f.bucket), &mut out);
+    out
+}
+
 pub fn count(f: &Fixture, table: &str) -> i64 {
     f.rows::<i64>(&format!("SELECT COUNT(*) FROM `{table}`"))[0]
 }
