@@ -44,10 +44,20 @@ impl Context {
         .context("building the BigQuery client")?;
         let mut warehouse = Warehouse::new(client, config.warehouse.project.clone());
         warehouse.location = config.warehouse.location.clone();
-        let staging = config
-            .staging
-            .clone()
-            .context("config has no [staging] section: partition-sync exports through it")?;
+        let staging = match (&config.staging, config.groups().is_empty()) {
+            (Some(s), _) => s.clone(),
+            // Nothing to export (a config for stream-sync only): a scratch directory will do.
+            (None, true) => domain::config::StagingConfig {
+                uri: "gs://unused/partition-sync".into(),
+                format: domain::config::StagingFormat::Json,
+                endpoint: None,
+                local_root: Some(std::env::temp_dir().display().to_string()),
+                keep_files: false,
+            },
+            (None, false) => anyhow::bail!(
+                "config has no [staging] section: partition-sync exports partitions through it"
+            ),
+        };
         let export_uri = staging.uri.trim_end_matches('/').to_string();
         let rest = export_uri
             .strip_prefix("gs://")

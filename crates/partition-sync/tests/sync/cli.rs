@@ -271,3 +271,28 @@ async fn metrics_are_pushed_and_a_failed_run_keeps_the_last_success_time() {
         .expect("error pushed");
     assert!(err.ends_with(" 1"), "{err}");
 }
+
+#[tokio::test]
+async fn a_config_without_partition_tables_or_staging_is_a_no_op_run() {
+    let f = Fixture::new().await;
+    let text =
+        f.config_text("[[tables]]\nsource='n'\ntarget='n'\nmode='stream'\nprimary_key=['id']\n");
+    let start = text.find("[staging]").unwrap();
+    let end = text[start..]
+        .find("\n[[tables]]")
+        .map(|i| start + i)
+        .unwrap();
+    let cfg = f.dir.join("stream-only.toml");
+    std::fs::write(&cfg, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["groups"].as_array().unwrap().len(), 0);
+}
