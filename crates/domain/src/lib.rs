@@ -4,6 +4,7 @@
 //! per-test databases and datasets ([`testing`]).
 
 pub mod bigquery;
+pub mod canon;
 pub mod config;
 pub mod db;
 pub mod schema;

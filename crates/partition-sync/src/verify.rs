@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use mysql::prelude::Queryable;
 
 use domain::bigquery::Warehouse;
+use domain::canon;
 use domain::config::quote_ident;
-use domain::schema::{convert, BqType, Column, SqlValue};
+use domain::schema::{convert, Column};
 
 use crate::partition::{Granularity, Scheme, NULL_PARTITION};
 use crate::source::SourceTable;
@@ -40,55 +41,6 @@ pub struct Mismatch {
     pub detail: &'static str,
 }
 
-/// A value in the canonical form both sides are compared in.
-fn canonical(col: &Column, v: &SqlValue) -> Vec<u8> {
-    match v {
-        SqlValue::Null => b"\x00N".to_vec(),
-        SqlValue::Int(i) => i.to_string().into_bytes(),
-        SqlValue::Double(f) => f.to_bits().to_string().into_bytes(),
-        SqlValue::Bytes(b) => b.clone(),
-        SqlValue::Text(s) => canonical_text(col, s).into_bytes(),
-    }
-}
-
-fn canonical_text(col: &Column, s: &str) -> String {
-    match col.bq {
-        BqType::Numeric | BqType::BigNumeric => {
-            let mut t = s.to_string();
-            if t.contains('.') {
-                t = t.trim_end_matches('0').trim_end_matches('.').to_string();
-            }
-            if t == "-0" {
-                t = "0".into();
-            }
-            t
-        }
-        BqType::Json => serde_json::from_str::<serde_json::Value>(s)
-            .map(|v| v.to_string())
-            .unwrap_or_else(|_| s.to_string()),
-        _ => s.to_string(),
-    }
-}
-
-/// The canonical form of a MySQL text-protocol value.
-fn canonical_mysql(col: &Column, v: &mysql::Value) -> Vec<u8> {
-    let bytes = match v {
-        mysql::Value::NULL => return b"\x00N".to_vec(),
-        mysql::Value::Bytes(b) => b.clone(),
-        other => other.as_sql(true).into_bytes(),
-    };
-    match col.bq {
-        BqType::Float64 => {
-            let s = String::from_utf8_lossy(&bytes);
-            s.parse::<f64>()
-                .map(|f| f.to_bits().to_string().into_bytes())
-                .unwrap_or(bytes)
-        }
-        BqType::Bytes => bytes,
-        _ => canonical_text(col, &String::from_utf8_lossy(&bytes)).into_bytes(),
-    }
-}
-
 fn row_hash(parts: impl Iterator<Item = Vec<u8>>) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
     for p in parts {
@@ -106,7 +58,7 @@ fn row_hash(parts: impl Iterator<Item = Vec<u8>>) -> u64 {
 
 /// The partition id of a canonical partition-column value (`2026-01-01`, `2026-01-01 10:…`).
 fn partition_of(scheme: &Scheme, value: &[u8]) -> String {
-    if value == b"\x00N" {
+    if value == canon::NULL.as_bytes() {
         return NULL_PARTITION.to_string();
     }
     let digits: String = String::from_utf8_lossy(value)
@@ -147,7 +99,7 @@ pub async fn warehouse_digests(
                     },
                     &v,
                 ) {
-                    Ok(sv) => parts.push(canonical(col, &sv)),
+                    Ok(sv) => parts.push(canon::of_sql(col, &sv).into_bytes()),
                     Err(e) => {
                         err.get_or_insert(format!("column {}: {e}", col.name));
                         parts.push(b"\x00E".to_vec());
@@ -190,7 +142,9 @@ pub fn mysql_digests(
             .columns
             .iter()
             .enumerate()
-            .map(|(i, c)| canonical_mysql(c, row.as_ref(i).unwrap_or(&mysql::Value::NULL)))
+            .map(|(i, c)| {
+                canon::of_mysql(c, row.as_ref(i).unwrap_or(&mysql::Value::NULL)).into_bytes()
+            })
             .collect();
         let pid = partition_of(&table.scheme, &parts[pcol]);
         out.entry(pid).or_default().add(row_hash(parts.into_iter()));
@@ -236,45 +190,7 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn col(bq: BqType) -> Column {
-        Column {
-            name: "c".into(),
-            bq,
-            required: false,
-            varchar: None,
-        }
-    }
-
-    #[test]
-    fn both_sides_normalise_to_the_same_bytes() {
-        let n = col(BqType::Numeric);
-        assert_eq!(
-            canonical(&n, &SqlValue::Text("12.345".into())),
-            canonical_mysql(&n, &mysql::Value::Bytes(b"12.345000000".to_vec()))
-        );
-        assert_eq!(
-            canonical(&n, &SqlValue::Text("10".into())),
-            canonical_mysql(&n, &mysql::Value::Bytes(b"10.000000000".to_vec()))
-        );
-        let f = col(BqType::Float64);
-        assert_eq!(
-            canonical(&f, &SqlValue::Double(-1e300)),
-            canonical_mysql(&f, &mysql::Value::Bytes(b"-1e300".to_vec()))
-        );
-        let j = col(BqType::Json);
-        assert_eq!(
-            canonical(&j, &SqlValue::Text("{\"b\":1,\"a\":[1,2]}".into())),
-            canonical_mysql(
-                &j,
-                &mysql::Value::Bytes(b"{\"a\": [1, 2], \"b\": 1}".to_vec())
-            )
-        );
-        assert_eq!(
-            canonical(&col(BqType::Int64), &SqlValue::Null),
-            canonical_mysql(&col(BqType::Int64), &mysql::Value::NULL)
-        );
-    }
+    use domain::schema::BqType;
 
     #[test]
     fn a_changed_row_is_a_mismatch() {
@@ -300,7 +216,7 @@ mod tests {
     fn partition_ids_come_from_the_partition_value() {
         let s = Scheme::new("d", Some(BqType::Date), Granularity::Day).unwrap();
         assert_eq!(partition_of(&s, b"2026-01-02"), "20260102");
-        assert_eq!(partition_of(&s, b"\x00N"), NULL_PARTITION);
+        assert_eq!(partition_of(&s, canon::NULL.as_bytes()), NULL_PARTITION);
         let h = Scheme::new("t", Some(BqType::Timestamp), Granularity::Hour).unwrap();
         assert_eq!(
             partition_of(&h, b"2026-01-02 13:04:05.000000"),

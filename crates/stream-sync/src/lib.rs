@@ -7,7 +7,7 @@
 //! [`cycle`] runs one table's cycle and `verify`; [`runner`] the daemon loop with retries,
 //! shutdown and status; [`metrics`] and [`http`] the Prometheus side.
 
-pub mod canon;
+pub use domain::canon;
 pub mod cycle;
 pub mod http;
 pub mod metrics;

@@ -1,12 +1,12 @@
 //! Canonical text of a value, the same whether it comes from the warehouse (after
-//! `domain::schema::convert`) or is read back from MySQL: how keys of both sides are matched
-//! and how `verify` compares rows. Pure functions.
+//! [`crate::schema::convert`]) or is read back from MySQL: how stream-sync matches keys of both
+//! sides and how both binaries' `verify` compare rows. Pure functions.
 
-use domain::schema::{BqType, Column, SqlValue};
+use crate::schema::{BqType, Column, SqlValue};
 use mysql::Value;
 
 /// Stands for SQL NULL (never produced by a real value).
-const NULL: &str = "\u{0}NULL";
+pub const NULL: &str = "\u{0}NULL";
 /// Separates the parts of a composite key.
 pub const KEY_SEP: char = '\u{1f}';
 
