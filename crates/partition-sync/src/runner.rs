@@ -177,6 +177,11 @@ pub enum GroupError {
 }
 
 impl GroupError {
+    /// A MySQL failure that may pass: worth running the group again.
+    pub fn mysql_transient(&self) -> bool {
+        matches!(self, GroupError::Load(l) if l.transient())
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             GroupError::Locked(_) => "locked",
@@ -288,8 +293,22 @@ pub async fn run(
     for group in &groups {
         let span = tracing::info_span!("group", group.name = %group.name, run.id = %run_id);
         let _enter = span.enter();
-        let report = match run_group(ctx, group, opts, &run_id, progress.clone(), &mut bytes).await
-        {
+        // A group is atomic and idempotent, so a transient MySQL failure (lost connection,
+        // deadlock, lock wait timeout, server restarting) is retried after a pause. Warehouse
+        // calls are already retried inside `Warehouse`.
+        let mut attempt = 1;
+        let result = loop {
+            match run_group(ctx, group, opts, &run_id, progress.clone(), &mut bytes).await {
+                Err(e) if e.mysql_transient() && attempt < GROUP_ATTEMPTS => {
+                    let delay = domain::bigquery::backoff(attempt + 2);
+                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "group failed on a transient MySQL error; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => break other,
+            }
+        };
+        let report = match result {
             Ok(report) => report,
             Err(e) => {
                 tracing::error!(error = %e, kind = e.kind(), "group failed; MySQL is unchanged for it");
@@ -551,6 +570,9 @@ async fn run_group(
         targets: group.tables.iter().map(|t| t.target.clone()).collect(),
     })
 }
+
+/// Attempts of a group that fails on transient MySQL errors.
+const GROUP_ATTEMPTS: u32 = 3;
 
 /// Export jobs of one table that run at once.
 const EXPORT_CONCURRENCY: usize = 4;

@@ -296,3 +296,57 @@ async fn a_config_without_partition_tables_or_staging_is_a_no_op_run() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["groups"].as_array().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn a_connection_killed_mid_load_is_retried_and_the_run_succeeds() {
+    let f = stats_fixture(&["2026-01-01"], 2).await;
+    assert!(f.run(STATS, Options::default()).await.ok);
+    f.insert(
+        "stats",
+        vec![stat(5, "2026-01-07", 1), stat(6, "2026-01-07", 1)],
+    )
+    .await;
+    // Make the load wait on the state row, then kill its MySQL connection server-side.
+    let mut blocker = f.mysql();
+    blocker.query_drop("START TRANSACTION").unwrap();
+    blocker
+        .query_drop(
+            "INSERT INTO sync_partitions (target_table, partition_id, row_count, synced_at, run_id) \
+             VALUES ('stats', '20260107', 0, NOW(6), 'test-blocker')",
+        )
+        .unwrap();
+    let cfg = f.write_config(STATS);
+    let child = bin()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut admin = f.mysql();
+    let started = Instant::now();
+    let mut victim = None;
+    while victim.is_none() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(250));
+        victim = admin
+            .query_first::<u64, _>(format!(
+                "SELECT t.trx_mysql_thread_id FROM information_schema.INNODB_TRX t JOIN information_schema.PROCESSLIST p \
+                 ON p.ID = t.trx_mysql_thread_id WHERE p.DB = '{}' AND t.trx_state = 'LOCK WAIT'",
+                f.db.name
+            ))
+            .unwrap();
+    }
+    let victim = victim.expect("the load never waited");
+    admin.query_drop(format!("KILL {victim}")).unwrap();
+    blocker.query_drop("ROLLBACK").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(count(&f, "stats"), 4);
+    assert_eq!(
+        f.rows::<i64>("SELECT row_count FROM sync_partitions WHERE partition_id = '20260107'"),
+        vec![2]
+    );
+}
