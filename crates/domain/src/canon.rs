@@ -5,6 +5,23 @@
 use crate::schema::{BqType, Column, SqlValue};
 use mysql::Value;
 
+/// FNV-1a offset basis: start of [`fnv1a_extend`].
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continues a 64-bit FNV-1a hash over `bytes`. A stable hash (std's isn't, across releases)
+/// for lock names, shard assignment and row digests.
+pub fn fnv1a_extend(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// 64-bit FNV-1a of `bytes`.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    fnv1a_extend(FNV_OFFSET, bytes)
+}
+
 /// Stands for SQL NULL (never produced by a real value).
 pub const NULL: &str = "\u{0}NULL";
 /// Separates the parts of a composite key.

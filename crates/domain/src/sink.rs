@@ -148,9 +148,7 @@ fn lock_name(name: &str) -> String {
     if name.len() <= 64 {
         return name.to_string();
     }
-    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
+    let h = crate::canon::fnv1a(name.as_bytes());
     format!("{}:{h:016x}", &name[..40])
 }
 
@@ -208,7 +206,6 @@ pub struct BatchInserter {
     bytes: usize,
     /// Index (over all rows pushed) of the first row in the current batch.
     first_row: usize,
-    pushed: usize,
     full_stmt: Option<mysql::Statement>,
 }
 
@@ -246,7 +243,6 @@ impl BatchInserter {
             rows: Vec::new(),
             bytes: 0,
             first_row: 0,
-            pushed: 0,
             full_stmt: None,
         }
     }
@@ -265,7 +261,6 @@ impl BatchInserter {
         }
         self.rows.extend(row);
         self.bytes += size;
-        self.pushed += 1;
         Ok(written)
     }
 
@@ -319,11 +314,6 @@ impl BatchInserter {
         }
         s.push_str(&self.tail);
         s
-    }
-
-    /// Rows pushed so far.
-    pub fn pushed(&self) -> usize {
-        self.pushed
     }
 }
 

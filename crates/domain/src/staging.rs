@@ -28,8 +28,6 @@ pub enum StagingError {
 pub struct Staging {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: Path,
-    /// The uri the store was opened from, for messages and for `EXPORT DATA`.
-    pub uri: String,
 }
 
 /// Opens `uri`. `gcs_endpoint` (e.g. `http://127.0.0.1:4443`) switches a `gs://` uri to a
@@ -60,7 +58,6 @@ pub fn open(uri: &str, gcs_endpoint: Option<&str>) -> Result<Staging, StagingErr
         return Ok(Staging {
             store: Arc::new(store),
             prefix: Path::from(prefix),
-            uri: uri.to_string(),
         });
     }
     let dir = uri.strip_prefix("file://").unwrap_or(uri);
@@ -77,7 +74,6 @@ pub fn open(uri: &str, gcs_endpoint: Option<&str>) -> Result<Staging, StagingErr
     Ok(Staging {
         store: Arc::new(store),
         prefix: Path::from(""),
-        uri: uri.to_string(),
     })
 }
 

@@ -94,12 +94,7 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
                     let p = plan::plan(&parts, &synced, &[]);
                     st.partitions_pending = p.loads.len();
                     st.partitions_vanished = p.vanished.len();
-                    st.lag_seconds = p
-                        .loads
-                        .iter()
-                        .filter_map(|l| l.partition.modified_micros)
-                        .min()
-                        .map(|m| (now - m).max(0) as f64 / 1e6);
+                    st.lag_seconds = p.lag_seconds(now);
                 }
                 Err(e) => st.error = Some(e.to_string()),
             }

@@ -3,7 +3,7 @@
 //! `__NULL__`, `__UNPARTITIONED__`), and the filters that select one partition in the
 //! warehouse (for export and fingerprints) and in MySQL (for the delete). Pure functions.
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime};
+use chrono::{NaiveDate, NaiveDateTime};
 
 use domain::config::quote_ident;
 use domain::schema::BqType;
@@ -222,14 +222,6 @@ pub fn sort_ids(ids: &mut [String]) {
 pub fn plausible_id(id: &str) -> bool {
     id == NULL_PARTITION
         || (matches!(id.len(), 4 | 6 | 8 | 10) && id.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// Day of a DATE partition id, for messages.
-pub fn describe(id: &str) -> String {
-    match NaiveDate::parse_from_str(id, "%Y%m%d") {
-        Ok(d) => format!("{id} ({}-{:02}-{:02})", d.year(), d.month(), d.day()),
-        Err(_) => id.to_string(),
-    }
 }
 
 #[cfg(test)]

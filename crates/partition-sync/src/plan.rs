@@ -76,6 +76,17 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.loads.is_empty() && self.vanished.is_empty()
     }
+
+    /// Seconds from the oldest modification still to load until `now_micros`; `None` when
+    /// nothing pending reports a modification time (fingerprint detection, or in sync).
+    pub fn lag_seconds(&self, now_micros: i64) -> Option<f64> {
+        let oldest = self
+            .loads
+            .iter()
+            .filter_map(|l| l.partition.modified_micros)
+            .min()?;
+        Some((now_micros - oldest).max(0) as f64 / 1e6)
+    }
 }
 
 /// Compares the warehouse with the recorded state. A partition is loaded when it is new, its
@@ -234,6 +245,27 @@ mod tests {
         };
         assert!(plan(&[s(100)], std::slice::from_ref(&t), &[]).is_empty());
         assert_eq!(plan(&[s(101)], &[t], &[]).loads[0].reason, Reason::Modified);
+    }
+
+    #[test]
+    fn lag_is_measured_from_the_oldest_pending_modification() {
+        let s = |id: &str, m| SourcePartition {
+            id: id.into(),
+            rows: 1,
+            modified_micros: Some(m),
+            fingerprint: None,
+        };
+        let p = plan(
+            &[s("20260101", 4_000_000), s("20260102", 9_000_000)],
+            &[],
+            &[],
+        );
+        assert_eq!(p.lag_seconds(10_000_000), Some(6.0));
+        assert_eq!(
+            plan(&[src("20260101", 1, 1)], &[], &[]).lag_seconds(10_000_000),
+            None
+        );
+        assert_eq!(Plan::default().lag_seconds(0), None);
     }
 
     #[test]

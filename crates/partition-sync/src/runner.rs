@@ -230,16 +230,12 @@ pub fn selected_groups(config: &SyncConfig, opts: &Options) -> anyhow::Result<Ve
                 .is_none_or(|t| g.tables.iter().any(|s| &s.target == t || &s.source == t))
         })
         .filter(|g| match opts.shard {
-            Some((index, count)) if count > 1 => fnv(&g.name) % count == index,
+            Some((index, count)) if count > 1 => {
+                domain::canon::fnv1a(g.name.as_bytes()) % count == index
+            }
             _ => true,
         })
         .collect())
-}
-
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    })
 }
 
 /// A short, sortable run id: UTC time plus randomness.
@@ -409,14 +405,9 @@ async fn run_group(
             };
             let synced = state.get(&spec.target).cloned().unwrap_or_default();
             let plan = plan::plan(&parts, &synced, &forced);
-            let oldest = plan
-                .loads
-                .iter()
-                .filter_map(|l| l.partition.modified_micros)
-                .min();
             lag.insert(
                 spec.target.clone(),
-                oldest.map_or(0.0, |m| (now_micros - m).max(0) as f64 / 1e6),
+                plan.lag_seconds(now_micros).unwrap_or(0.0),
             );
             plan
         } else {
@@ -588,5 +579,47 @@ fn join(prefix: &Path, rel: &str) -> Path {
         Path::from(rel)
     } else {
         Path::from(format!("{}/{rel}", prefix.as_ref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexed_job_pods_split_the_groups_between_them() {
+        let tables: String = (0..12)
+            .map(|i| format!("[[tables]]\nsource='t{i}'\ntarget='t{i}'\nmode='partition'\npartition_column='d'\n"))
+            .collect();
+        let config = SyncConfig::parse(
+            &format!("[mysql]\n[warehouse]\nproject='p'\ndataset='d'\n{tables}"),
+            "t",
+        )
+        .unwrap();
+        let names = |shard| -> Vec<String> {
+            selected_groups(
+                &config,
+                &Options {
+                    shard,
+                    ..Options::default()
+                },
+            )
+            .unwrap()
+            .into_iter()
+            .map(|g| g.name)
+            .collect()
+        };
+        let all = names(None);
+        assert_eq!(all.len(), 12);
+        let mut split: Vec<String> = (0..3).flat_map(|i| names(Some((i, 3)))).collect();
+        split.sort();
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(split, sorted, "every group in exactly one pod");
+        assert!(
+            (0..3).all(|i| names(Some((i, 3))).len() < 12),
+            "no pod takes every group"
+        );
+        assert_eq!(names(Some((0, 1))), all);
     }
 }

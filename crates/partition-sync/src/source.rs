@@ -70,11 +70,6 @@ impl SourceTable {
             self.qualified
         ))
     }
-
-    /// The target's primary key columns.
-    pub fn key_columns(&self) -> &[String] {
-        &self.spec.primary_key
-    }
 }
 
 /// Reads the table's schema and partitioning.

@@ -42,11 +42,9 @@ pub struct Mismatch {
 }
 
 fn row_hash(parts: impl Iterator<Item = Vec<u8>>) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut h = canon::FNV_OFFSET;
     for p in parts {
-        for b in p.iter().chain(b"\x1f") {
-            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
+        h = canon::fnv1a_extend(canon::fnv1a_extend(h, &p), b"\x1f");
     }
     // Finalise (splitmix) so that XOR of similar rows does not cancel structure.
     h ^= h >> 30;

@@ -30,22 +30,8 @@ async fn first_sync_loads_every_partition_and_a_second_run_writes_nothing() {
     assert_eq!(again.rows_loaded + again.rows_deleted, 0);
     assert_eq!(again.groups[0].status, "unchanged");
     // The staging prefix of the first run was cleaned.
-    let left: Vec<_> = walk(&f.ds.env.export_root.join(&f.bucket));
+    let left = staged_files(&f);
     assert!(left.is_empty(), "staging files left: {left:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                out.extend(walk(&e.path()));
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]
