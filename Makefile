@@ -15,7 +15,7 @@ toolchain: ## install what the build needs (Debian packages, rustfmt/clippy) whe
 	@command -v cargo >/dev/null || { echo "cargo is required: install Rust with rustup (https://rustup.rs)"; exit 1; }
 	@$(ENV_SH) install
 
-services: toolchain ## start MariaDB, the BigQuery and GCS emulators on loopback (idempotent)
+services: toolchain ## start MariaDB, the BigQuery and GCS emulators and a Pushgateway on loopback (idempotent)
 	@$(ENV_SH) up
 
 down: ## stop the local services
@@ -40,9 +40,9 @@ demo-change: services ## change the demo warehouse (a stats partition, nutrition
 test: services ## install what is missing, start the services, run every crate's tests
 	@$(LOAD_ENV); $(CARGO) test --workspace --all-targets -- --skip the_demo_warehouse_reaches_the_api
 	@echo "end to end (demo dataset → partition-sync/stream-sync → recipe-api), latency printed:"
-	@$(LOAD_ENV); $(CARGO) test -p recipe-api --test e2e -- --nocapture
-	@$(LOAD_ENV); $(CARGO) build -p recipe-api && deploy/dev/schemathesis.sh
-	promtool check rules deploy/prometheus/alerts.yml
+	@$(LOAD_ENV); $(CARGO) test --workspace --test e2e -- --nocapture
+	@# The workspace test build above left target/debug/recipe-api: no second build with other features.
+	deploy/dev/schemathesis.sh
 	promtool test rules deploy/prometheus/alerts_test.yml
 	deploy/k8s-check.sh
 

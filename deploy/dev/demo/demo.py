@@ -8,7 +8,6 @@ stdlib only) and into recipe-api's own MySQL tables; the demo sync config; the d
   demo.py config           print the sync config (TOML) for partition-sync and stream-sync
   demo.py change           change the warehouse: one stats partition, nutrition rows updated
                            and deleted (what the next sync carries to the API)
-  demo.py expect           print the warehouse's demo values as JSON (for checks)
 
 Service URLs default to the environment written by `deploy/dev/env.sh up` (.dev/env).
 Warehouse tables:
@@ -404,16 +403,6 @@ def change(args):
           f"  ingredient_nutrition: ingredients {', '.join(map(str, DELETED_NUTRITION))} deleted")
 
 
-def expect(args):
-    wh = warehouse(args)
-    ds = args.dataset
-    stats = wh.query(f"SELECT recipe_id, CAST(day AS STRING) AS day, views, cooks, avg_rating, "
-                     f"UNIX_MICROS(updated_at) AS updated_us FROM `{ds}.recipe_daily_stats` "
-                     "ORDER BY recipe_id, day")
-    nutrition = wh.query(f"SELECT * FROM `{ds}.ingredient_nutrition` ORDER BY ingredient_id")
-    json.dump({"stats": stats, "nutrition": nutrition}, sys.stdout)
-
-
 def main():
     env = os.environ
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -433,7 +422,6 @@ def main():
     c.add_argument("--metrics-listen", default="127.0.0.1:9464")
     c.add_argument("--interval", type=int, default=5)
     sub.add_parser("change")
-    sub.add_parser("expect")
     args = p.parse_args()
     if args.command == "seed-warehouse":
         seed_warehouse(args)
@@ -447,8 +435,6 @@ def main():
         config(args)
     elif args.command == "change":
         change(args)
-    elif args.command == "expect":
-        expect(args)
 
 
 if __name__ == "__main__":
