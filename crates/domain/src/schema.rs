@@ -147,14 +147,21 @@ impl Column {
 }
 
 /// The sync's columns of a BigQuery table schema, with configured `VARCHAR` lengths.
-/// Errors name the column whose type is not supported.
+/// Errors name the column whose type is not supported or whose name is not a safe
+/// identifier, and a `varchar` entry that names no column (a typo would otherwise be ignored).
 pub fn columns_from_schema(
     fields: &[gcp_bigquery_client::model::table_field_schema::TableFieldSchema],
     varchar: &std::collections::BTreeMap<String, u32>,
 ) -> Result<Vec<Column>, String> {
-    fields
+    let columns = fields
         .iter()
         .map(|f| {
+            if !crate::config::valid_identifier(&f.name) {
+                return Err(format!(
+                    "column name `{}` is not a valid identifier",
+                    f.name
+                ));
+            }
             let type_name = serde_json::to_value(&f.r#type)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
@@ -171,7 +178,16 @@ pub fn columns_from_schema(
                 varchar: varchar.get(&f.name).copied(),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, String>>()?;
+    if let Some(name) = varchar
+        .keys()
+        .find(|n| !columns.iter().any(|c| &c.name == *n))
+    {
+        return Err(format!(
+            "varchar configured for `{name}`, which the warehouse table does not have"
+        ));
+    }
+    Ok(columns)
 }
 
 /// A MySQL value ready to bind: text, bytes, integer, double or NULL.
@@ -511,6 +527,27 @@ mod tests {
         .contains("DECIMAL(38,9)"));
         assert!(convert(&col(BqType::Numeric), &json!("-12.345000000")).is_ok());
         assert!(check_decimal("1e5", 29, 9).is_err());
+    }
+
+    #[test]
+    fn schema_columns_reject_bad_names_and_stray_varchar_entries() {
+        use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+        let fields = vec![
+            TableFieldSchema::integer("id"),
+            TableFieldSchema::string("name"),
+        ];
+        let mut varchar = std::collections::BTreeMap::new();
+        varchar.insert("name".to_string(), 20);
+        let cols = columns_from_schema(&fields, &varchar).unwrap();
+        assert_eq!(cols[1].varchar, Some(20));
+        varchar.insert("nmae".to_string(), 20);
+        assert!(columns_from_schema(&fields, &varchar)
+            .unwrap_err()
+            .contains("`nmae`"));
+        let bad = vec![TableFieldSchema::integer("a b")];
+        assert!(columns_from_schema(&bad, &Default::default())
+            .unwrap_err()
+            .contains("`a b`"));
     }
 
     #[test]

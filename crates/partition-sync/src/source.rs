@@ -97,22 +97,6 @@ pub async fn describe(
         &spec.varchar,
     )
     .map_err(schema_err)?;
-    if let Some(c) = columns
-        .iter()
-        .find(|c| !domain::config::valid_identifier(&c.name))
-    {
-        return Err(schema_err(format!(
-            "column name `{}` is not a valid identifier",
-            c.name
-        )));
-    }
-    for name in spec.varchar.keys() {
-        if !columns.iter().any(|c| &c.name == name) {
-            return Err(schema_err(format!(
-                "varchar configured for `{name}`, which the warehouse table does not have"
-            )));
-        }
-    }
     let tp = table.time_partitioning.as_ref().ok_or_else(|| {
         schema_err(
             "is not time-partitioned; use mode = \"stream\" for unpartitioned tables".to_string(),
