@@ -153,12 +153,14 @@ impl Warehouse {
         }
     }
 
-    /// Runs `sql` and calls `on_page` for each page of results, in order. A transient error
+    /// Runs `sql` and calls `on_page` for each page of results, in order. `on_page` returns the
+    /// caller's own error type, which stops the query and comes back as is. A transient error
     /// before the first page is retried; once a page was delivered an error is returned, as a
     /// retry could deliver rows twice.
-    pub async fn query_pages<F>(&self, sql: &str, mut on_page: F) -> Result<u64, WarehouseError>
+    pub async fn query_pages<F, E>(&self, sql: &str, mut on_page: F) -> Result<u64, E>
     where
-        F: FnMut(Page) -> Result<(), WarehouseError>,
+        F: FnMut(Page) -> Result<(), E>,
+        E: From<WarehouseError>,
     {
         use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
         use gcp_bigquery_client::model::query_request::QueryRequest;
@@ -174,7 +176,7 @@ impl Warehouse {
         })
         .await?;
         if let Some(errors) = first.errors.as_deref().filter(|e| !e.is_empty()) {
-            return Err(WarehouseError::Query(errors_to_string(errors)));
+            return Err(WarehouseError::Query(errors_to_string(errors)).into());
         }
         let bytes: u64 = first
             .total_bytes_processed
@@ -204,14 +206,12 @@ impl Warehouse {
             return if complete {
                 Ok(bytes)
             } else {
-                Err(WarehouseError::Query(
-                    "incomplete query without a job reference".into(),
-                ))
+                Err(WarehouseError::Query("incomplete query without a job reference".into()).into())
             };
         };
         loop {
             if started.elapsed() > self.query_timeout {
-                return Err(WarehouseError::Timeout(self.query_timeout));
+                return Err(WarehouseError::Timeout(self.query_timeout).into());
             }
             let params = GetQueryResultsParameters {
                 format_options: None,
@@ -228,7 +228,7 @@ impl Warehouse {
             })
             .await?;
             if let Some(errors) = resp.errors.as_deref().filter(|e| !e.is_empty()) {
-                return Err(WarehouseError::Query(errors_to_string(errors)));
+                return Err(WarehouseError::Query(errors_to_string(errors)).into());
             }
             if !resp.job_complete.unwrap_or(true) {
                 continue; // the server waited timeout_ms already
@@ -256,7 +256,7 @@ impl Warehouse {
             .query_pages(sql, |page| {
                 all.columns = page.columns;
                 all.rows.extend(page.rows);
-                Ok(())
+                Ok::<(), WarehouseError>(())
             })
             .await?;
         all.bytes_processed = bytes;

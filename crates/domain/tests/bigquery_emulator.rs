@@ -70,7 +70,7 @@ async fn inserted_rows_come_back_through_paged_query_results() {
             );
             ids.push(id);
         }
-        Ok(())
+        Ok::<(), WarehouseError>(())
     })
     .await
     .expect("query");

@@ -89,13 +89,13 @@ pub async fn warehouse_digests(
         for row in page.rows {
             let mut parts = Vec::with_capacity(table.columns.len());
             for (col, cell) in table.columns.iter().zip(row.iter()) {
-                let v = cell.clone().unwrap_or(serde_json::Value::Null);
+                let v = cell.as_ref().unwrap_or(&serde_json::Value::Null);
                 match convert(
                     &Column {
                         required: false,
                         ..col.clone()
                     },
-                    &v,
+                    v,
                 ) {
                     Ok(sv) => parts.push(canon::of_sql(col, &sv).into_bytes()),
                     Err(e) => {
@@ -107,7 +107,7 @@ pub async fn warehouse_digests(
             let pid = partition_of(&table.scheme, &parts[pcol]);
             out.entry(pid).or_default().add(row_hash(parts.into_iter()));
         }
-        Ok(())
+        Ok::<(), domain::bigquery::WarehouseError>(())
     })
     .await
     .map_err(|e| e.to_string())?;

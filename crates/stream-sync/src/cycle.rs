@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use domain::bigquery::{Warehouse, WarehouseError};
+use domain::bigquery::Warehouse;
 use domain::config::{quote_ident, TableSpec};
 use domain::schema::Column;
 use mysql::prelude::Queryable;
@@ -307,41 +307,25 @@ async fn fetch_and_apply(
     let max_packet = blocking(|| domain::sink::max_allowed_packet(conn))?;
     let batch = env.settings.batch_rows.max(1);
     let mut pending: Vec<Vec<mysql::Value>> = Vec::with_capacity(batch.min(10_000));
-    let mut failed: Option<SyncError> = None;
     let mut fetched = 0u64;
     let mut upserted = 0u64;
-    let stop = || WarehouseError::Client("stopped by the apply step".into());
     report.fetch.queries += 1;
     let result = env
         .warehouse
         .query_pages(sql, |page| {
             fetched += page.rows.len() as u64;
             for cells in page.rows {
-                match target::convert_row(&table, &src.columns, &pk_idx, cells) {
-                    Ok((values, hash)) => {
-                        if only.is_none_or(|s| s.contains(&hash)) {
-                            pending.push(values);
-                        }
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        return Err(stop());
-                    }
+                let (values, hash) = target::convert_row(&table, &src.columns, &pk_idx, cells)?;
+                if only.is_none_or(|s| s.contains(&hash)) {
+                    pending.push(values);
                 }
                 if pending.len() >= batch {
                     let rows = std::mem::take(&mut pending);
-                    match blocking(|| {
+                    upserted += blocking(|| {
                         target::upsert_batch(conn, &table, &columns, max_packet, rows)
-                    }) {
-                        Ok(n) => upserted += n as u64,
-                        Err(e) => {
-                            failed = Some(e);
-                            return Err(stop());
-                        }
-                    }
+                    })? as u64;
                     if env.shutdown.load(Ordering::SeqCst) {
-                        failed = Some(SyncError::Shutdown);
-                        return Err(stop());
+                        return Err(SyncError::Shutdown);
                     }
                 }
             }
@@ -350,9 +334,6 @@ async fn fetch_and_apply(
         .await;
     report.fetch.full_rows += fetched;
     report.upserted += upserted;
-    if let Some(e) = failed {
-        return Err(e);
-    }
     report.fetch.bytes_processed += result?;
     let rows = std::mem::take(&mut pending);
     report.upserted +=

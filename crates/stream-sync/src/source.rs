@@ -299,38 +299,31 @@ pub async fn keys(
     let n = src.primary_key.len();
     for chunk in buckets.chunks(4096) {
         stats.queries += 1;
-        let mut bad: Option<String> = None;
         let bytes = wh
             .query_pages(&src.keys_sql(chunk), |page| {
                 stats.key_rows += page.rows.len() as u64;
                 for r in page.rows {
                     let mut parts = Vec::with_capacity(n);
                     for (c, v) in src.primary_key.iter().zip(&r) {
-                        let v = v.clone().unwrap_or(serde_json::Value::Null);
-                        match domain::schema::convert(c, &v) {
-                            Ok(sv) => parts.push(crate::canon::of_sql(c, &sv)),
-                            Err(e) => {
-                                bad.get_or_insert(format!("key column `{}`: {e}", c.name));
-                            }
-                        }
+                        let v = v.as_ref().unwrap_or(&serde_json::Value::Null);
+                        let sv = domain::schema::convert(c, v).map_err(|e| {
+                            SyncError::BadRow(format!("key column `{}`: {e}", c.name))
+                        })?;
+                        parts.push(crate::canon::of_sql(c, &sv));
                     }
-                    match r.get(n).and_then(cell_i64) {
-                        Some(hash) => out.push(KeyHash {
-                            key: crate::canon::key(parts),
-                            hash,
-                        }),
-                        None => {
-                            bad.get_or_insert("row hash missing".into());
-                        }
-                    }
+                    let hash = r
+                        .get(n)
+                        .and_then(cell_i64)
+                        .ok_or_else(|| SyncError::BadRow("row hash missing".into()))?;
+                    out.push(KeyHash {
+                        key: crate::canon::key(parts),
+                        hash,
+                    });
                 }
-                Ok(())
+                Ok::<(), SyncError>(())
             })
             .await?;
         stats.bytes_processed += bytes;
-        if let Some(e) = bad {
-            return Err(SyncError::BadRow(e));
-        }
     }
     Ok(out)
 }
