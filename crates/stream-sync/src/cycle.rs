@@ -219,8 +219,8 @@ async fn cycle_inner(
         let wh_keys = source::keys(env.warehouse, &src, &split.mixed, &mut report.fetch).await?;
         let my_buckets: Vec<u16> = split.mixed.iter().chain(&split.gone).copied().collect();
         let my_keys = blocking(|| target::keys(conn, &target, &src.primary_key, &my_buckets))?;
-        let row_plan = plan::plan_rows(&wh_keys, &my_keys)?;
-        drop((wh_keys, my_keys));
+        let row_plan = plan::plan_rows(&wh_keys, &my_keys.keys)?;
+        drop(wh_keys);
         plan::guard(
             row_plan.deletes.len() as u64,
             report.mysql_rows,
@@ -256,8 +256,9 @@ async fn cycle_inner(
             }
         }
         for batch in row_plan.deletes.chunks(env.settings.batch_rows.max(1)) {
-            report.deleted +=
-                blocking(|| target::delete_batch(conn, &target, &src.primary_key, batch))? as u64;
+            report.deleted += blocking(|| {
+                target::delete_batch(conn, &target, &src.primary_key, batch, &my_keys.raw)
+            })? as u64;
             if env.shutdown.load(Ordering::SeqCst) {
                 return Err(SyncError::Shutdown);
             }

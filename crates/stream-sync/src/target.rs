@@ -98,9 +98,9 @@ pub fn keys(
     table: &str,
     pk: &[Column],
     buckets: &[u16],
-) -> Result<Vec<KeyHash>, SinkError> {
+) -> Result<MysqlKeys, SinkError> {
     let cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
-    let mut out = Vec::new();
+    let mut out = MysqlKeys::default();
     for chunk in buckets.chunks(4096) {
         let list: Vec<String> = chunk.iter().map(u16::to_string).collect();
         let sql = format!(
@@ -111,7 +111,7 @@ pub fn keys(
         );
         let rows: Vec<mysql::Row> = conn.query(sql)?;
         for row in rows {
-            let values = row.unwrap();
+            let mut values = row.unwrap();
             let key = canon::key(pk.iter().zip(&values).map(|(c, v)| canon::of_mysql(c, v)));
             let hash = match values.get(pk.len()) {
                 Some(Value::Int(i)) => *i,
@@ -119,10 +119,21 @@ pub fn keys(
                 Some(Value::Bytes(b)) => String::from_utf8_lossy(b).parse().unwrap_or(0),
                 _ => 0,
             };
-            out.push(KeyHash { key, hash });
+            values.truncate(pk.len());
+            out.raw.insert(key.clone(), values);
+            out.keys.push(KeyHash { key, hash });
         }
     }
     Ok(out)
+}
+
+/// The `(key, hash)` pairs of MySQL rows, and each key's values exactly as MySQL returned them:
+/// what a DELETE binds, so that it matches whatever the key's type (a re-parsed canonical text
+/// would not, e.g. for binary keys or keys containing the canonical separator).
+#[derive(Debug, Default)]
+pub struct MysqlKeys {
+    pub keys: Vec<KeyHash>,
+    pub raw: std::collections::HashMap<String, Vec<Value>>,
 }
 
 /// Column names written by an upsert: the warehouse's plus bucket and hash.
@@ -173,6 +184,7 @@ pub fn delete_batch(
     table: &str,
     pk: &[Column],
     rows: &[StaleRow],
+    raw: &std::collections::HashMap<String, Vec<Value>>,
 ) -> Result<usize, SyncError> {
     if rows.is_empty() {
         return Ok(0);
@@ -188,9 +200,10 @@ pub fn delete_batch(
     );
     let mut params: Vec<Value> = Vec::with_capacity(rows.len() * cols.len());
     for r in rows {
-        for part in r.key.split(canon::KEY_SEP) {
-            params.push(Value::Bytes(part.as_bytes().to_vec()));
-        }
+        let key = raw.get(&r.key).ok_or_else(|| {
+            SyncError::Permanent(format!("{table}: no MySQL key values for a stale row"))
+        })?;
+        params.extend(key.iter().cloned());
         params.push(Value::Int(r.hash));
     }
     let mut tx = conn.start_transaction(TxOpts::default())?;

@@ -272,3 +272,29 @@ async fn cursor_mode_fetches_only_rows_past_the_watermark() {
         vec![vec!["b"]]
     );
 }
+
+#[tokio::test]
+async fn deletes_bind_the_keys_as_mysql_returned_them() {
+    // A key holding the separator of canonical composite keys (U+001F) and a DATE key: the
+    // DELETE must match the rows MySQL holds, not a re-parsed text form of their keys.
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.odd (code STRING NOT NULL, day DATE NOT NULL, v INT64)")
+        .await;
+    f.bq("INSERT INTO {ds}.odd (code, day, v) VALUES (CONCAT('a', CHR(31), 'b'), DATE '2026-01-01', 1), ('plain', DATE '2026-01-02', 2), ('keep', DATE '2026-01-03', 3)")
+        .await;
+    let config = f.config(
+        &table("odd", &["code", "day"], "varchar = { code = 20 }\n"),
+        "max_delete_fraction = 1.0\n",
+    );
+    ok(&f.sync(&config).await, "odd");
+    assert_eq!(f.my_count("odd"), 3);
+    assert_eq!(
+        f.my_rows("SELECT HEX(code) FROM odd WHERE v = 1"),
+        vec![vec!["611F62"]],
+        "the key really holds U+001F"
+    );
+    f.bq("DELETE FROM {ds}.odd WHERE v IN (1, 2)").await;
+    let r = ok(&f.sync(&config).await, "odd").clone();
+    assert_eq!(r.deleted, 2, "{r:?}");
+    assert_eq!(f.my_rows("SELECT code FROM odd"), vec![vec!["keep"]]);
+}
