@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
 use crate::resources::Ingredient;
-use crate::schema::{ingredients, recipe_ingredients};
+use crate::schema::ingredients;
 
 diesel::define_sql_function! {
     /// SQL `LOWER`, so the search key is folded exactly like the stored `name_key`.
@@ -115,14 +115,6 @@ pub fn rename(
     diesel::update(ingredients::table.find(id))
         .set((ingredients::name.eq(name), ingredients::updated_at.eq(now)))
         .execute(conn)
-}
-
-/// True when a recipe uses this ingredient.
-pub fn in_use(conn: &mut MysqlConnection, id: i64) -> QueryResult<bool> {
-    diesel::select(diesel::dsl::exists(
-        recipe_ingredients::table.filter(recipe_ingredients::ingredient_id.eq(id)),
-    ))
-    .get_result(conn)
 }
 
 /// Deletes an ingredient; returns the rows deleted. Fails with a foreign-key violation when a

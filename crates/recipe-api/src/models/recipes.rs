@@ -66,13 +66,9 @@ pub struct NewRecipeIngredient<'a> {
 /// One link with the ingredient's name.
 type LinkRow = (i64, i64, String, Option<BigDecimal>, Option<String>);
 
-/// The recipe row with this id.
-pub fn find(conn: &mut MysqlConnection, id: i64) -> QueryResult<Option<RecipeRow>> {
-    recipes::table
-        .find(id)
-        .select(RecipeRow::as_select())
-        .first(conn)
-        .optional()
+/// Whether a recipe with this id exists (without reading its text columns).
+pub fn exists(conn: &mut MysqlConnection, id: i64) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(recipes::table.find(id))).get_result(conn)
 }
 
 /// The recipe row with this id, locked until the transaction ends (`SELECT … FOR UPDATE`), so

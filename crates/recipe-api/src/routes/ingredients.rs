@@ -244,23 +244,15 @@ pub async fn delete_ingredient(
     let id = path_id(&path)?;
     let in_use =
         move || ApiError::Conflict(format!("ingredient {id} is used by at least one recipe"));
-    db(&state, move |conn| {
-        models::transaction(conn, |conn| {
-            if model::find(conn, id)?.is_none() {
-                return Err(not_found(id));
-            }
-            if model::in_use(conn, id)? {
-                return Err(in_use());
-            }
-            // The foreign key (ON DELETE RESTRICT) still guards against a recipe added since.
-            match model::delete(conn, id) {
-                Err(diesel::result::Error::DatabaseError(
-                    diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-                    _,
-                )) => Err(in_use()),
-                other => other.map(|_| ()).map_err(ApiError::from),
-            }
-        })
+    // One statement: the foreign key (ON DELETE RESTRICT) says "in use", zero rows "absent".
+    db(&state, move |conn| match model::delete(conn, id) {
+        Ok(0) => Err(not_found(id)),
+        Ok(_) => Ok(()),
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+            _,
+        )) => Err(in_use()),
+        Err(e) => Err(e.into()),
     })
     .await?;
     tracing::info!(ingredient.id = id, "ingredient deleted");

@@ -361,7 +361,7 @@ pub async fn recipe_stats(
     let id = path_id(&path)?;
     let (from, to) = stats_range(req.query_string())?;
     let stats = db(&state, move |conn| {
-        if model::find(conn, id)?.is_none() {
+        if !model::exists(conn, id)? {
             return Err(recipe_not_found(id));
         }
         let rows = synced::daily_stats(conn, id, from, to)?;

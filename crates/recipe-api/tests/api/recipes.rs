@@ -144,6 +144,11 @@ async fn a_representation_read_with_get_can_be_modified_and_put_back() {
     let path = format!("/v1/recipes/{}", recipe["id"]);
     let mut body = app.get_json(&path).await;
     body["title"] = json!("Round trip");
+    // Read-only fields with other values than the server's are ignored, not applied.
+    body["id"] = json!(999_999);
+    body["version"] = json!(99);
+    body["created_at"] = json!("2000-01-01T00:00:00Z");
+    body["ingredients"][0]["name"] = json!("renamed through a recipe");
     let response = app
         .authed(Method::PUT, &path)
         .header("if-match", "\"1\"")
@@ -154,11 +159,13 @@ async fn a_representation_read_with_get_can_be_modified_and_put_back() {
     assert_eq!(response.status(), StatusCode::OK);
     let updated: Value = response.json().await.unwrap();
     assert_eq!(updated["title"], "Round trip");
-    assert_eq!(updated["ingredients"], recipe["ingredients"]);
     assert_eq!(
-        updated["version"], 2,
-        "read-only fields in the body are ignored"
+        updated["ingredients"], recipe["ingredients"],
+        "the link's name is not applied"
     );
+    assert_eq!(updated["id"], recipe["id"]);
+    assert_eq!(updated["version"], 2, "the version comes from the server");
+    assert_eq!(updated["created_at"], recipe["created_at"]);
 }
 
 #[tokio::test]
