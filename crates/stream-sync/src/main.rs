@@ -133,7 +133,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("{}: {} error: {e}", o.table, kind.label());
                 }
             }
-            Ok(if once && !failed.is_empty() {
+            // --once: any failure. The daemon only returns on SIGTERM (success) or when every
+            // table has stopped on a permanent error, which must not look like a clean exit.
+            let all_stopped = !outcomes.is_empty()
+                && outcomes
+                    .iter()
+                    .all(|o| matches!(o.error, Some((stream_sync::ErrorKind::Permanent, _))));
+            Ok(if (once && !failed.is_empty()) || all_stopped {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS

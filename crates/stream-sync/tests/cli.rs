@@ -193,3 +193,28 @@ async fn sigterm_stops_the_daemon_cleanly_after_its_cycle() {
     assert!(logs.contains("shutdown requested"), "{logs}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test]
+async fn the_daemon_exits_non_zero_when_every_table_has_stopped() {
+    let f = Fixture::new().await;
+    // The only table does not exist in the warehouse: a permanent error that stops it.
+    let path = std::env::temp_dir().join(format!("stream-sync-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, f.config_text(&table("missing", &["id"], ""), "")).unwrap();
+    let out = bin()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("STREAM_SYNC_TEST_URL", &f.db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        !out.status.success(),
+        "a daemon with nothing left to sync must not exit 0"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("missing"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
