@@ -46,6 +46,13 @@ async fn inserts_updates_and_deletes_all_reach_mysql_in_one_cycle() {
         r.fetch.full_rows, 5,
         "only new and changed rows are fetched"
     );
+    // 7 changed keys touch at most 7 of the 64 buckets; only those are drilled into
+    // (200 rows over 64 buckets: ~3 key rows each, far below the table's 200).
+    assert!(r.buckets_differing <= 7, "{r:?}");
+    assert!(
+        r.fetch.key_rows < 60,
+        "keys read beyond the differing buckets: {r:?}"
+    );
     assert_eq!(f.my_count("items"), 200 - 2 + 2);
     assert_eq!(
         f.my_rows("SELECT id, name, qty FROM items WHERE id IN (3, 7, 8, 1001, 1002) ORDER BY id"),
