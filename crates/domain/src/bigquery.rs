@@ -153,6 +153,16 @@ impl Warehouse {
         }
     }
 
+    /// The warehouse a sync config describes: its endpoint, credentials, project, location.
+    pub async fn from_config(
+        config: &crate::config::WarehouseConfig,
+    ) -> Result<Warehouse, BQError> {
+        let client = client(config.endpoint.as_deref(), &config.credentials()).await?;
+        let mut warehouse = Warehouse::new(client, config.project.clone());
+        warehouse.location = config.location.clone();
+        Ok(warehouse)
+    }
+
     /// Runs `sql` and calls `on_page` for each page of results, in order. `on_page` returns the
     /// caller's own error type, which stops the query and comes back as is. A transient error
     /// before the first page is retried; once a page was delivered an error is returned, as a

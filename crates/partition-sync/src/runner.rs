@@ -36,14 +36,9 @@ pub struct Context {
 impl Context {
     pub async fn new(config: SyncConfig) -> anyhow::Result<Context> {
         let mysql_url = config.mysql_url()?;
-        let client = domain::bigquery::client(
-            config.warehouse.endpoint.as_deref(),
-            &config.warehouse.credentials(),
-        )
-        .await
-        .context("building the BigQuery client")?;
-        let mut warehouse = Warehouse::new(client, config.warehouse.project.clone());
-        warehouse.location = config.warehouse.location.clone();
+        let warehouse = Warehouse::from_config(&config.warehouse)
+            .await
+            .context("building the BigQuery client")?;
         let staging = match (&config.staging, config.groups().is_empty()) {
             (Some(s), _) => s.clone(),
             // Nothing to export (a config for stream-sync only): a scratch directory will do.

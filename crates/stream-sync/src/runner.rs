@@ -69,14 +69,9 @@ impl Runner {
         settings: Settings,
         only: Option<&str>,
     ) -> anyhow::Result<Runner> {
-        let client = domain::bigquery::client(
-            config.warehouse.endpoint.as_deref(),
-            &config.warehouse.credentials(),
-        )
-        .await
-        .context("Failed to build the BigQuery client")?;
-        let mut warehouse = Warehouse::new(client, config.warehouse.project.clone());
-        warehouse.location = config.warehouse.location.clone();
+        let warehouse = Warehouse::from_config(&config.warehouse)
+            .await
+            .context("Failed to build the BigQuery client")?;
         let specs: Vec<TableSpec> = config
             .stream_tables()
             .into_iter()
