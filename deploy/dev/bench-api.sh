@@ -10,6 +10,7 @@
 #        BENCH_WORKERS (1): HTTP workers. wrk, MariaDB and the service share this machine's two
 #        cores, so the service is given one (as a pod with a 1-CPU limit would be); the pool
 #        size is its default (4 here).
+#        BENCH_API_BIN: a recipe-api binary to measure instead of this tree's (A/B comparisons).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -30,7 +31,7 @@ WORKERS="${BENCH_WORKERS:-1}"
 export BENCH_RECIPES=10000 BENCH_INGREDIENTS=500
 
 cargo build --release -p recipe-api --bin recipe-api --example bench_db
-BIN="$ROOT/target/release/recipe-api"
+BIN="${BENCH_API_BIN:-$ROOT/target/release/recipe-api}"
 CEILING="$ROOT/target/release/examples/bench_db"
 
 rest="${MYSQL_URL#mysql://}"

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod executor;
 pub mod models;
 pub mod resources;
 pub mod routes;
@@ -42,12 +43,15 @@ impl Application {
             .local_addr()
             .context("Failed to read the bound address")?
             .port();
-        let state = web::Data::new(AppState::new(
-            models::pool(&config.database_url, config.pool_size, config.db_timeout),
-            config.db_timeout,
-            config.query_timeout,
-            config.body_limit,
-        ));
+        let state = web::Data::new(
+            AppState::new(
+                models::pool(&config.database_url, config.pool_size, config.db_timeout),
+                config.db_timeout,
+                config.query_timeout,
+                config.body_limit,
+            )
+            .context("Failed to start the database threads")?,
+        );
         let tokens = web::Data::new(Tokens::new(&config.tokens));
         let metrics = web::Data::new(Metrics::new().context("Failed to register metrics")?);
         let mut server = HttpServer::new(move || {

@@ -1,5 +1,5 @@
 //! Database access: row types, insert forms and changesets, and queries returning
-//! `QueryResult`. Handlers never build SQL; they call these functions inside `web::block`.
+//! `QueryResult`. Handlers never build SQL; they call these functions through `routes::db`, on the database threads.
 
 pub mod ingredients;
 pub mod recipes;

@@ -7,7 +7,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod recipes;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::{self, HeaderMap};
@@ -17,19 +16,21 @@ use base64::Engine;
 use diesel::mysql::MysqlConnection;
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
+use crate::executor::{DbExecutor, ExecError};
 use crate::models::DbPool;
 use crate::validation;
+
+/// Requests that may wait for a database thread at once; past that, 503 at once.
+const DB_QUEUE: usize = 1024;
 
 /// State every handler can read.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: DbPool,
-    /// One permit per pooled connection: requests queue here, asynchronously, rather than as
-    /// parked blocking threads inside the pool (which costs a context switch per hand-off).
-    pub db_permits: Arc<Semaphore>,
+    /// One thread per pooled connection runs the blocking diesel work; requests queue there.
+    pub executor: DbExecutor,
     /// How long a request waits for a connection before answering 503.
     pub db_timeout: Duration,
     /// How long a request waits for its database work before answering 503.
@@ -44,15 +45,15 @@ impl AppState {
         db_timeout: Duration,
         query_timeout: Duration,
         body_limit: usize,
-    ) -> AppState {
-        let permits = usize::try_from(pool.max_size()).unwrap_or(1).max(1);
-        AppState {
+    ) -> std::io::Result<AppState> {
+        let threads = usize::try_from(pool.max_size()).unwrap_or(1).max(1);
+        Ok(AppState {
             pool,
-            db_permits: Arc::new(Semaphore::new(permits)),
+            executor: DbExecutor::new(threads, DB_QUEUE, db_timeout)?,
             db_timeout,
             query_timeout,
             body_limit,
-        }
+        })
     }
 }
 
@@ -125,25 +126,16 @@ pub async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("no such route".to_string()))
 }
 
-/// Runs blocking diesel code on actix's blocking thread pool with a pooled connection, after
-/// waiting (at most `db_timeout`, then 503) for a connection permit; answers 503 when the work
-/// takes longer than `query_timeout`.
+/// Runs blocking diesel code with a pooled connection on one of the database threads
+/// ([`DbExecutor`]), after waiting (at most `db_timeout`, then 503) for a free thread; answers
+/// 503 when the work has not finished `query_timeout` after that.
 pub async fn db<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&mut MysqlConnection) -> Result<T, ApiError> + Send + 'static,
 {
-    let permit = tokio::time::timeout(state.db_timeout, state.db_permits.clone().acquire_owned())
-        .await
-        .map_err(|_| {
-            ApiError::Unavailable(anyhow::anyhow!(
-                "timed out waiting for a database connection"
-            ))
-        })?
-        .map_err(|e| ApiError::Internal(e.into()))?;
     let pool = state.pool.clone();
-    let work = web::block(move || {
-        let _permit = permit;
+    let work = state.executor.run(move || {
         let mut pooled = pool.get()?;
         let result = f(&mut pooled.conn);
         if matches!(result, Err(ApiError::Unavailable(_))) {
@@ -152,10 +144,14 @@ where
         }
         result
     });
-    // A hung database must not hang the client. The blocking task runs on and releases its
-    // permit (and, failing, its connection) when the client library gives up.
-    match tokio::time::timeout(state.query_timeout, work).await {
-        Ok(result) => result?,
+    // A hung database must not hang the client. The job runs on and frees its thread (and,
+    // failing, its connection) when the client library gives up.
+    match tokio::time::timeout(state.db_timeout + state.query_timeout, work).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(e @ (ExecError::QueueFull(_) | ExecError::QueueTimeout(_)))) => {
+            Err(ApiError::Unavailable(e.into()))
+        }
+        Ok(Err(e)) => Err(ApiError::Internal(e.into())),
         Err(_) => Err(ApiError::Unavailable(anyhow::anyhow!(
             "the database did not answer within {:?}",
             state.query_timeout
