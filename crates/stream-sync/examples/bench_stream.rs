@@ -1,7 +1,7 @@
-//! `make bench-stream`: a table of BENCH_ROWS rows (default 100,000; the emulator needs about
-//! 3.5 minutes per full scan at 1,000,000) in the BigQuery emulator, synced to MariaDB: a full
-//! reload, a no-change cycle, and a cycle after changing 0.1% of the rows (updates, inserts
-//! and deletes). Prints time, warehouse rows fetched and MySQL rows written per case and the
+//! `make bench-stream`: a table of BENCH_ROWS rows (default 1,000,000) in the BigQuery
+//! emulator, synced to MariaDB: a full reload, a no-change cycle, and a cycle after changing
+//! 0.1% of the rows (updates, inserts and deletes). Prints time, warehouse rows fetched
+//! (bucket digests, IBLT cells, keys, full rows) and MySQL rows written per case and the
 //! ratios to the full reload. BENCH_BUCKETS sets the bucket count (default 1024).
 //! Service URLs come from the environment (`.dev/env`, loaded by make).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -34,7 +34,7 @@ async fn cycle(runner: &mut Runner) -> (CycleReport, f64) {
 
 #[tokio::main]
 async fn main() {
-    let rows: i64 = env("BENCH_ROWS", Some("100000")).parse().unwrap();
+    let rows: i64 = env("BENCH_ROWS", Some("1000000")).parse().unwrap();
     let buckets: u32 = env("BENCH_BUCKETS", Some("1024")).parse().unwrap();
     let bq_url = env("BIGQUERY_URL", None);
     let project = env("BIGQUERY_PROJECT", None);
@@ -127,14 +127,17 @@ async fn main() {
     .await;
     let (delta, delta_s) = cycle(&mut runner).await;
 
-    let fetched = |r: &CycleReport| r.fetch.digest_rows + r.fetch.key_rows + r.fetch.full_rows;
+    let fetched = |r: &CycleReport| {
+        r.fetch.digest_rows + r.fetch.cell_rows + r.fetch.key_rows + r.fetch.full_rows
+    };
     println!();
     println!(
-        "{:<16} {:>9} {:>8} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+        "{:<16} {:>9} {:>8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10}",
         "case",
         "time_s",
         "queries",
         "digest_rows",
+        "iblt_cells",
         "key_rows",
         "full_rows",
         "written",
@@ -147,11 +150,12 @@ async fn main() {
         ("0.1% changed", &delta, delta_s),
     ] {
         println!(
-            "{:<16} {:>9.2} {:>8} {:>12} {:>12} {:>12} {:>10} {:>9.2}% {:>9.2}%",
+            "{:<16} {:>9.2} {:>8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>9.2}% {:>9.2}%",
             name,
             s,
             r.fetch.queries,
             r.fetch.digest_rows,
+            r.fetch.cell_rows,
             r.fetch.key_rows,
             r.fetch.full_rows,
             r.rows_written(),
@@ -162,7 +166,7 @@ async fn main() {
     println!();
     println!(
         "0.1% cycle: {} changed rows ({} updates, {} inserts, {} deletes), {} buckets differed; \
-         full rows fetched = {:.3}% of the table, all warehouse rows read (digests + keys + rows) = {:.2}% of the table",
+         full rows fetched = {:.3}% of the table, all warehouse rows read (digests + IBLT cells + keys + rows) = {:.2}% of the table",
         upd + ins + del,
         delta.updates,
         delta.inserts,

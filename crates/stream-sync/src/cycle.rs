@@ -15,7 +15,7 @@ use mysql::Conn;
 
 use crate::plan::{self, BucketDigest};
 use crate::source::{self, FetchStats, SourceMeta, SourceTable};
-use crate::{blocking, canon, target, SyncError};
+use crate::{blocking, canon, iblt, target, SyncError};
 
 /// Tunables of every table's cycle.
 #[derive(Debug, Clone)]
@@ -213,14 +213,35 @@ async fn cycle_inner(
     let differing = plan::differing_buckets(&wh, &my);
     report.buckets_differing = differing.len() as u64;
     if !differing.is_empty() {
-        // (2) Keys and hashes of the differing buckets only, and from the warehouse only
-        // where MySQL has rows too (a bucket empty in MySQL is all inserts).
+        // (2) Which rows differ: from an IBLT of the row hashes where the difference is small
+        // (reads about twice as many cells as rows changed), else from the keys and hashes of
+        // the differing buckets (only where MySQL has rows too: a bucket empty in MySQL is all
+        // inserts).
         let split = plan::split_buckets(&differing, &wh, &my);
-        let wh_keys = source::keys(env.warehouse, &src, &split.mixed, &mut report.fetch).await?;
-        let my_buckets: Vec<u16> = split.mixed.iter().chain(&split.gone).copied().collect();
-        let my_keys = blocking(|| target::keys(conn, &target, &src.primary_key, &my_buckets))?;
-        let row_plan = plan::plan_rows(&wh_keys, &my_keys.keys)?;
-        drop(wh_keys);
+        let found = iblt_plan(env, &src, conn, &split, (&wh, &my), report).await?;
+        let (mut row_plan, prefetched, mut raw_keys) = match found {
+            Some(found) => (found.plan, Some(found.rows), found.raw_keys),
+            None => {
+                let my_mixed =
+                    blocking(|| target::keys(conn, &target, &src.primary_key, &split.mixed))?;
+                let wh_keys =
+                    source::keys(env.warehouse, &src, &split.mixed, &mut report.fetch).await?;
+                (
+                    plan::plan_rows(&wh_keys, &my_mixed.keys)?,
+                    None,
+                    my_mixed.raw,
+                )
+            }
+        };
+        // Every MySQL row of a bucket the warehouse no longer has goes.
+        let my_gone = blocking(|| target::keys(conn, &target, &src.primary_key, &split.gone))?;
+        row_plan
+            .deletes
+            .extend(my_gone.keys.iter().map(|k| plan::StaleRow {
+                key: k.key.clone(),
+                hash: k.hash,
+            }));
+        raw_keys.extend(my_gone.raw);
         plan::guard(
             row_plan.deletes.len() as u64,
             report.mysql_rows,
@@ -243,7 +264,9 @@ async fn cycle_inner(
             let sql = src.rows_sql(chunk, None);
             fetch_and_apply(env, &src, conn, &sql, None, report).await?;
         }
-        if !row_plan.fetch.is_empty() {
+        if let Some(rows) = prefetched {
+            apply_rows(env, &src, conn, rows, report)?;
+        } else if !row_plan.fetch.is_empty() {
             if plan::fetch_by_hash(row_plan.fetch.len()) {
                 let sql = src.rows_sql(&split.mixed, Some(&row_plan.fetch));
                 fetch_and_apply(env, &src, conn, &sql, None, report).await?;
@@ -257,7 +280,7 @@ async fn cycle_inner(
         }
         for batch in row_plan.deletes.chunks(env.settings.batch_rows.max(1)) {
             report.deleted += blocking(|| {
-                target::delete_batch(conn, &target, &src.primary_key, batch, &my_keys.raw)
+                target::delete_batch(conn, &target, &src.primary_key, batch, &raw_keys)
             })? as u64;
             if env.shutdown.load(Ordering::SeqCst) {
                 return Err(SyncError::Shutdown);
@@ -266,6 +289,198 @@ async fn cycle_inner(
     }
     state.last_meta = Some(meta);
     state.last_digest = Some(plan::table_digest(&wh));
+    Ok(())
+}
+
+/// What [`iblt_plan`] found: the plan, the rows to upsert (MySQL values, bucket and hash
+/// last) and the MySQL key values of the rows to delete.
+struct IbltFound {
+    plan: plan::RowPlan,
+    rows: Vec<Vec<mysql::Value>>,
+    raw_keys: HashMap<String, Vec<mysql::Value>>,
+}
+
+/// Plans the mixed buckets from IBLTs of the row hashes (see [`crate::iblt`]): the warehouse's
+/// computed in SQL, MySQL's here from its stored hashes (an index-only read). The rows only
+/// the warehouse has are fetched by hash (they are few) and returned for upserting; MySQL
+/// rows whose hash is gone and whose key was not rewritten are deletes. `None` (and the
+/// caller reads the keys instead) when the difference looks too large for an IBLT to pay
+/// off, when it can't be decoded, or when anything does not add up (a duplicate key in the
+/// warehouse, a row that changed meanwhile): the key scan handles and reports those.
+async fn iblt_plan(
+    env: &Env<'_>,
+    src: &SourceTable,
+    conn: &mut Conn,
+    split: &plan::BucketSplit,
+    (wh, my): (&plan::Digests, &plan::Digests),
+    report: &mut CycleReport,
+) -> Result<Option<IbltFound>, SyncError> {
+    let table = report.table.clone();
+    let counts: Vec<(u64, u64)> = split
+        .mixed
+        .iter()
+        .map(|b| {
+            (
+                wh.get(b).map_or(0, |d| d.count),
+                my.get(b).map_or(0, |d| d.count),
+            )
+        })
+        .collect();
+    let m = iblt::per_table_for(iblt::expected_difference(counts.iter().copied()));
+    let wh_rows: u64 = counts.iter().map(|(w, _)| *w).sum();
+    let my_rows: u64 = counts.iter().map(|(_, m)| *m).sum();
+    if split.mixed.is_empty() || u64::from(m) * iblt::K as u64 * 4 > wh_rows {
+        return Ok(None);
+    }
+    let warehouse = source::iblt(env.warehouse, src, &split.mixed, m, &mut report.fetch).await?;
+    let mut mysql = iblt::Iblt::new(m);
+    for h in blocking(|| target::hashes(conn, &table, &split.mixed))? {
+        mysql.insert(h);
+    }
+    let diff = match warehouse.difference(&mysql) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::info!(table = %table, error = %e, "IBLT not decoded; reading the keys of the differing buckets");
+            return Ok(None);
+        }
+    };
+    if my_rows + diff.warehouse_only.len() as u64 != wh_rows + diff.mysql_only.len() as u64
+        || !plan::fetch_by_hash(diff.warehouse_only.len())
+        || !plan::fetch_by_hash(diff.mysql_only.len())
+    {
+        return Ok(None);
+    }
+    let stale = blocking(|| {
+        target::keys_with_hashes(
+            conn,
+            &table,
+            &src.primary_key,
+            &split.mixed,
+            &diff.mysql_only,
+        )
+    })?;
+    if stale.keys.len() != diff.mysql_only.len() {
+        return Ok(None);
+    }
+
+    // The new and changed rows, by hash.
+    let pk_idx = pk_positions(src);
+    let mut rows: Vec<(String, Vec<mysql::Value>)> = Vec::with_capacity(diff.warehouse_only.len());
+    if !diff.warehouse_only.is_empty() {
+        let sql = src.rows_by_hash_sql(&diff.warehouse_only);
+        report.fetch.queries += 1;
+        let bytes = env
+            .warehouse
+            .query_pages(&sql, |page| {
+                report.fetch.full_rows += page.rows.len() as u64;
+                for cells in page.rows {
+                    let key = canonical_key(src, &pk_idx, &cells)?;
+                    let (values, _) = target::convert_row(&table, &src.columns, &pk_idx, cells)?;
+                    rows.push((key, values));
+                }
+                Ok::<(), SyncError>(())
+            })
+            .await?;
+        report.fetch.bytes_processed += bytes;
+    }
+    if rows.len() != diff.warehouse_only.len() {
+        return Ok(None);
+    }
+
+    let stale_keys: HashSet<&str> = stale.keys.iter().map(|k| k.key.as_str()).collect();
+    let mut found = plan::RowPlan {
+        fetch: diff.warehouse_only.clone(),
+        ..plan::RowPlan::default()
+    };
+    let mut rewritten: HashSet<&str> = HashSet::with_capacity(rows.len());
+    for (key, _) in &rows {
+        if !rewritten.insert(key.as_str()) {
+            return Ok(None); // the warehouse has this key twice
+        }
+        if stale_keys.contains(key.as_str()) {
+            found.updates += 1;
+        } else {
+            found.inserts += 1;
+        }
+    }
+    // A key planned as new must be new: one MySQL still holds with a current hash means the
+    // warehouse has that key twice.
+    let bound: Vec<Vec<mysql::Value>> = rows
+        .iter()
+        .map(|(_, v)| pk_idx.iter().map(|i| v[*i].clone()).collect())
+        .collect();
+    if blocking(|| target::count_existing(conn, &table, &src.primary_key, &bound))?
+        != found.updates as u64
+    {
+        return Ok(None);
+    }
+    for k in &stale.keys {
+        if !rewritten.contains(k.key.as_str()) {
+            found.deletes.push(plan::StaleRow {
+                key: k.key.clone(),
+                hash: k.hash,
+            });
+        }
+    }
+    Ok(Some(IbltFound {
+        plan: found,
+        rows: rows.into_iter().map(|(_, v)| v).collect(),
+        raw_keys: stale.raw,
+    }))
+}
+
+/// Positions of the primary key columns among the source columns.
+fn pk_positions(src: &SourceTable) -> Vec<usize> {
+    src.primary_key
+        .iter()
+        .filter_map(|k| src.columns.iter().position(|c| c.name == k.name))
+        .collect()
+}
+
+/// The canonical key of an exported warehouse row, as `target::keys` computes MySQL's.
+fn canonical_key(
+    src: &SourceTable,
+    pk_idx: &[usize],
+    cells: &[Option<serde_json::Value>],
+) -> Result<String, SyncError> {
+    let mut parts = Vec::with_capacity(pk_idx.len());
+    for (c, i) in src.primary_key.iter().zip(pk_idx) {
+        let v = cells
+            .get(*i)
+            .and_then(Option::as_ref)
+            .unwrap_or(&serde_json::Value::Null);
+        let sv = domain::schema::convert(c, v)
+            .map_err(|e| SyncError::BadRow(format!("key column `{}`: {e}", c.name)))?;
+        parts.push(canon::of_sql(c, &sv));
+    }
+    Ok(canon::key(parts))
+}
+
+/// Upserts rows already fetched, in transactions of `batch_rows`; stops after the current
+/// batch on shutdown.
+fn apply_rows(
+    env: &Env<'_>,
+    src: &SourceTable,
+    conn: &mut Conn,
+    rows: Vec<Vec<mysql::Value>>,
+    report: &mut CycleReport,
+) -> Result<(), SyncError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let columns = target::write_columns(&src.columns);
+    let max_packet = blocking(|| domain::sink::max_allowed_packet(conn))?;
+    let batch = env.settings.batch_rows.max(1);
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<mysql::Value>> = rows.by_ref().take(batch).collect();
+        report.upserted +=
+            blocking(|| target::upsert_batch(conn, &report.table, &columns, max_packet, chunk))?
+                as u64;
+        if env.shutdown.load(Ordering::SeqCst) && rows.peek().is_some() {
+            return Err(SyncError::Shutdown);
+        }
+    }
     Ok(())
 }
 

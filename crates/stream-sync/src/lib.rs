@@ -10,6 +10,7 @@
 pub use domain::canon;
 pub mod cycle;
 pub mod http;
+pub mod iblt;
 pub mod metrics;
 pub mod plan;
 pub mod runner;

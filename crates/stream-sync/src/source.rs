@@ -19,6 +19,8 @@ pub struct FetchStats {
     pub digest_rows: u64,
     /// `(key, hash)` rows read for differing buckets.
     pub key_rows: u64,
+    /// IBLT cells read for differing buckets (see `iblt`).
+    pub cell_rows: u64,
     /// Full table rows read.
     pub full_rows: u64,
     pub bytes_processed: u64,
@@ -135,6 +137,50 @@ impl SourceTable {
             cols.join(", "),
             self.hashed_keys(true),
             join_nums(buckets)
+        )
+    }
+
+    /// The warehouse's IBLT (see [`crate::iblt`]) of the row hashes in `buckets`, `m` cells per
+    /// sub-table: `(cell, count, xor, check)` of each non-empty cell. Cell numbers and the
+    /// checksum are the same arithmetic as `iblt::cells_of` and `iblt::check_of`.
+    pub fn iblt_sql(&self, buckets: &[u16], m: u32) -> String {
+        const LOW63: &str = "9223372036854775807";
+        let slice = |shift: u32| {
+            if shift == 0 {
+                "(h & 1048575)".to_string()
+            } else {
+                format!("(((h & {LOW63}) >> {shift}) & 1048575)")
+            }
+        };
+        // One pass over the rows; each lands in one cell of each sub-table (grouping sets
+        // over three cell columns, whose ranges don't overlap).
+        format!(
+            "SELECT COALESCE(c0, c1, c2) AS cell, COUNT(*) AS c, BIT_XOR(h) AS x, \
+             BIT_XOR(((h & {LOW63}) >> 33) * (h & 2147483647)) AS s \
+             FROM (SELECT h, MOD({s0}, {m}) AS c0, {m} + MOD({s1}, {m}) AS c1, {m2} + MOD({s2}, {m}) AS c2 \
+             FROM (SELECT {hash} AS h, {bucket} AS b FROM {path} AS t) WHERE b IN ({list})) \
+             GROUP BY GROUPING SETS ((c0), (c1), (c2))",
+            hash = Self::HASH,
+            bucket = self.bucket_expr(),
+            path = self.path,
+            s0 = slice(0),
+            s1 = slice(21),
+            s2 = slice(42),
+            m2 = 2 * u64::from(m),
+            list = join_nums(buckets),
+        )
+    }
+
+    /// Full rows (as [`Self::rows_sql`]) with the given hashes, wherever they are: cheaper
+    /// than also filtering by bucket, which costs a second fingerprint per row.
+    pub fn rows_by_hash_sql(&self, hashes: &[i64]) -> String {
+        format!(
+            "SELECT {}, {bucket} AS _sync_bucket, {hash} AS _sync_hash FROM {} AS t WHERE {hash} IN UNNEST([{}])",
+            self.select_list(),
+            self.path,
+            join_nums(hashes),
+            bucket = self.bucket_expr(),
+            hash = Self::HASH,
         )
     }
 
@@ -286,6 +332,35 @@ pub async fn digests(
         );
     }
     Ok(out)
+}
+
+/// Reads the warehouse's IBLT of the given buckets.
+pub async fn iblt(
+    wh: &Warehouse,
+    src: &SourceTable,
+    buckets: &[u16],
+    m: u32,
+    stats: &mut FetchStats,
+) -> Result<crate::iblt::Iblt, SyncError> {
+    stats.queries += 1;
+    let page = wh.query_all(&src.iblt_sql(buckets, m)).await?;
+    stats.bytes_processed += page.bytes_processed;
+    stats.cell_rows += page.rows.len() as u64;
+    let mut cells = Vec::with_capacity(page.rows.len());
+    for r in &page.rows {
+        let (Some(cell), Some(c), Some(x), Some(s)) = (
+            r.first().and_then(cell_i64),
+            r.get(1).and_then(cell_i64),
+            r.get(2).and_then(cell_i64),
+            r.get(3).and_then(cell_i64),
+        ) else {
+            return Err(SyncError::Permanent(
+                "warehouse IBLT row is malformed".into(),
+            ));
+        };
+        cells.push((cell as u64, c, x as u64, s as u64));
+    }
+    crate::iblt::Iblt::from_cells(m, cells).map_err(|e| SyncError::Permanent(e.to_string()))
 }
 
 /// Reads `(key, hash)` of the given buckets, in chunks of buckets.

@@ -109,22 +109,91 @@ pub fn keys(
             quote_ident(table),
             list.join(",")
         );
-        let rows: Vec<mysql::Row> = conn.query(sql)?;
-        for row in rows {
-            let mut values = row.unwrap();
-            let key = canon::key(pk.iter().zip(&values).map(|(c, v)| canon::of_mysql(c, v)));
-            let hash = match values.get(pk.len()) {
-                Some(Value::Int(i)) => *i,
-                Some(Value::UInt(u)) => *u as i64,
-                Some(Value::Bytes(b)) => String::from_utf8_lossy(b).parse().unwrap_or(0),
-                _ => 0,
-            };
-            values.truncate(pk.len());
-            out.raw.insert(key.clone(), values);
-            out.keys.push(KeyHash { key, hash });
-        }
+        collect_keys(conn.query(sql)?, pk, &mut out);
     }
     Ok(out)
+}
+
+/// The row hashes of `buckets` (an index-only read).
+pub fn hashes(conn: &mut Conn, table: &str, buckets: &[u16]) -> Result<Vec<i64>, SinkError> {
+    let mut out = Vec::new();
+    for chunk in buckets.chunks(4096) {
+        let sql = format!(
+            "SELECT `_sync_hash` FROM {} WHERE `_sync_bucket` IN ({})",
+            quote_ident(table),
+            join_u16(chunk)
+        );
+        out.extend(conn.query_map(sql, |h: i64| h)?);
+    }
+    Ok(out)
+}
+
+/// `(key, hash)` of the rows of `buckets` that have one of `hashes`.
+pub fn keys_with_hashes(
+    conn: &mut Conn,
+    table: &str,
+    pk: &[Column],
+    buckets: &[u16],
+    hashes: &[i64],
+) -> Result<MysqlKeys, SinkError> {
+    let mut out = MysqlKeys::default();
+    let cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
+    for chunk in hashes.chunks(10_000) {
+        let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        let sql = format!(
+            "SELECT {}, `_sync_hash` FROM {} WHERE `_sync_bucket` IN ({}) AND `_sync_hash` IN ({})",
+            cols.join(", "),
+            quote_ident(table),
+            join_u16(buckets),
+            list.join(",")
+        );
+        collect_keys(conn.query(sql)?, pk, &mut out);
+    }
+    Ok(out)
+}
+
+/// How many of `keys` (key values as an upsert binds them) MySQL has.
+pub fn count_existing(
+    conn: &mut Conn,
+    table: &str,
+    pk: &[Column],
+    keys: &[Vec<Value>],
+) -> Result<u64, SinkError> {
+    let cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
+    let tuple = format!("({})", vec!["?"; pk.len()].join(", "));
+    let mut n = 0u64;
+    for chunk in keys.chunks(1000) {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE ({}) IN ({})",
+            quote_ident(table),
+            cols.join(", "),
+            vec![tuple.as_str(); chunk.len()].join(", ")
+        );
+        let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+        n += conn.exec_first::<u64, _, _>(sql, params)?.unwrap_or(0);
+    }
+    Ok(n)
+}
+
+fn join_u16(v: &[u16]) -> String {
+    v.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Adds MySQL rows of `(key columns…, _sync_hash)` to `out`.
+fn collect_keys(rows: Vec<mysql::Row>, pk: &[Column], out: &mut MysqlKeys) {
+    for row in rows {
+        let mut values = row.unwrap();
+        let key = canon::key(pk.iter().zip(&values).map(|(c, v)| canon::of_mysql(c, v)));
+        let hash = match values.get(pk.len()) {
+            Some(Value::Int(i)) => *i,
+            Some(Value::UInt(u)) => *u as i64,
+            Some(Value::Bytes(b)) => String::from_utf8_lossy(b).parse().unwrap_or(0),
+            _ => 0,
+        };
+        values.truncate(pk.len());
+        out.raw.insert(key.clone(), values);
+        out.keys.push(KeyHash { key, hash });
+    }
 }
 
 /// The `(key, hash)` pairs of MySQL rows, and each key's values exactly as MySQL returned them:

@@ -305,3 +305,117 @@ async fn deletes_bind_the_keys_as_mysql_returned_them() {
     assert_eq!(r.deleted, 2, "{r:?}");
     assert_eq!(f.my_rows("SELECT code FROM odd"), vec![vec!["keep"]]);
 }
+
+/// A runner over `buckets` buckets (few and large, so that the IBLT pays off).
+async fn runner_with_buckets(
+    f: &Fixture,
+    config: &domain::config::SyncConfig,
+    buckets: u32,
+) -> Runner {
+    let settings = Settings {
+        buckets,
+        ..Runner::settings_from(config)
+    };
+    f.runner(config, Some(settings)).await
+}
+
+async fn cycle(runner: &mut Runner) -> Vec<stream_sync::runner::TableOutcome> {
+    runner.run(Mode::Once { max_attempts: 3 }).await
+}
+
+#[tokio::test]
+async fn a_few_changes_in_large_buckets_are_found_through_an_iblt_without_reading_keys() {
+    let f = Fixture::new().await;
+    items(&f, 3000).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let mut runner = runner_with_buckets(&f, &config, 4).await;
+    ok(&cycle(&mut runner).await, "items");
+
+    f.bq("UPDATE {ds}.items SET name = 'renamed', qty = NULL WHERE id IN (3, 1500, 2999)")
+        .await;
+    f.bq("DELETE FROM {ds}.items WHERE id IN (7, 8)").await;
+    f.bq("INSERT INTO {ds}.items (id, name, qty) VALUES (5001, 'new', 1), (5002, NULL, -2)")
+        .await;
+    let out = cycle(&mut runner).await;
+    let r = ok(&out, "items");
+    assert_eq!(
+        (r.inserts, r.updates, r.deleted, r.upserted),
+        (2, 3, 2, 5),
+        "{r:?}"
+    );
+    assert_eq!(r.fetch.key_rows, 0, "no key scan: {r:?}");
+    assert!(
+        r.fetch.cell_rows > 0 && r.fetch.cell_rows < 100,
+        "a few dozen IBLT cells for 7 changed rows over 3,000: {r:?}"
+    );
+    assert_eq!(r.fetch.full_rows, 5, "only new and changed rows: {r:?}");
+    assert_eq!(f.my_count("items"), 3000);
+    assert_eq!(
+        f.my_rows(
+            "SELECT id, name, qty FROM items WHERE id IN (3, 7, 8, 2999, 5001, 5002) ORDER BY id"
+        ),
+        vec![
+            vec!["3", "renamed", "NULL"],
+            vec!["2999", "renamed", "NULL"],
+            vec!["5001", "new", "1"],
+            vec!["5002", "NULL", "-2"],
+        ]
+    );
+    assert!(runner.verify(100).await.unwrap().is_empty());
+
+    // Nothing changed since: digests only.
+    let out = cycle(&mut runner).await;
+    let r = ok(&out, "items");
+    assert_eq!(
+        (r.fetch.cell_rows, r.fetch.key_rows, r.rows_written()),
+        (0, 0, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_difference_too_large_for_the_iblt_falls_back_to_the_key_scan() {
+    let f = Fixture::new().await;
+    items(&f, 3000).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let mut runner = runner_with_buckets(&f, &config, 4).await;
+    ok(&cycle(&mut runner).await, "items");
+
+    // 300 updates leave every bucket's count alone: the IBLT is sized for a few changes
+    // per bucket and can't be decoded.
+    f.bq("UPDATE {ds}.items SET qty = -qty WHERE MOD(id, 10) = 0")
+        .await;
+    let out = cycle(&mut runner).await;
+    let r = ok(&out, "items");
+    assert_eq!((r.updates, r.inserts, r.deleted), (300, 0, 0), "{r:?}");
+    assert!(r.fetch.cell_rows > 0, "the IBLT was tried: {r:?}");
+    assert_eq!(r.fetch.key_rows, 3000, "then the keys were read: {r:?}");
+    assert_eq!(
+        f.my_rows("SELECT COUNT(*) FROM items WHERE qty < 0"),
+        vec![vec!["300"]]
+    );
+    assert!(runner.verify(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_duplicate_key_in_the_warehouse_stops_the_table_naming_the_key() {
+    let f = Fixture::new().await;
+    items(&f, 3000).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let mut runner = runner_with_buckets(&f, &config, 4).await;
+    ok(&cycle(&mut runner).await, "items");
+
+    f.bq("INSERT INTO {ds}.items (id, name, qty) VALUES (42, 'second 42', 0)")
+        .await;
+    let out = cycle(&mut runner).await;
+    let (kind, msg) = out[0]
+        .error
+        .clone()
+        .expect("a duplicate key must stop the table");
+    assert_eq!(kind, ErrorKind::Cycle);
+    assert!(msg.contains("42") && msg.contains("not unique"), "{msg}");
+    assert_eq!(
+        f.my_rows("SELECT name FROM items WHERE id = 42"),
+        vec![vec!["item 42"]],
+        "MySQL unchanged"
+    );
+}
