@@ -4,7 +4,9 @@
 //! in batched transactions. Also the cursor-mode cycle and `verify`.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use domain::bigquery::Warehouse;
@@ -197,8 +199,12 @@ async fn cycle_inner(
     }
 
     // (1) Bucket digests on both sides.
-    let wh = source::digests(env.warehouse, &src, &mut report.fetch).await?;
-    let my = blocking(|| target::digests(conn, &target))?;
+    let (wh, my) = overlapped(
+        source::digests(env.warehouse, &src, &mut report.fetch),
+        || target::digests(conn, &target),
+    )
+    .await;
+    let (wh, my) = (wh?, my?);
     report.warehouse_rows = plan::total_rows(&wh);
     report.mysql_rows = plan::total_rows(&my);
     if report.warehouse_rows == 0 {
@@ -332,11 +338,23 @@ async fn iblt_plan(
     if split.mixed.is_empty() || u64::from(m) * iblt::K as u64 * 4 > wh_rows {
         return Ok(None);
     }
-    let warehouse = source::iblt(env.warehouse, src, &split.mixed, m, &mut report.fetch).await?;
+    // Restricted to the differing buckets where that leaves out most rows. Otherwise over the
+    // whole table: filtering by bucket costs the warehouse a second fingerprint per row, and
+    // rows outside the differing buckets are the same on both sides, so they cancel out of the
+    // difference anyway (unless a bucket is empty on one side: those are handled apart).
+    let total: u64 = wh.values().map(|d| d.count).sum();
+    let whole = wh_rows * 2 >= total && split.fresh.is_empty() && split.gone.is_empty();
+    let only = (!whole).then_some(split.mixed.as_slice());
+    let (warehouse, hashes) = overlapped(
+        source::iblt(env.warehouse, src, only, m, &mut report.fetch),
+        || target::hashes(conn, &table, only),
+    )
+    .await;
     let mut mysql = iblt::Iblt::new(m);
-    for h in blocking(|| target::hashes(conn, &table, &split.mixed))? {
+    for h in hashes? {
         mysql.insert(h);
     }
+    let warehouse = warehouse?;
     let diff = match warehouse.difference(&mysql) {
         Ok(d) => d,
         Err(e) => {
@@ -350,38 +368,31 @@ async fn iblt_plan(
     {
         return Ok(None);
     }
-    let stale = blocking(|| {
-        target::keys_with_hashes(
-            conn,
+    // The new and changed rows, by hash, while MySQL looks up the keys of the stale ones.
+    let pk_idx = pk_positions(src);
+    let (rows, stale) = overlapped(
+        rows_by_hash(
+            env,
+            src,
             &table,
-            &src.primary_key,
-            &split.mixed,
-            &diff.mysql_only,
-        )
-    })?;
+            &pk_idx,
+            &diff.warehouse_only,
+            &mut report.fetch,
+        ),
+        || {
+            target::keys_with_hashes(
+                conn,
+                &table,
+                &src.primary_key,
+                &split.mixed,
+                &diff.mysql_only,
+            )
+        },
+    )
+    .await;
+    let (rows, stale) = (rows?, stale?);
     if stale.keys.len() != diff.mysql_only.len() {
         return Ok(None);
-    }
-
-    // The new and changed rows, by hash.
-    let pk_idx = pk_positions(src);
-    let mut rows: Vec<(String, Vec<mysql::Value>)> = Vec::with_capacity(diff.warehouse_only.len());
-    if !diff.warehouse_only.is_empty() {
-        let sql = src.rows_by_hash_sql(&diff.warehouse_only);
-        report.fetch.queries += 1;
-        let bytes = env
-            .warehouse
-            .query_pages(&sql, |page| {
-                report.fetch.full_rows += page.rows.len() as u64;
-                for cells in page.rows {
-                    let key = canonical_key(src, &pk_idx, &cells)?;
-                    let (values, _) = target::convert_row(&table, &src.columns, &pk_idx, cells)?;
-                    rows.push((key, values));
-                }
-                Ok::<(), SyncError>(())
-            })
-            .await?;
-        report.fetch.bytes_processed += bytes;
     }
     if rows.len() != diff.warehouse_only.len() {
         return Ok(None);
@@ -427,6 +438,50 @@ async fn iblt_plan(
         rows: rows.into_iter().map(|(_, v)| v).collect(),
         raw_keys: stale.raw,
     }))
+}
+
+/// Runs the MySQL work `mysql` while the warehouse request `warehouse` is in flight: the
+/// request is sent first (one poll), the warehouse computes while MySQL reads, then its
+/// answer is awaited.
+async fn overlapped<T, R>(warehouse: impl Future<Output = T>, mysql: impl FnOnce() -> R) -> (T, R) {
+    let mut warehouse = std::pin::pin!(warehouse);
+    let early = std::future::poll_fn(|cx| Poll::Ready(warehouse.as_mut().poll(cx))).await;
+    let mine = blocking(mysql);
+    let theirs = match early {
+        Poll::Ready(t) => t,
+        Poll::Pending => warehouse.await,
+    };
+    (theirs, mine)
+}
+
+/// Fetches the rows with the given hashes: each as its canonical key and its MySQL values.
+async fn rows_by_hash(
+    env: &Env<'_>,
+    src: &SourceTable,
+    table: &str,
+    pk_idx: &[usize],
+    hashes: &[i64],
+    stats: &mut FetchStats,
+) -> Result<Vec<(String, Vec<mysql::Value>)>, SyncError> {
+    let mut rows = Vec::with_capacity(hashes.len());
+    if hashes.is_empty() {
+        return Ok(rows);
+    }
+    stats.queries += 1;
+    let bytes = env
+        .warehouse
+        .query_pages(&src.rows_by_hash_sql(hashes), |page| {
+            stats.full_rows += page.rows.len() as u64;
+            for cells in page.rows {
+                let key = canonical_key(src, pk_idx, &cells)?;
+                let (values, _) = target::convert_row(table, &src.columns, pk_idx, cells)?;
+                rows.push((key, values));
+            }
+            Ok::<(), SyncError>(())
+        })
+        .await?;
+    stats.bytes_processed += bytes;
+    Ok(rows)
 }
 
 /// Positions of the primary key columns among the source columns.

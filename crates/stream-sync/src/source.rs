@@ -140,10 +140,11 @@ impl SourceTable {
         )
     }
 
-    /// The warehouse's IBLT (see [`crate::iblt`]) of the row hashes in `buckets`, `m` cells per
-    /// sub-table: `(cell, count, xor, check)` of each non-empty cell. Cell numbers and the
-    /// checksum are the same arithmetic as `iblt::cells_of` and `iblt::check_of`.
-    pub fn iblt_sql(&self, buckets: &[u16], m: u32) -> String {
+    /// The warehouse's IBLT (see [`crate::iblt`]) of the row hashes in `buckets` (`None`: the
+    /// whole table), `m` cells per sub-table: `(cell, count, xor, check)` of each non-empty
+    /// cell. Cell numbers and the checksum are the same arithmetic as `iblt::cells_of` and
+    /// `iblt::check_of`.
+    pub fn iblt_sql(&self, buckets: Option<&[u16]>, m: u32) -> String {
         const LOW63: &str = "9223372036854775807";
         let slice = |shift: u32| {
             if shift == 0 {
@@ -158,16 +159,21 @@ impl SourceTable {
             "SELECT COALESCE(c0, c1, c2) AS cell, COUNT(*) AS c, BIT_XOR(h) AS x, \
              BIT_XOR(((h & {LOW63}) >> 33) * (h & 2147483647)) AS s \
              FROM (SELECT h, MOD({s0}, {m}) AS c0, {m} + MOD({s1}, {m}) AS c1, {m2} + MOD({s2}, {m}) AS c2 \
-             FROM (SELECT {hash} AS h, {bucket} AS b FROM {path} AS t) WHERE b IN ({list})) \
-             GROUP BY GROUPING SETS ((c0), (c1), (c2))",
-            hash = Self::HASH,
-            bucket = self.bucket_expr(),
-            path = self.path,
+             FROM {rows}) GROUP BY GROUPING SETS ((c0), (c1), (c2))",
+            rows = match buckets {
+                Some(list) => format!(
+                    "(SELECT {hash} AS h, {bucket} AS b FROM {path} AS t) WHERE b IN ({})",
+                    join_nums(list),
+                    hash = Self::HASH,
+                    bucket = self.bucket_expr(),
+                    path = self.path,
+                ),
+                None => format!("(SELECT {} AS h FROM {} AS t)", Self::HASH, self.path),
+            },
             s0 = slice(0),
             s1 = slice(21),
             s2 = slice(42),
             m2 = 2 * u64::from(m),
-            list = join_nums(buckets),
         )
     }
 
@@ -334,11 +340,11 @@ pub async fn digests(
     Ok(out)
 }
 
-/// Reads the warehouse's IBLT of the given buckets.
+/// Reads the warehouse's IBLT of the given buckets (`None`: all).
 pub async fn iblt(
     wh: &Warehouse,
     src: &SourceTable,
-    buckets: &[u16],
+    buckets: Option<&[u16]>,
     m: u32,
     stats: &mut FetchStats,
 ) -> Result<crate::iblt::Iblt, SyncError> {

@@ -114,8 +114,16 @@ pub fn keys(
     Ok(out)
 }
 
-/// The row hashes of `buckets` (an index-only read).
-pub fn hashes(conn: &mut Conn, table: &str, buckets: &[u16]) -> Result<Vec<i64>, SinkError> {
+/// The row hashes of `buckets` (`None`: the whole table), an index-only read.
+pub fn hashes(
+    conn: &mut Conn,
+    table: &str,
+    buckets: Option<&[u16]>,
+) -> Result<Vec<i64>, SinkError> {
+    let Some(buckets) = buckets else {
+        let sql = format!("SELECT `_sync_hash` FROM {}", quote_ident(table));
+        return Ok(conn.query_map(sql, |h: i64| h)?);
+    };
     let mut out = Vec::new();
     for chunk in buckets.chunks(4096) {
         let sql = format!(

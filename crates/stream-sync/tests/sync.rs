@@ -373,6 +373,32 @@ async fn a_few_changes_in_large_buckets_are_found_through_an_iblt_without_readin
 }
 
 #[tokio::test]
+async fn an_iblt_over_a_few_differing_buckets_reads_only_those() {
+    let f = Fixture::new().await;
+    items(&f, 3000).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let mut runner = runner_with_buckets(&f, &config, 16).await;
+    ok(&cycle(&mut runner).await, "items");
+
+    // Two changed rows touch at most 2 of 16 buckets (~375 rows): the IBLT is built over those
+    // buckets only, on both sides.
+    f.bq("UPDATE {ds}.items SET name = 'renamed' WHERE id = 10")
+        .await;
+    f.bq("DELETE FROM {ds}.items WHERE id = 2000").await;
+    let out = cycle(&mut runner).await;
+    let r = ok(&out, "items");
+    assert_eq!((r.updates, r.inserts, r.deleted), (1, 0, 1), "{r:?}");
+    assert!(r.buckets_differing <= 2, "{r:?}");
+    assert!(r.fetch.cell_rows > 0 && r.fetch.key_rows == 0, "{r:?}");
+    assert_eq!(r.fetch.full_rows, 1, "{r:?}");
+    assert_eq!(
+        f.my_rows("SELECT COUNT(*), SUM(name = 'renamed'), SUM(id = 2000) FROM items"),
+        vec![vec!["2999", "1", "0"]]
+    );
+    assert!(runner.verify(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_difference_too_large_for_the_iblt_falls_back_to_the_key_scan() {
     let f = Fixture::new().await;
     items(&f, 3000).await;
