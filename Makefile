@@ -63,7 +63,7 @@ bench-api: services ## benchmark recipe-api against its database ceiling (wrk, 1
 	@deploy/dev/bench-api.sh
 
 .PHONY: bench-stream
-bench-stream: services ## stream-sync: full reload, no-change and 0.1%-change cycles (BENCH_ROWS=100000, BENCH_BUCKETS=1024)
+bench-stream: services ## stream-sync: full reload, no-change and 0.1%-change cycles (BENCH_ROWS=1000000, BENCH_BUCKETS=1024)
 	@$(LOAD_ENV); $(CARGO) run --release -p stream-sync --example bench_stream
 
 .PHONY: bench-sync

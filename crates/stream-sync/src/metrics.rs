@@ -82,7 +82,7 @@ impl Metrics {
             rows_fetched: IntCounterVec::new(
                 Opts::new(
                     name("warehouse_rows_fetched_total"),
-                    "Rows read from the warehouse by kind (digest, key, row)",
+                    "Rows read from the warehouse by kind (digest, cell, key, row)",
                 ),
                 &["table", "kind"],
             )?,
@@ -168,6 +168,7 @@ impl Metrics {
         self.rows_deleted.with_label_values(&[t]).inc_by(r.deleted);
         for (kind, n) in [
             ("digest", r.fetch.digest_rows),
+            ("cell", r.fetch.cell_rows),
             ("key", r.fetch.key_rows),
             ("row", r.fetch.full_rows),
         ] {

@@ -266,6 +266,7 @@ impl Runner {
                 rows_deleted = report.deleted,
                 warehouse_queries = f.queries,
                 warehouse_digest_rows = f.digest_rows,
+                warehouse_iblt_cells = f.cell_rows,
                 warehouse_key_rows = f.key_rows,
                 warehouse_full_rows = f.full_rows,
                 duration_ms = report.duration.as_millis() as u64,
