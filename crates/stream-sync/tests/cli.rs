@@ -195,6 +195,67 @@ async fn sigterm_stops_the_daemon_cleanly_after_its_cycle() {
 }
 
 #[tokio::test]
+async fn sigterm_mid_apply_finishes_the_current_batch_and_exits() {
+    let f = Fixture::new().await;
+    let rows = 60_000;
+    f.bq("CREATE TABLE {ds}.items (id INT64 NOT NULL, name STRING)")
+        .await;
+    f.bq(&format!(
+        "INSERT INTO {{ds}}.items (id, name) SELECT x, CONCAT('item ', CAST(x AS STRING)) \
+         FROM UNNEST(GENERATE_ARRAY(1, {rows})) AS x"
+    ))
+    .await;
+    let path = std::env::temp_dir().join(format!("stream-sync-{}.toml", uuid::Uuid::new_v4()));
+    let text = f.config_text(
+        &table("items", &["id"], ""),
+        "interval_secs = 1\nbatch_rows = 100",
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut child = bin()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("STREAM_SYNC_TEST_URL", &f.db.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // As soon as the first batches are committed, while the first cycle is still applying.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while f.my_count_if_exists("items").unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing applied");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(code.success(), "{code:?}");
+    let applied = f.my_count("items");
+    assert!(
+        applied < rows,
+        "the cycle stopped early ({applied} of {rows} rows applied)"
+    );
+    assert_eq!(
+        applied % 100,
+        0,
+        "only whole batches are committed: {applied}"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
 async fn the_daemon_exits_non_zero_when_every_table_has_stopped() {
     let f = Fixture::new().await;
     // The only table does not exist in the warehouse: a permanent error that stops it.
