@@ -68,34 +68,52 @@ impl Config {
 
     /// Reads the configuration from the environment.
     pub fn from_env() -> anyhow::Result<Config> {
-        let database_url = std::env::var("DATABASE_URL").context("DATABASE_URL is not set")?;
-        let mut tokens = match std::env::var("RECIPE_API_TOKENS") {
-            Ok(list) => parse_tokens(&list),
-            Err(_) => Vec::new(),
+        Config::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads the configuration from `get` (the environment, or a map in tests).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let number = |key: &str| -> anyhow::Result<Option<u64>> {
+            get(key)
+                .map(|v| {
+                    v.trim()
+                        .parse::<u64>()
+                        .map_err(|_| anyhow::anyhow!("{key} must be a non-negative integer"))
+                })
+                .transpose()
         };
-        if let Ok(path) = std::env::var("RECIPE_API_TOKENS_FILE") {
+        let database_url = get("DATABASE_URL").context("DATABASE_URL is not set")?;
+        let mut tokens = get("RECIPE_API_TOKENS")
+            .map(|list| parse_tokens(&list))
+            .unwrap_or_default();
+        if let Some(path) = get("RECIPE_API_TOKENS_FILE") {
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("Failed to read RECIPE_API_TOKENS_FILE {path}"))?;
             tokens.extend(parse_tokens(&text));
         }
         let mut config = Config::new(database_url, tokens);
-        if let Ok(bind) = std::env::var("RECIPE_API_BIND") {
+        if let Some(bind) = get("RECIPE_API_BIND") {
             config.bind = bind;
         }
-        if let Some(n) = env_number::<u32>("RECIPE_API_POOL_SIZE")? {
-            anyhow::ensure!(n > 0, "RECIPE_API_POOL_SIZE must be at least 1");
-            config.pool_size = n;
+        if let Some(n) = number("RECIPE_API_POOL_SIZE")? {
+            anyhow::ensure!(
+                (1..=1024).contains(&n),
+                "RECIPE_API_POOL_SIZE must be between 1 and 1024"
+            );
+            config.pool_size = n as u32;
         }
-        if let Some(ms) = env_number::<u64>("RECIPE_API_DB_TIMEOUT_MS")? {
+        if let Some(ms) = number("RECIPE_API_DB_TIMEOUT_MS")? {
             config.db_timeout = Duration::from_millis(ms.max(1));
         }
-        if let Some(ms) = env_number::<u64>("RECIPE_API_QUERY_TIMEOUT_MS")? {
+        if let Some(ms) = number("RECIPE_API_QUERY_TIMEOUT_MS")? {
             config.query_timeout = Duration::from_millis(ms.max(1));
         }
-        if let Some(n) = env_number::<usize>("RECIPE_API_BODY_LIMIT")? {
-            config.body_limit = n;
+        if let Some(n) = number("RECIPE_API_BODY_LIMIT")? {
+            config.body_limit = usize::try_from(n).unwrap_or(usize::MAX);
         }
-        config.workers = env_number::<usize>("RECIPE_API_WORKERS")?.filter(|n| *n > 0);
+        config.workers = number("RECIPE_API_WORKERS")?
+            .filter(|n| *n > 0)
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
         Ok(config)
     }
 }
@@ -106,17 +124,6 @@ impl Config {
 fn default_pool_size() -> u32 {
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     u32::try_from(cpus * 2).unwrap_or(32).clamp(4, 32)
-}
-
-fn env_number<T: std::str::FromStr>(key: &str) -> anyhow::Result<Option<T>> {
-    match std::env::var(key) {
-        Ok(v) => v
-            .trim()
-            .parse::<T>()
-            .map(Some)
-            .map_err(|_| anyhow::anyhow!("{key} must be a non-negative integer")),
-        Err(_) => Ok(None),
-    }
 }
 
 /// Splits a token list on commas and newlines, dropping blanks.
@@ -136,6 +143,70 @@ mod tests {
     fn tokens_are_split_on_commas_and_lines_and_blanks_dropped() {
         assert_eq!(parse_tokens("a, b,,\nc\n\n"), vec!["a", "b", "c"]);
         assert!(parse_tokens(" ").is_empty());
+    }
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    #[test]
+    fn only_the_database_url_is_required_and_the_rest_has_defaults() {
+        let config = Config::from_lookup(lookup(&[("DATABASE_URL", "mysql://h/db")])).unwrap();
+        assert_eq!(config.database_url, "mysql://h/db");
+        assert_eq!(config.bind, "127.0.0.1:8080");
+        assert!(config.tokens.is_empty());
+        assert_eq!(config.body_limit, 256 * 1024);
+        assert_eq!(config.workers, None);
+        assert!((4..=32).contains(&config.pool_size));
+        let missing = Config::from_lookup(lookup(&[])).unwrap_err();
+        assert!(missing.to_string().contains("DATABASE_URL"), "{missing}");
+    }
+
+    #[test]
+    fn every_variable_is_read() {
+        let dir = std::env::temp_dir().join(format!("recipe-api-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("tokens");
+        std::fs::write(&file, "from-file-1\nfrom-file-2\n").unwrap();
+        let config = Config::from_lookup(lookup(&[
+            ("DATABASE_URL", "mysql://h/db"),
+            ("RECIPE_API_BIND", "0.0.0.0:9000"),
+            ("RECIPE_API_TOKENS", "a,b"),
+            ("RECIPE_API_TOKENS_FILE", file.to_str().unwrap()),
+            ("RECIPE_API_POOL_SIZE", "7"),
+            ("RECIPE_API_DB_TIMEOUT_MS", "1500"),
+            ("RECIPE_API_QUERY_TIMEOUT_MS", " 2500 "),
+            ("RECIPE_API_BODY_LIMIT", "1024"),
+            ("RECIPE_API_WORKERS", "3"),
+        ]))
+        .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(config.bind, "0.0.0.0:9000");
+        assert_eq!(config.tokens, vec!["a", "b", "from-file-1", "from-file-2"]);
+        assert_eq!(config.pool_size, 7);
+        assert_eq!(config.db_timeout, Duration::from_millis(1500));
+        assert_eq!(config.query_timeout, Duration::from_millis(2500));
+        assert_eq!(config.body_limit, 1024);
+        assert_eq!(config.workers, Some(3));
+    }
+
+    #[test]
+    fn bad_values_are_errors_that_name_the_variable() {
+        for (key, value) in [
+            ("RECIPE_API_POOL_SIZE", "0"),
+            ("RECIPE_API_POOL_SIZE", "many"),
+            ("RECIPE_API_DB_TIMEOUT_MS", "-5"),
+            ("RECIPE_API_BODY_LIMIT", "1.5"),
+            ("RECIPE_API_TOKENS_FILE", "/nonexistent/tokens"),
+        ] {
+            let e = Config::from_lookup(lookup(&[("DATABASE_URL", "mysql://h/db"), (key, value)]))
+                .unwrap_err();
+            assert!(format!("{e:#}").contains(key), "{key}={value}: {e:#}");
+        }
     }
 
     #[test]
