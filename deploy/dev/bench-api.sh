@@ -68,11 +68,13 @@ sql "$DB_NAME" -e "ANALYZE TABLE recipes, ingredients, recipe_ingredients" >/dev
 RECIPE_API_BIND="127.0.0.1:$PORT" RECIPE_API_TOKENS="$BENCH_TOKEN" RECIPE_API_WORKERS="$WORKERS" \
   RUST_LOG=warn "$BIN" serve >>"$LOG" 2>&1 &
 PID=$!
+ready=""
 for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && { ready=1; break; }
   kill -0 "$PID" 2>/dev/null || { echo "recipe-api exited; log:"; cat "$LOG"; exit 1; }
   sleep 0.1
 done
+[ -n "$ready" ] || { echo "recipe-api was not ready after 10 s; log:"; cat "$LOG"; exit 1; }
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
 for scenario in $SCENARIOS; do

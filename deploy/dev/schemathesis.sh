@@ -76,11 +76,13 @@ urllib.request.urlopen(req, timeout=5).read()
 PY
 }
 
+ready=""
 for _ in $(seq 1 100); do
-  if http GET /readyz >/dev/null 2>&1; then break; fi
+  if http GET /readyz >/dev/null 2>&1; then ready=1; break; fi
   kill -0 "$PID" 2>/dev/null || { echo "recipe-api exited; log:"; cat "$LOG"; exit 1; }
   sleep 0.1
 done
+[ -n "$ready" ] || { echo "recipe-api was not ready after 10 s; log:"; cat "$LOG"; exit 1; }
 
 # Seed one ingredient and one recipe so that generated ids sometimes hit real rows.
 http POST /v1/ingredients '{"name":"flour"}'
