@@ -350,11 +350,20 @@ async fn iblt_plan(
         || target::hashes(conn, &table, only),
     )
     .await;
+    let warehouse = match warehouse {
+        Ok(t) => t,
+        // A warehouse that does not take the IBLT's SQL (GROUPING SETS, bit arithmetic) must
+        // not stop the table: the key scan needs only plain SQL.
+        Err(SyncError::Warehouse(e)) if !e.transient() => {
+            tracing::warn!(table = %table, error = %e, "the warehouse refused the IBLT query; reading the keys of the differing buckets");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
     let mut mysql = iblt::Iblt::new(m);
     for h in hashes? {
         mysql.insert(h);
     }
-    let warehouse = warehouse?;
     let diff = match warehouse.difference(&mysql) {
         Ok(d) => d,
         Err(e) => {
