@@ -1,7 +1,8 @@
 //! One table's cycle (DESIGN 5.3): (0) skip at no cost when nothing changed and the metadata
-//! can be trusted; (1) bucket digests on both sides; (2) `(key, hash)` of differing buckets
-//! only, diffed; (3) full rows fetched only for new and changed keys; (4) upserts then deletes
-//! in batched transactions. Also the cursor-mode cycle and `verify`.
+//! can be trusted; (1) bucket digests on both sides; (2) the changed rows of the differing
+//! buckets, from an IBLT of row hashes ([`crate::iblt`]) or, when that can't be used, from
+//! `(key, hash)` of those buckets diffed; (3) full rows fetched only for new and changed keys;
+//! (4) upserts then deletes in batched transactions. Also the cursor-mode cycle and `verify`.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;

@@ -16,7 +16,9 @@ use stream_sync::runner::{Mode, Runner};
 ///
 /// For every `mode = "stream"` table of the config, each cycle compares per-bucket row counts
 /// and XORs of row fingerprints in the warehouse and in MySQL (`_sync_bucket`, `_sync_hash`
-/// columns), drills into the buckets that differ, fetches full rows only for new and changed
+/// columns), finds the changed rows of the buckets that differ (an invertible Bloom lookup
+/// table of row hashes, so the cost follows the number of changes, not the table's size; a
+/// key scan when the change is too large for it), fetches full rows only for new and changed
 /// keys, and applies them as batched upserts and deletes, one transaction per batch. A cycle
 /// that would delete more than `stream_sync.max_delete_fraction` of a table stops instead.
 #[derive(Parser)]
