@@ -46,9 +46,20 @@ install_packages() {
   if [ "${#missing[@]}" -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    # policy-rc.d may refuse to start the packaged service: we run our own server anyway.
+    # We run our own servers on loopback ports: keep the packages from starting their system
+    # services (MariaDB on 3306, Prometheus, the Pushgateway) during the install, through a
+    # temporary policy-rc.d, unless the machine already has one.
+    local policy=/usr/sbin/policy-rc.d own_policy=""
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+      as_root chmod 755 "$policy"
+      own_policy=1
+    fi
+    local status=0
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" >/dev/null
+      "${missing[@]}" >/dev/null || status=$?
+    if [ -n "$own_policy" ]; then as_root rm -f "$policy"; fi
+    [ "$status" = 0 ] || die "apt-get install ${missing[*]} failed (exit $status)"
   fi
 }
 
