@@ -54,7 +54,9 @@ impl DbExecutor {
                 .name(format!("db-{index}"))
                 .spawn(move || {
                     while let Ok(job) = receiver.recv() {
-                        job();
+                        // The caller's closure is already guarded; this keeps the thread alive
+                        // should dropping a result or a skipped job's captures panic too.
+                        let _ = catch_unwind(AssertUnwindSafe(job));
                     }
                 })?;
         }

@@ -352,7 +352,11 @@ async fn iblt_plan(
     )
     .await;
     let warehouse = match warehouse {
-        Ok(t) => t,
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            tracing::warn!(table = %table, "the warehouse's IBLT answer is malformed; reading the keys of the differing buckets");
+            return Ok(None);
+        }
         // A warehouse that does not take the IBLT's SQL (GROUPING SETS, bit arithmetic) must
         // not stop the table: the key scan needs only plain SQL.
         Err(SyncError::Warehouse(e)) if !e.transient() => {

@@ -43,10 +43,12 @@ pub fn cells_of(hash: i64, m: u32) -> [u32; K] {
 }
 
 /// A checksum of a hash, independent of its cells (a non-linear mix, so that XORs of several
-/// hashes don't pass for one).
+/// hashes don't pass for one), with the sign bit (which the cells don't see) in bit 62: the
+/// product stays below 2^61.
 pub fn check_of(hash: i64) -> u64 {
     let u = low63(hash);
-    (u >> 33) * (u & 0x7FFF_FFFF)
+    let sign = if hash < 0 { 1 << 62 } else { 0 };
+    (u >> 33) * (u & 0x7FFF_FFFF) + sign
 }
 
 /// One cell: how many hashes, their XOR and the XOR of their checksums. Counts are signed:
@@ -318,6 +320,14 @@ mod tests {
         for pair in hs.chunks(2) {
             let (a, b) = (pair[0], pair[1]);
             assert_ne!(check_of(a) ^ check_of(b), check_of(a ^ b));
+        }
+    }
+
+    #[test]
+    fn hashes_differing_only_in_the_sign_bit_have_different_checksums() {
+        for h in hashes(10, 100) {
+            assert_ne!(check_of(h), check_of(h ^ i64::MIN), "{h}");
+            assert_eq!(cells_of(h, 97), cells_of(h ^ i64::MIN, 97));
         }
     }
 

@@ -157,7 +157,7 @@ impl SourceTable {
         // over three cell columns, whose ranges don't overlap).
         format!(
             "SELECT COALESCE(c0, c1, c2) AS cell, COUNT(*) AS c, BIT_XOR(h) AS x, \
-             BIT_XOR(((h & {LOW63}) >> 33) * (h & 2147483647)) AS s \
+             BIT_XOR(((h & {LOW63}) >> 33) * (h & 2147483647) + IF(h < 0, 4611686018427387904, 0)) AS s \
              FROM (SELECT h, MOD({s0}, {m}) AS c0, {m} + MOD({s1}, {m}) AS c1, {m2} + MOD({s2}, {m}) AS c2 \
              FROM {rows}) GROUP BY GROUPING SETS ((c0), (c1), (c2))",
             rows = match buckets {
@@ -340,14 +340,15 @@ pub async fn digests(
     Ok(out)
 }
 
-/// Reads the warehouse's IBLT of the given buckets (`None`: all).
+/// Reads the warehouse's IBLT of the given buckets (`None`: all). `Ok(None)` when its answer
+/// can't be read as one (malformed rows, cells out of range): the caller uses the key scan.
 pub async fn iblt(
     wh: &Warehouse,
     src: &SourceTable,
     buckets: Option<&[u16]>,
     m: u32,
     stats: &mut FetchStats,
-) -> Result<crate::iblt::Iblt, SyncError> {
+) -> Result<Option<crate::iblt::Iblt>, SyncError> {
     stats.queries += 1;
     let page = wh.query_all(&src.iblt_sql(buckets, m)).await?;
     stats.bytes_processed += page.bytes_processed;
@@ -360,13 +361,11 @@ pub async fn iblt(
             r.get(2).and_then(cell_i64),
             r.get(3).and_then(cell_i64),
         ) else {
-            return Err(SyncError::Permanent(
-                "warehouse IBLT row is malformed".into(),
-            ));
+            return Ok(None);
         };
         cells.push((cell as u64, c, x as u64, s as u64));
     }
-    crate::iblt::Iblt::from_cells(m, cells).map_err(|e| SyncError::Permanent(e.to_string()))
+    Ok(crate::iblt::Iblt::from_cells(m, cells).ok())
 }
 
 /// Reads `(key, hash)` of the given buckets, in chunks of buckets.
