@@ -67,6 +67,9 @@ pub struct TableState {
     pub cycles: u64,
     /// Per-table override of [`Settings::trust_metadata`].
     pub trust_metadata: Option<bool>,
+    /// Rewrite every row (bucket and hash included) at the next cycle: `resync`, a changed
+    /// bucket count, or a table stream-sync did not fill.
+    pub rewrite: bool,
 }
 
 impl TableState {
@@ -78,6 +81,7 @@ impl TableState {
             last_digest: None,
             cycles: 0,
             trust_metadata: None,
+            rewrite: false,
         }
     }
 }
@@ -141,6 +145,26 @@ async fn prepare(
         )
         .map_err(SyncError::Permanent)?;
         blocking(|| target::ensure_table(conn, spec, &src.columns))?;
+        // Stored buckets are only right for the bucket count they were computed with.
+        let buckets = env.settings.buckets;
+        let (marker, empty) = blocking(|| {
+            Ok::<_, SyncError>((
+                target::bucket_marker(conn, &spec.target)?,
+                target::is_empty(conn, &spec.target)?,
+            ))
+        })?;
+        match marker {
+            Some(b) if b == buckets => {}
+            _ if empty => blocking(|| target::set_bucket_marker(conn, &spec.target, buckets))?,
+            Some(b) => {
+                tracing::warn!(table.name = %spec.target, from = b, to = buckets, "the bucket count changed: rewriting every row's bucket and hash");
+                state.rewrite = true;
+            }
+            None => {
+                tracing::warn!(table.name = %spec.target, "rows stream-sync has not written (no bucket marker): rewriting every row's bucket and hash once");
+                state.rewrite = true;
+            }
+        }
         state.source = Some(src);
         state.last_meta = None;
         state.last_digest = None;
@@ -176,6 +200,17 @@ async fn cycle_inner(
         return Err(SyncError::Permanent("source table not described".into()));
     };
     let target = state.spec.target.clone();
+
+    // A full rewrite first, when asked for or needed: every warehouse row upserted with its
+    // bucket and hash; what is left over (keys the warehouse no longer has) goes below.
+    if state.rewrite {
+        fetch_and_apply(env, &src, conn, &src.all_rows_sql(), None, report).await?;
+        let buckets = env.settings.buckets;
+        blocking(|| target::set_bucket_marker(conn, &target, buckets))?;
+        state.rewrite = false;
+        state.last_meta = None;
+        tracing::info!(table.name = %target, rows = report.upserted, "rewrote every row");
+    }
 
     // (0) The skip at no cost: the warehouse says nothing changed and MySQL's rows are the
     // ones we left there.

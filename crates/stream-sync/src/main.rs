@@ -53,6 +53,18 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         max_attempts: u32,
     },
+    /// Rewrites every row of one table from the warehouse (each upsert a batch transaction,
+    /// the table stays readable), then deletes rows whose keys the warehouse no longer has.
+    /// Needed after nothing: a changed `buckets` or a table filled by something else is
+    /// rewritten by itself at the first cycle; use it to repair what `verify` reports.
+    Resync {
+        /// The table (target or source name).
+        #[arg(long)]
+        table: String,
+        /// Let the cycle delete any share of the table, even all of it.
+        #[arg(long)]
+        allow_mass_delete: bool,
+    },
     /// Per table: whether warehouse and MySQL agree (bucket digests), row counts, last write.
     Status {
         #[arg(long)]
@@ -142,6 +154,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .iter()
                     .all(|o| matches!(o.error, Some((stream_sync::ErrorKind::Permanent, _))));
             Ok(if (once && !failed.is_empty()) || all_stopped {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Resync {
+            table,
+            allow_mass_delete,
+        } => {
+            settings.allow_mass_delete = allow_mass_delete;
+            let mut runner = Runner::new(&config, url, settings, Some(&table)).await?;
+            runner.request_rewrite();
+            let outcomes = runner.run(Mode::Once { max_attempts: 10 }).await;
+            let mut failed = false;
+            for o in &outcomes {
+                match &o.error {
+                    Some((kind, e)) => {
+                        failed = true;
+                        eprintln!("{}: {} error: {e}", o.table, kind.label());
+                    }
+                    None => println!(
+                        "{}: rewrote {} rows, deleted {}",
+                        o.table, o.report.upserted, o.report.deleted
+                    ),
+                }
+            }
+            Ok(if failed {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS

@@ -119,6 +119,13 @@ impl Runner {
         })
     }
 
+    /// Makes the next cycle of every table of this runner rewrite all its rows (`resync`).
+    pub fn request_rewrite(&mut self) {
+        for t in &mut self.tables {
+            t.state.rewrite = true;
+        }
+    }
+
     /// Settings from the config's `[stream_sync]` and `[warehouse]` sections.
     pub fn settings_from(config: &SyncConfig) -> Settings {
         Settings {

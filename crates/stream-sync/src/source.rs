@@ -228,6 +228,17 @@ impl SourceTable {
         sql
     }
 
+    /// Every row (canonical export form) with its bucket and hash: a full rewrite.
+    pub fn all_rows_sql(&self) -> String {
+        format!(
+            "SELECT {}, {} AS _sync_bucket, {} AS _sync_hash FROM {} AS t",
+            self.select_list(),
+            self.bucket_expr(),
+            Self::HASH,
+            self.path
+        )
+    }
+
     /// Full rows past a cursor watermark (`None`: every row with a non-NULL cursor).
     pub fn cursor_sql(&self, cursor: &str, after: Option<&str>) -> String {
         let c = format!("t.{}", quote_ident(cursor));

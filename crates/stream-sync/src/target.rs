@@ -70,6 +70,64 @@ pub fn ensure_table(
     Ok(())
 }
 
+/// Where the bucket count a table's `_sync_bucket` values were computed with is recorded: a
+/// word in the table's comment (other comment text is kept).
+const MARKER: &str = "stream-sync:buckets=";
+
+/// The bucket count recorded on the table, if any.
+pub fn bucket_marker(conn: &mut Conn, table: &str) -> Result<Option<u32>, SinkError> {
+    let comment: Option<String> = conn.exec_first(
+        "SELECT TABLE_COMMENT FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+        (table,),
+    )?;
+    Ok(comment.as_deref().and_then(parse_marker))
+}
+
+/// The bucket count in a table comment.
+pub fn parse_marker(comment: &str) -> Option<u32> {
+    comment
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(MARKER))
+        .and_then(|n| n.parse().ok())
+}
+
+/// `comment` with the marker for `buckets` (replacing any earlier one).
+pub fn with_marker(comment: &str, buckets: u32) -> String {
+    let mut words: Vec<String> = comment
+        .split_whitespace()
+        .filter(|w| !w.starts_with(MARKER))
+        .map(String::from)
+        .collect();
+    words.push(format!("{MARKER}{buckets}"));
+    words.join(" ")
+}
+
+/// Records `buckets` on the table (a metadata-only change).
+pub fn set_bucket_marker(conn: &mut Conn, table: &str, buckets: u32) -> Result<(), SinkError> {
+    let comment: Option<String> = conn.exec_first(
+        "SELECT TABLE_COMMENT FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+        (table,),
+    )?;
+    let text = with_marker(comment.as_deref().unwrap_or(""), buckets);
+    // A literal (DDL takes no parameters): the text is digits and the table's own comment,
+    // quoted by the client library's rules.
+    let quoted = mysql::Value::from(text).as_sql(false);
+    conn.query_drop(format!(
+        "ALTER TABLE {} COMMENT = {quoted}",
+        quote_ident(table)
+    ))?;
+    Ok(())
+}
+
+/// Whether the table has no rows.
+pub fn is_empty(conn: &mut Conn, table: &str) -> Result<bool, SinkError> {
+    let any: Option<u8> =
+        conn.query_first(format!("SELECT 1 FROM {} LIMIT 1", quote_ident(table)))?;
+    Ok(any.is_none())
+}
+
 /// Per-bucket `COUNT(*)` and `BIT_XOR(_sync_hash)`: an index-only scan.
 pub fn digests(conn: &mut Conn, table: &str) -> Result<Digests, SinkError> {
     let rows: Vec<(u16, u64, u64)> = conn.query(format!(
@@ -369,4 +427,25 @@ pub fn convert_row(
     out.push(Value::Int(bucket));
     out.push(Value::Int(hash));
     Ok((out, hash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_marker_is_one_word_of_the_comment() {
+        assert_eq!(parse_marker("stream-sync:buckets=1024"), Some(1024));
+        assert_eq!(
+            parse_marker("owned by team x stream-sync:buckets=64"),
+            Some(64)
+        );
+        assert_eq!(parse_marker("no marker"), None);
+        assert_eq!(parse_marker("stream-sync:buckets=lots"), None);
+        assert_eq!(
+            with_marker("owned by x stream-sync:buckets=64", 1024),
+            "owned by x stream-sync:buckets=1024"
+        );
+        assert_eq!(with_marker("", 16), "stream-sync:buckets=16");
+    }
 }

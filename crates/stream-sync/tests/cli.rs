@@ -256,6 +256,55 @@ async fn sigterm_mid_apply_finishes_the_current_batch_and_exits() {
 }
 
 #[tokio::test]
+async fn resync_rewrites_a_row_changed_behind_the_syncs_back() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.items (id INT64 NOT NULL, name STRING)")
+        .await;
+    f.bq("INSERT INTO {ds}.items (id, name) SELECT x, 'n' FROM UNNEST(GENERATE_ARRAY(1, 50)) AS x")
+        .await;
+    let config_text = f.config_text(&table("items", &["id"], ""), "");
+    let path = std::env::temp_dir().join(format!("stream-sync-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&path, &config_text).unwrap();
+    ok(
+        &f.sync(&f.config(&table("items", &["id"], ""), "")).await,
+        "items",
+    );
+    // The stored hash is unchanged, so no cycle sees this; resync does.
+    f.my()
+        .query_drop("UPDATE items SET name = 'tampered' WHERE id = 5")
+        .unwrap();
+    let out = bin()
+        .args(["resync", "--table", "items", "--config"])
+        .arg(&path)
+        .env("STREAM_SYNC_TEST_URL", &f.db.url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("items: rewrote 50 rows, deleted 0"),
+        "{stdout}"
+    );
+    assert_eq!(
+        f.my_rows("SELECT name FROM items WHERE id = 5"),
+        vec![vec!["n"]]
+    );
+    let bad = bin()
+        .args(["resync", "--table", "nope", "--config"])
+        .arg(&path)
+        .env("STREAM_SYNC_TEST_URL", &f.db.url)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nope"));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
 async fn the_daemon_exits_non_zero_when_every_table_has_stopped() {
     let f = Fixture::new().await;
     // The only table does not exist in the warehouse: a permanent error that stops it.

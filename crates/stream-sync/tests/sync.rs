@@ -445,3 +445,67 @@ async fn a_duplicate_key_in_the_warehouse_stops_the_table_naming_the_key() {
         "MySQL unchanged"
     );
 }
+
+#[tokio::test]
+async fn a_changed_bucket_count_rewrites_every_row_once() {
+    let f = Fixture::new().await;
+    items(&f, 500).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    ok(&f.sync(&config).await, "items"); // 64 buckets
+    f.bq("DELETE FROM {ds}.items WHERE id = 77").await;
+
+    let mut runner = runner_with_buckets(&f, &config, 16).await;
+    let out = cycle(&mut runner).await;
+    let r = ok(&out, "items");
+    assert_eq!((r.upserted, r.deleted), (499, 1), "{r:?}");
+    assert_eq!(
+        f.my_rows("SELECT COUNT(*), MAX(_sync_bucket) < 16, SUM(id = 77) FROM items"),
+        vec![vec!["499", "1", "0"]]
+    );
+    assert!(runner.verify(10).await.unwrap().is_empty());
+    let out = cycle(&mut runner).await;
+    assert_eq!(ok(&out, "items").rows_written(), 0, "converged");
+    // A new process with the same count does not rewrite again.
+    drop(runner);
+    let mut again = runner_with_buckets(&f, &config, 16).await;
+    let out = cycle(&mut again).await;
+    assert_eq!(ok(&out, "items").rows_written(), 0);
+}
+
+#[tokio::test]
+async fn a_table_filled_by_something_else_is_adopted_by_one_rewrite() {
+    let f = Fixture::new().await;
+    items(&f, 300).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    ok(&f.sync(&config).await, "items");
+    // Make it look like a table another tool filled: no sync columns, index or marker, stale
+    // values, and a key the warehouse does not have.
+    let mut my = f.my();
+    use mysql::prelude::Queryable;
+    my.query_drop(
+        "ALTER TABLE items DROP INDEX _sync_bucket_key_hash, DROP COLUMN _sync_hash, \
+         DROP COLUMN _sync_bucket, COMMENT = 'filled by the old loader'",
+    )
+    .unwrap();
+    my.query_drop("UPDATE items SET name = 'stale' WHERE id <= 10")
+        .unwrap();
+    my.query_drop("INSERT INTO items (id, name, qty) VALUES (9999, 'orphan', 0)")
+        .unwrap();
+
+    let out = f.sync(&config).await;
+    let r = ok(&out, "items");
+    assert_eq!((r.upserted, r.deleted), (300, 1), "{r:?}");
+    assert_eq!(
+        f.my_rows("SELECT COUNT(*), SUM(name = 'stale'), SUM(id = 9999) FROM items"),
+        vec![vec!["300", "0", "0"]]
+    );
+    assert_eq!(
+        f.my_rows(
+            "SELECT TABLE_COMMENT FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'items'"
+        ),
+        vec![vec!["filled by the old loader stream-sync:buckets=64"]]
+    );
+    let mut runner = f.runner(&config, None).await;
+    assert!(runner.verify(10).await.unwrap().is_empty());
+}
