@@ -45,6 +45,8 @@ test: services ## install what is missing, start the services, run every crate's
 	@# The workspace test build above left target/debug/recipe-api: no second build with other features.
 	deploy/dev/schemathesis.sh
 	promtool test rules deploy/prometheus/alerts_test.yml
+	promtool check config deploy/prometheus/prometheus.yml
+	python3 deploy/grafana/check.py
 	deploy/k8s-check.sh
 
 lint: toolchain ## rustfmt and clippy, warnings are errors

@@ -67,6 +67,11 @@ impl DbExecutor {
         })
     }
 
+    /// Jobs waiting for a thread.
+    pub fn waiting(&self) -> usize {
+        self.sender.len()
+    }
+
     /// Runs `f` on one of the threads and waits for its result without blocking the caller's
     /// executor. A job whose caller stopped waiting (a timeout, a closed connection) is
     /// skipped if it has not started yet.

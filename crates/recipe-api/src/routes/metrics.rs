@@ -24,6 +24,7 @@ pub struct Metrics {
     duration: HistogramVec,
     pool_connections: IntGaugeVec,
     pool_max: IntGauge,
+    queue: IntGauge,
 }
 
 impl Metrics {
@@ -55,6 +56,11 @@ impl Metrics {
             "recipe_api_db_pool_max_connections",
             "Database pool size limit",
         )?;
+        let queue = IntGauge::new(
+            "recipe_api_db_queue_waiting",
+            "Requests waiting for a database thread (all busy)",
+        )?;
+        registry.register(Box::new(queue.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(pool_connections.clone()))?;
@@ -65,6 +71,7 @@ impl Metrics {
             duration,
             pool_connections,
             pool_max,
+            queue,
         })
     }
 
@@ -137,6 +144,9 @@ pub async fn metrics(
         .with_label_values(&["in_use"])
         .set(total - idle);
     metrics.pool_max.set(i64::from(state.pool.max_size()));
+    metrics
+        .queue
+        .set(i64::try_from(state.executor.waiting()).unwrap_or(i64::MAX));
     let mut buffer = Vec::new();
     TextEncoder::new()
         .encode(&metrics.registry.gather(), &mut buffer)

@@ -33,6 +33,7 @@ async fn metrics_count_requests_by_route_template_and_status_and_expose_pool_gau
     assert!(text.contains("recipe_api_http_request_duration_seconds_bucket"));
     assert!(text.contains(r#"recipe_api_db_pool_connections{state="idle"}"#));
     assert!(text.contains("recipe_api_db_pool_max_connections 8"));
+    assert!(text.contains("recipe_api_db_queue_waiting 0"), "{text}");
     assert!(!text.contains("12345"), "ids never become label values");
 }
 
