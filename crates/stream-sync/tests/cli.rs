@@ -15,6 +15,26 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_stream-sync"))
 }
 
+/// Sends SIGTERM and waits (at most 20 s) for the exit status.
+async fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[test]
 fn help_explains_the_commands() {
     let out = bin().arg("--help").output().unwrap();
@@ -160,22 +180,7 @@ async fn sigterm_stops_the_daemon_cleanly_after_its_cycle() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let code = terminate(&mut child).await;
     let mut logs = String::new();
     child
         .stderr
@@ -225,22 +230,7 @@ async fn sigterm_mid_apply_finishes_the_current_batch_and_exits() {
         assert!(std::time::Instant::now() < deadline, "nothing applied");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let code = terminate(&mut child).await;
     assert!(code.success(), "{code:?}");
     let applied = f.my_count("items");
     assert!(
