@@ -40,7 +40,7 @@ fn help_explains_the_commands() {
     let out = bin().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["run", "status", "verify", "bucket", "--config"] {
+    for word in ["run", "status", "verify", "resync", "bucket", "--config"] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
     let out = bin().args(["run", "--help"]).output().unwrap();
