@@ -358,11 +358,15 @@ impl Runner {
                 }
                 let wh = source::digests(&self.warehouse, &src, &mut stats).await?;
                 let my = blocking(|| target::digests(&mut conn, &spec.target))?;
+                let marker = blocking(|| target::bucket_marker(&mut conn, &spec.target))?;
                 let differing = plan::differing_buckets(&wh, &my).len();
-                let state = if differing == 0 {
-                    "in sync".to_string()
-                } else {
-                    format!("{differing} bucket(s) differ")
+                let state = match marker {
+                    Some(b) if b != self.settings.buckets => format!(
+                        "synced with {b} buckets, configured {}: the next cycle rewrites every row",
+                        self.settings.buckets
+                    ),
+                    _ if differing == 0 => "in sync".to_string(),
+                    _ => format!("{differing} bucket(s) differ"),
                 };
                 let last: Option<(String, String, i64, i64)> = blocking(|| {
                     conn.exec_first(

@@ -455,9 +455,16 @@ async fn a_changed_bucket_count_rewrites_every_row_once() {
     f.bq("DELETE FROM {ds}.items WHERE id = 77").await;
 
     let mut runner = runner_with_buckets(&f, &config, 16).await;
+    let status = runner.status().await.unwrap().join("\n");
+    assert!(
+        status.contains("synced with 64 buckets, configured 16"),
+        "{status}"
+    );
     let out = cycle(&mut runner).await;
     let r = ok(&out, "items");
     assert_eq!((r.upserted, r.deleted), (499, 1), "{r:?}");
+    let status = runner.status().await.unwrap().join("\n");
+    assert!(status.contains("items: in sync"), "{status}");
     assert_eq!(
         f.my_rows("SELECT COUNT(*), MAX(_sync_bucket) < 16, SUM(id = 77) FROM items"),
         vec![vec!["499", "1", "0"]]
