@@ -368,10 +368,12 @@ async fn iblt_plan(
             )
         })
         .collect();
-    let m = iblt::per_table_for(iblt::expected_difference(counts.iter().copied()));
+    let mut m = iblt::per_table_for(iblt::expected_difference(counts.iter().copied()));
     let wh_rows: u64 = counts.iter().map(|(w, _)| *w).sum();
     let my_rows: u64 = counts.iter().map(|(_, m)| *m).sum();
-    if split.mixed.is_empty() || u64::from(m) * iblt::K as u64 * 4 > wh_rows {
+    // An IBLT pays off while its cells are well below the rows a key scan would read.
+    let worth = |m: u32| u64::from(m) * iblt::K as u64 * 4 <= wh_rows;
+    if split.mixed.is_empty() || !worth(m) {
         return Ok(None);
     }
     // Restricted to the differing buckets where that leaves out most rows. Otherwise over the
@@ -381,34 +383,48 @@ async fn iblt_plan(
     let total: u64 = wh.values().map(|d| d.count).sum();
     let whole = wh_rows * 2 >= total && split.fresh.is_empty() && split.gone.is_empty();
     let only = (!whole).then_some(split.mixed.as_slice());
-    let (warehouse, hashes) = overlapped(
+    let (first, hashes) = overlapped(
         source::iblt(env.warehouse, src, only, m, &mut report.fetch),
         || target::hashes(conn, &table, only),
     )
     .await;
-    let warehouse = match warehouse {
-        Ok(Some(t)) => t,
-        Ok(None) => {
-            tracing::warn!(table = %table, "the warehouse's IBLT answer is malformed; reading the keys of the differing buckets");
-            return Ok(None);
+    let hashes = hashes?;
+    let mut answer = first;
+    // The counts only bound the difference from below (several changes in one bucket look
+    // like one): a table that can't be decoded is tried once more at 4x the size, while that
+    // still reads far fewer rows than the key scan.
+    let mut attempts = 0;
+    let diff = loop {
+        attempts += 1;
+        let warehouse = match answer {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                tracing::warn!(table = %table, "the warehouse's IBLT answer is malformed; reading the keys of the differing buckets");
+                return Ok(None);
+            }
+            // A warehouse that does not take the IBLT's SQL (GROUPING SETS, bit arithmetic)
+            // must not stop the table: the key scan needs only plain SQL.
+            Err(SyncError::Warehouse(e)) if !e.transient() => {
+                tracing::warn!(table = %table, error = %e, "the warehouse refused the IBLT query; reading the keys of the differing buckets");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut mysql = iblt::Iblt::new(m);
+        for h in &hashes {
+            mysql.insert(*h);
         }
-        // A warehouse that does not take the IBLT's SQL (GROUPING SETS, bit arithmetic) must
-        // not stop the table: the key scan needs only plain SQL.
-        Err(SyncError::Warehouse(e)) if !e.transient() => {
-            tracing::warn!(table = %table, error = %e, "the warehouse refused the IBLT query; reading the keys of the differing buckets");
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
-    };
-    let mut mysql = iblt::Iblt::new(m);
-    for h in hashes? {
-        mysql.insert(h);
-    }
-    let diff = match warehouse.difference(&mysql) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::info!(table = %table, error = %e, "IBLT not decoded; reading the keys of the differing buckets");
-            return Ok(None);
+        match warehouse.difference(&mysql) {
+            Ok(d) => break d,
+            Err(e) if attempts < 2 && worth(m.saturating_mul(4)) => {
+                tracing::info!(table = %table, error = %e, "IBLT not decoded; once more at 4x the size");
+                m = m.saturating_mul(4);
+                answer = source::iblt(env.warehouse, src, only, m, &mut report.fetch).await;
+            }
+            Err(e) => {
+                tracing::info!(table = %table, error = %e, "IBLT not decoded; reading the keys of the differing buckets");
+                return Ok(None);
+            }
         }
     };
     if my_rows + diff.warehouse_only.len() as u64 != wh_rows + diff.mysql_only.len() as u64

@@ -399,6 +399,27 @@ async fn an_iblt_over_a_few_differing_buckets_reads_only_those() {
 }
 
 #[tokio::test]
+async fn an_undersized_iblt_is_tried_once_more_at_four_times_the_size() {
+    let f = Fixture::new().await;
+    items(&f, 3000).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let mut runner = runner_with_buckets(&f, &config, 4).await;
+    ok(&cycle(&mut runner).await, "items");
+
+    // 30 updates leave the 4 buckets' counts alone: sized for ~8 differences, the first table
+    // can't hold 60; the second, 4x larger, can.
+    f.bq("UPDATE {ds}.items SET qty = -qty WHERE MOD(id, 100) = 0")
+        .await;
+    let out = cycle(&mut runner).await;
+    let r = ok(&out, "items");
+    assert_eq!((r.updates, r.inserts, r.deleted), (30, 0, 0), "{r:?}");
+    assert_eq!(r.fetch.key_rows, 0, "no key scan: {r:?}");
+    assert_eq!(r.fetch.full_rows, 30, "{r:?}");
+    assert_eq!(r.fetch.queries, 4, "digests, 2 IBLTs, rows: {r:?}");
+    assert!(runner.verify(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_difference_too_large_for_the_iblt_falls_back_to_the_key_scan() {
     let f = Fixture::new().await;
     items(&f, 3000).await;
