@@ -416,7 +416,11 @@ async fn iblt_plan(
         }
         match warehouse.difference(&mysql) {
             Ok(d) => break d,
-            Err(e) if attempts < 2 && worth(m.saturating_mul(4)) => {
+            Err(e)
+                if attempts < 2
+                    && m.saturating_mul(4) <= iblt::MAX_PER_TABLE
+                    && worth(m.saturating_mul(4)) =>
+            {
                 tracing::info!(table = %table, error = %e, "IBLT not decoded; once more at 4x the size");
                 m = m.saturating_mul(4);
                 answer = source::iblt(env.warehouse, src, only, m, &mut report.fetch).await;

@@ -92,18 +92,34 @@ pub fn parse_marker(comment: &str) -> Option<u32> {
         .and_then(|n| n.parse().ok())
 }
 
-/// `comment` with the marker for `buckets` (replacing any earlier one).
+/// Longest table comment MySQL 8 and MariaDB accept.
+const MAX_COMMENT: usize = 2048;
+
+/// `comment` with the marker for `buckets` (replacing any earlier one); the rest of the text is
+/// kept as it was, shortened at its end if the marker would not fit otherwise.
 pub fn with_marker(comment: &str, buckets: u32) -> String {
-    let mut words: Vec<String> = comment
-        .split_whitespace()
-        .filter(|w| !w.starts_with(MARKER))
-        .map(String::from)
-        .collect();
-    words.push(format!("{MARKER}{buckets}"));
-    words.join(" ")
+    let mut rest = String::with_capacity(comment.len());
+    let mut tail = comment;
+    while let Some(at) = tail.find(MARKER) {
+        rest.push_str(&tail[..at]);
+        let after = &tail[at + MARKER.len()..];
+        tail = after.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    rest.push_str(tail);
+    let marker = format!("{MARKER}{buckets}");
+    let room = MAX_COMMENT - marker.chars().count() - 1;
+    let rest: String = rest.trim_end().chars().take(room).collect();
+    let rest = rest.trim_end();
+    if rest.is_empty() {
+        marker
+    } else {
+        format!("{rest} {marker}")
+    }
 }
 
-/// Records `buckets` on the table (a metadata-only change).
+/// Records `buckets` on the table (a metadata-only change). The ALTER needs the table's
+/// metadata lock: it gives up after 10 s (a transient error, retried) rather than queueing
+/// readers behind a long transaction.
 pub fn set_bucket_marker(conn: &mut Conn, table: &str, buckets: u32) -> Result<(), SinkError> {
     let comment: Option<String> = conn.exec_first(
         "SELECT TABLE_COMMENT FROM information_schema.TABLES \
@@ -112,12 +128,15 @@ pub fn set_bucket_marker(conn: &mut Conn, table: &str, buckets: u32) -> Result<(
     )?;
     let text = with_marker(comment.as_deref().unwrap_or(""), buckets);
     // A literal (DDL takes no parameters): the text is digits and the table's own comment,
-    // quoted by the client library's rules.
+    // quoted by the client library's rules (the sessions never set NO_BACKSLASH_ESCAPES).
     let quoted = mysql::Value::from(text).as_sql(false);
-    conn.query_drop(format!(
+    conn.query_drop("SET SESSION lock_wait_timeout = 10")?;
+    let altered = conn.query_drop(format!(
         "ALTER TABLE {} COMMENT = {quoted}",
         quote_ident(table)
-    ))?;
+    ));
+    conn.query_drop("SET SESSION lock_wait_timeout = DEFAULT")?;
+    altered?;
     Ok(())
 }
 
@@ -447,5 +466,15 @@ mod tests {
             "owned by x stream-sync:buckets=1024"
         );
         assert_eq!(with_marker("", 16), "stream-sync:buckets=16");
+        // The rest of the comment keeps its own spacing and lines.
+        assert_eq!(
+            with_marker("line one\n  line two stream-sync:buckets=64", 16),
+            "line one\n  line two stream-sync:buckets=16"
+        );
+        // A full comment is shortened at its end so that the marker fits MySQL's limit.
+        let long = "x".repeat(3000);
+        let marked = with_marker(&long, 1024);
+        assert_eq!(marked.chars().count(), MAX_COMMENT);
+        assert_eq!(parse_marker(&marked), Some(1024));
     }
 }
