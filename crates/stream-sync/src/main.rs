@@ -35,7 +35,7 @@ struct Cli {
 enum Command {
     /// Sync the stream tables: a cycle per table every `stream_sync.interval_secs` until
     /// SIGTERM (which finishes the current batch), or once with --once. Serves /metrics and
-    /// /healthz on `metrics.listen`.
+    /// /healthz on `metrics.listen` (not with --once, which must not take the daemon's port).
     Run {
         /// One cycle per table, then exit (non-zero if a table failed).
         #[arg(long)]
@@ -126,7 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::info!("shutdown requested: finishing the current batch");
                 flag.store(true, Ordering::SeqCst);
             });
-            if let Some(addr) = &config.metrics.listen {
+            // --once is a one-off (an operator in the pod, a test): it must not take the
+            // daemon's metrics port; its summary goes to stdout/stderr instead.
+            if let Some(addr) = config.metrics.listen.as_ref().filter(|_| !once) {
                 let (server, bound) =
                     stream_sync::http::serve(addr, runner.metrics.clone(), runner.health.clone())
                         .with_context(|| format!("Failed to listen on {addr}"))?;

@@ -295,6 +295,37 @@ async fn resync_rewrites_a_row_changed_behind_the_syncs_back() {
 }
 
 #[tokio::test]
+async fn run_once_does_not_take_the_daemons_metrics_port() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.items (id INT64 NOT NULL, name STRING)")
+        .await;
+    f.bq("INSERT INTO {ds}.items (id, name) VALUES (1, 'a'), (2, 'b')")
+        .await;
+    // The daemon's port, already taken.
+    let daemon = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let path = std::env::temp_dir().join(format!("stream-sync-{}.toml", uuid::Uuid::new_v4()));
+    let text = format!(
+        "{}\n[metrics]\nlisten = \"{}\"\n",
+        f.config_text(&table("items", &["id"], ""), ""),
+        daemon.local_addr().unwrap()
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = bin()
+        .args(["run", "--once", "--config"])
+        .arg(&path)
+        .env("STREAM_SYNC_TEST_URL", &f.db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f.my_count("items"), 2);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
 async fn the_daemon_exits_non_zero_when_every_table_has_stopped() {
     let f = Fixture::new().await;
     // The only table does not exist in the warehouse: a permanent error that stops it.
