@@ -155,14 +155,17 @@ impl Runner {
             t.due = Instant::now();
         }
         'outer: loop {
-            for i in 0..self.tables.len() {
-                if self.shutdown.load(Ordering::SeqCst) {
-                    break 'outer;
-                }
-                if self.tables[i].done || self.tables[i].due > Instant::now() {
-                    continue;
-                }
-                let outcome = self.attempt(i).await;
+            if self.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            // Every due table at once, each in its own task with its own MySQL session: a
+            // slow table does not hold the others back.
+            let now = Instant::now();
+            let due: Vec<usize> = (0..self.tables.len())
+                .filter(|&i| !self.tables[i].done && self.tables[i].due <= now)
+                .collect();
+            let mut stop = false;
+            for (i, outcome) in self.attempt_all(&due).await {
                 let t = &mut self.tables[i];
                 let table = t.state.spec.target.clone();
                 let (health, next) = match &outcome.error {
@@ -197,7 +200,8 @@ impl Runner {
                     }
                     Some((ErrorKind::Shutdown, _)) => {
                         t.last = Some(outcome);
-                        break 'outer;
+                        stop = true;
+                        continue;
                     }
                 };
                 t.due = Instant::now() + next;
@@ -205,6 +209,9 @@ impl Runner {
                 if let Ok(mut h) = self.health.lock() {
                     h.insert(table, health);
                 }
+            }
+            if stop {
+                break 'outer;
             }
             if self.tables.iter().all(|t| t.done) {
                 break;
@@ -228,81 +235,133 @@ impl Runner {
             .collect()
     }
 
-    /// One cycle of table `i`, connecting first when needed.
-    async fn attempt(&mut self, i: usize) -> TableOutcome {
-        let env = Env {
-            warehouse: &self.warehouse,
-            dataset: &self.dataset,
-            settings: &self.settings,
-            shutdown: &self.shutdown,
-        };
-        let t = &mut self.tables[i];
-        let mut report = CycleReport {
-            table: t.state.spec.target.clone(),
-            ..CycleReport::default()
-        };
-        let started = chrono::Utc::now();
-        let result = async {
-            if t.conn.is_none() {
-                t.conn = Some(blocking(|| open_session(&self.mysql_url, &t.state.spec))?);
-            }
-            let Some(conn) = t.conn.as_mut() else {
-                return Err(SyncError::Permanent("no MySQL session".into()));
-            };
-            cycle::run_cycle(&env, &mut t.state, conn, &mut report).await
-        }
-        .await;
-        let error = result.err().map(|e| (e.kind(), e.to_string()));
-        if let Some((kind, _)) = &error {
-            if *kind != ErrorKind::Cycle {
-                t.conn = None; // a fresh session next time
+    /// Runs one cycle of each table in `due`, concurrently (a task per table); returns the
+    /// outcomes by table index.
+    async fn attempt_all(&mut self, due: &[usize]) -> Vec<(usize, TableOutcome)> {
+        let shared = Arc::new(Shared {
+            warehouse: self.warehouse.clone(),
+            dataset: self.dataset.clone(),
+            settings: self.settings.clone(),
+            mysql_url: self.mysql_url.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+        });
+        let mut slots: Vec<Option<TableRun>> = std::mem::take(&mut self.tables)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut tasks = Vec::with_capacity(due.len());
+        for &i in due {
+            if let Some(mut t) = slots.get_mut(i).and_then(Option::take) {
+                let shared = shared.clone();
+                tasks.push(tokio::spawn(async move {
+                    let outcome = attempt_table(&shared, &mut t).await;
+                    (i, t, outcome)
+                }));
             }
         }
-        self.metrics
-            .record(&report, error.as_ref().map(|(k, _)| k.label()));
-        let f = &report.fetch;
-        match &error {
-            None => tracing::info!(
-                table.name = %report.table,
-                skipped = report.skipped,
-                cursor = report.cursor,
-                buckets_differing = report.buckets_differing,
-                rows_inserted = report.inserts,
-                rows_updated = report.updates,
-                rows_upserted = report.upserted,
-                rows_deleted = report.deleted,
-                warehouse_queries = f.queries,
-                warehouse_digest_rows = f.digest_rows,
-                warehouse_iblt_cells = f.cell_rows,
-                warehouse_key_rows = f.key_rows,
-                warehouse_full_rows = f.full_rows,
-                duration_ms = report.duration.as_millis() as u64,
-                "cycle done"
-            ),
-            Some((kind, e)) => {
-                tracing::debug!(table.name = %report.table, kind = kind.label(), error = %e, "cycle failed")
-            }
-        }
-        // History: only cycles that wrote or failed for good, so an idle table writes nothing.
-        let worth_recording = match &error {
-            None => report.rows_written() > 0,
-            Some((kind, _)) => matches!(kind, ErrorKind::Permanent | ErrorKind::Cycle),
-        };
-        if worth_recording {
-            if let Some(conn) = t.conn.as_mut() {
-                let msg = error.as_ref().map(|(_, e)| e.as_str());
-                if let Err(e) = blocking(|| record_run(conn, &report, started, msg)) {
-                    tracing::warn!(table.name = %report.table, error = %e, "could not record the run in sync_runs");
+        let mut out = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            match task.await {
+                Ok((i, t, outcome)) => {
+                    slots[i] = Some(t);
+                    out.push((i, outcome));
                 }
+                // A panic in a table's task is a bug: surface it as before, not as a lost table.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
         }
-        TableOutcome {
-            table: report.table.clone(),
-            report,
-            error,
+        self.tables = slots.into_iter().flatten().collect();
+        out
+    }
+}
+
+/// What a table's task needs besides the table: cloned per batch of cycles.
+struct Shared {
+    warehouse: Warehouse,
+    dataset: String,
+    settings: Settings,
+    mysql_url: String,
+    metrics: Metrics,
+    shutdown: Arc<AtomicBool>,
+}
+
+/// One cycle of one table, connecting first when needed; records metrics, logs and history.
+async fn attempt_table(shared: &Shared, t: &mut TableRun) -> TableOutcome {
+    let env = Env {
+        warehouse: &shared.warehouse,
+        dataset: &shared.dataset,
+        settings: &shared.settings,
+        shutdown: &shared.shutdown,
+    };
+    let mut report = CycleReport {
+        table: t.state.spec.target.clone(),
+        ..CycleReport::default()
+    };
+    let started = chrono::Utc::now();
+    let result = async {
+        if t.conn.is_none() {
+            t.conn = Some(blocking(|| open_session(&shared.mysql_url, &t.state.spec))?);
+        }
+        let Some(conn) = t.conn.as_mut() else {
+            return Err(SyncError::Permanent("no MySQL session".into()));
+        };
+        cycle::run_cycle(&env, &mut t.state, conn, &mut report).await
+    }
+    .await;
+    let error = result.err().map(|e| (e.kind(), e.to_string()));
+    if let Some((kind, _)) = &error {
+        if *kind != ErrorKind::Cycle {
+            t.conn = None; // a fresh session next time
         }
     }
+    shared
+        .metrics
+        .record(&report, error.as_ref().map(|(k, _)| k.label()));
+    let f = &report.fetch;
+    match &error {
+        None => tracing::info!(
+            table.name = %report.table,
+            skipped = report.skipped,
+            cursor = report.cursor,
+            buckets_differing = report.buckets_differing,
+            rows_inserted = report.inserts,
+            rows_updated = report.updates,
+            rows_upserted = report.upserted,
+            rows_deleted = report.deleted,
+            warehouse_queries = f.queries,
+            warehouse_digest_rows = f.digest_rows,
+            warehouse_iblt_cells = f.cell_rows,
+            warehouse_key_rows = f.key_rows,
+            warehouse_full_rows = f.full_rows,
+            duration_ms = report.duration.as_millis() as u64,
+            "cycle done"
+        ),
+        Some((kind, e)) => {
+            tracing::debug!(table.name = %report.table, kind = kind.label(), error = %e, "cycle failed")
+        }
+    }
+    // History: only cycles that wrote or failed for good, so an idle table writes nothing.
+    let worth_recording = match &error {
+        None => report.rows_written() > 0,
+        Some((kind, _)) => matches!(kind, ErrorKind::Permanent | ErrorKind::Cycle),
+    };
+    if worth_recording {
+        if let Some(conn) = t.conn.as_mut() {
+            let msg = error.as_ref().map(|(_, e)| e.as_str());
+            if let Err(e) = blocking(|| record_run(conn, &report, started, msg)) {
+                tracing::warn!(table.name = %report.table, error = %e, "could not record the run in sync_runs");
+            }
+        }
+    }
+    TableOutcome {
+        table: report.table.clone(),
+        report,
+        error,
+    }
+}
 
+impl Runner {
     /// Compares every table's rows with the warehouse; returns the mismatches.
     pub async fn verify(&mut self, limit: usize) -> anyhow::Result<Vec<Mismatch>> {
         let env = Env {

@@ -537,3 +537,51 @@ async fn a_table_filled_by_something_else_is_adopted_by_one_rewrite() {
     let mut runner = f.runner(&config, None).await;
     assert!(runner.verify(10).await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_blocked_in_mysql_does_not_hold_back_the_others() {
+    let f = Fixture::new().await;
+    for t in ["a", "b"] {
+        f.bq(&format!(
+            "CREATE TABLE {{ds}}.{t} (id INT64 NOT NULL, v STRING)"
+        ))
+        .await;
+        f.bq(&format!("INSERT INTO {{ds}}.{t} (id, v) VALUES (1, 'x')"))
+            .await;
+    }
+    let config = f.config(&(table("a", &["id"], "") + &table("b", &["id"], "")), "");
+    let first = f.sync(&config).await;
+    ok(&first, "a");
+    ok(&first, "b");
+
+    // Another session holds a's row, so a's upsert waits for the lock.
+    use mysql::prelude::Queryable;
+    let mut holder = f.my();
+    holder.query_drop("START TRANSACTION").unwrap();
+    holder
+        .query_drop("SELECT * FROM a WHERE id = 1 FOR UPDATE")
+        .unwrap();
+    f.bq("UPDATE {ds}.a SET v = 'y' WHERE id = 1").await;
+    f.bq("UPDATE {ds}.b SET v = 'y' WHERE id = 1").await;
+    let mut runner = f.runner(&config, None).await;
+    let run = tokio::spawn(async move { runner.run(Mode::Once { max_attempts: 3 }).await });
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while f.my_rows("SELECT v FROM b WHERE id = 1") != vec![vec!["y"]] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b waited for a's lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        f.my_rows("SELECT v FROM a WHERE id = 1"),
+        vec![vec!["x"]],
+        "a is still waiting"
+    );
+    holder.query_drop("COMMIT").unwrap();
+    let out = run.await.unwrap();
+    ok(&out, "a");
+    ok(&out, "b");
+    assert_eq!(f.my_rows("SELECT v FROM a WHERE id = 1"), vec![vec!["y"]]);
+}
