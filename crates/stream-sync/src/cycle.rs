@@ -70,6 +70,8 @@ pub struct TableState {
     /// Rewrite every row (bucket and hash included) at the next cycle: `resync`, a changed
     /// bucket count, or a table stream-sync did not fill.
     pub rewrite: bool,
+    /// The server's `max_allowed_packet`, read once per MySQL session (see [`Self::new_session`]).
+    max_packet: Option<usize>,
 }
 
 impl TableState {
@@ -82,7 +84,23 @@ impl TableState {
             cycles: 0,
             trust_metadata: None,
             rewrite: false,
+            max_packet: None,
         }
+    }
+
+    /// Forgets what was read from the previous MySQL session.
+    pub fn new_session(&mut self) {
+        self.max_packet = None;
+    }
+
+    /// `max_allowed_packet` of the session's server, read on first use.
+    fn max_packet(&mut self, conn: &mut Conn) -> Result<usize, SyncError> {
+        if let Some(n) = self.max_packet {
+            return Ok(n);
+        }
+        let n = blocking(|| domain::sink::max_allowed_packet(conn))?;
+        self.max_packet = Some(n);
+        Ok(n)
     }
 }
 
@@ -203,8 +221,18 @@ async fn cycle_inner(
 
     // A full rewrite first, when asked for or needed: every warehouse row upserted with its
     // bucket and hash; what is left over (keys the warehouse no longer has) goes below.
+    let max_packet = state.max_packet(conn)?;
     if state.rewrite {
-        fetch_and_apply(env, &src, conn, &src.all_rows_sql(), None, report).await?;
+        fetch_and_apply(
+            env,
+            &src,
+            conn,
+            max_packet,
+            &src.all_rows_sql(),
+            None,
+            report,
+        )
+        .await?;
         let buckets = env.settings.buckets;
         blocking(|| target::set_bucket_marker(conn, &target, buckets))?;
         state.rewrite = false;
@@ -230,7 +258,7 @@ async fn cycle_inner(
         if state.cycles % every != 0 {
             report.cursor = true;
             state.last_meta = None;
-            return cursor_cycle(env, &src, &cursor, conn, report).await;
+            return cursor_cycle(env, &src, &cursor, conn, max_packet, report).await;
         }
     }
 
@@ -304,19 +332,24 @@ async fn cycle_inner(
         // the deletes (after the upserts, so a delete never removes a row just rewritten).
         for chunk in split.fresh.chunks(4096) {
             let sql = src.rows_sql(chunk, None);
-            fetch_and_apply(env, &src, conn, &sql, None, report).await?;
+            fetch_and_apply(env, &src, conn, max_packet, &sql, None, report).await?;
         }
         if let Some(rows) = prefetched {
-            apply_rows(env, &src, conn, rows, report)?;
+            let mut up = Upserter::new(env, &src, &target, max_packet);
+            let pushed = rows.into_iter().try_for_each(|row| up.push(conn, row));
+            report.upserted += up.upserted;
+            pushed?;
+            report.upserted += up.finish(conn)?;
         } else if !row_plan.fetch.is_empty() {
             if plan::fetch_by_hash(row_plan.fetch.len()) {
                 let sql = src.rows_sql(&split.mixed, Some(&row_plan.fetch));
-                fetch_and_apply(env, &src, conn, &sql, None, report).await?;
+                fetch_and_apply(env, &src, conn, max_packet, &sql, None, report).await?;
             } else {
-                let wanted: HashSet<i64> = plan::fetch_set(&row_plan);
+                let wanted: HashSet<i64> = row_plan.fetch.iter().copied().collect();
                 for chunk in split.mixed.chunks(4096) {
                     let sql = src.rows_sql(chunk, None);
-                    fetch_and_apply(env, &src, conn, &sql, Some(&wanted), report).await?;
+                    fetch_and_apply(env, &src, conn, max_packet, &sql, Some(&wanted), report)
+                        .await?;
                 }
             }
         }
@@ -380,8 +413,8 @@ async fn iblt_plan(
     // whole table: filtering by bucket costs the warehouse a second fingerprint per row, and
     // rows outside the differing buckets are the same on both sides, so they cancel out of the
     // difference anyway (unless a bucket is empty on one side: those are handled apart).
-    let total: u64 = wh.values().map(|d| d.count).sum();
-    let whole = wh_rows * 2 >= total && split.fresh.is_empty() && split.gone.is_empty();
+    let whole =
+        wh_rows * 2 >= plan::total_rows(wh) && split.fresh.is_empty() && split.gone.is_empty();
     let only = (!whole).then_some(split.mixed.as_slice());
     let (first, hashes) = overlapped(
         source::iblt(env.warehouse, src, only, m, &mut report.fetch),
@@ -580,32 +613,57 @@ fn canonical_key(
     Ok(canon::key(parts))
 }
 
-/// Upserts rows already fetched, in transactions of `batch_rows`; stops after the current
-/// batch on shutdown.
-fn apply_rows(
-    env: &Env<'_>,
-    src: &SourceTable,
-    conn: &mut Conn,
-    rows: Vec<Vec<mysql::Value>>,
-    report: &mut CycleReport,
-) -> Result<(), SyncError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let columns = target::write_columns(&src.columns);
-    let max_packet = blocking(|| domain::sink::max_allowed_packet(conn))?;
-    let batch = env.settings.batch_rows.max(1);
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<Vec<mysql::Value>> = rows.by_ref().take(batch).collect();
-        report.upserted +=
-            blocking(|| target::upsert_batch(conn, &report.table, &columns, max_packet, chunk))?
-                as u64;
-        if env.shutdown.load(Ordering::SeqCst) && rows.peek().is_some() {
-            return Err(SyncError::Shutdown);
+/// Upserts rows in transactions of `batch_rows`; after each full batch, stops on shutdown.
+struct Upserter<'a> {
+    table: &'a str,
+    columns: Vec<String>,
+    max_packet: usize,
+    batch: usize,
+    shutdown: &'a AtomicBool,
+    pending: Vec<Vec<mysql::Value>>,
+    /// Rows written by the batches committed so far.
+    upserted: u64,
+}
+
+impl<'a> Upserter<'a> {
+    fn new(env: &'a Env<'_>, src: &SourceTable, table: &'a str, max_packet: usize) -> Upserter<'a> {
+        let batch = env.settings.batch_rows.max(1);
+        Upserter {
+            table,
+            columns: target::write_columns(&src.columns),
+            max_packet,
+            batch,
+            shutdown: env.shutdown,
+            pending: Vec::with_capacity(batch.min(10_000)),
+            upserted: 0,
         }
     }
-    Ok(())
+
+    fn push(&mut self, conn: &mut Conn, row: Vec<mysql::Value>) -> Result<(), SyncError> {
+        self.pending.push(row);
+        if self.pending.len() >= self.batch {
+            self.flush(conn)?;
+            if self.shutdown.load(Ordering::SeqCst) {
+                return Err(SyncError::Shutdown);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, conn: &mut Conn) -> Result<(), SyncError> {
+        let rows = std::mem::take(&mut self.pending);
+        self.upserted += blocking(|| {
+            target::upsert_batch(conn, self.table, &self.columns, self.max_packet, rows)
+        })? as u64;
+        Ok(())
+    }
+
+    /// Writes what is left; returns the rows written since the last read of `upserted`.
+    fn finish(mut self, conn: &mut Conn) -> Result<u64, SyncError> {
+        let before = self.upserted;
+        self.flush(conn)?;
+        Ok(self.upserted - before)
+    }
 }
 
 /// Cursor mode: rows past MySQL's largest cursor value, upserted.
@@ -614,6 +672,7 @@ async fn cursor_cycle(
     src: &SourceTable,
     cursor: &str,
     conn: &mut Conn,
+    max_packet: usize,
     report: &mut CycleReport,
 ) -> Result<(), SyncError> {
     let Some(col) = src.columns.iter().find(|c| c.name == cursor).cloned() else {
@@ -624,7 +683,7 @@ async fn cursor_cycle(
     let target = report.table.clone();
     let watermark = blocking(|| target::cursor_watermark(conn, &target, &col))?;
     let sql = src.cursor_sql(cursor, watermark.as_deref());
-    fetch_and_apply(env, src, conn, &sql, None, report).await
+    fetch_and_apply(env, src, conn, max_packet, &sql, None, report).await
 }
 
 /// Streams the rows of `sql` into upsert transactions of `batch_rows`; with `only`, rows whose
@@ -633,51 +692,33 @@ async fn fetch_and_apply(
     env: &Env<'_>,
     src: &SourceTable,
     conn: &mut Conn,
+    max_packet: usize,
     sql: &str,
     only: Option<&HashSet<i64>>,
     report: &mut CycleReport,
 ) -> Result<(), SyncError> {
+    let pk_idx = pk_positions(src);
     let table = report.table.clone();
-    let columns = target::write_columns(&src.columns);
-    let pk_idx: Vec<usize> = src
-        .primary_key
-        .iter()
-        .filter_map(|k| src.columns.iter().position(|c| c.name == k.name))
-        .collect();
-    let max_packet = blocking(|| domain::sink::max_allowed_packet(conn))?;
-    let batch = env.settings.batch_rows.max(1);
-    let mut pending: Vec<Vec<mysql::Value>> = Vec::with_capacity(batch.min(10_000));
+    let mut up = Upserter::new(env, src, &table, max_packet);
     let mut fetched = 0u64;
-    let mut upserted = 0u64;
     report.fetch.queries += 1;
     let result = env
         .warehouse
         .query_pages(sql, |page| {
             fetched += page.rows.len() as u64;
             for cells in page.rows {
-                let (values, hash) = target::convert_row(&table, &src.columns, &pk_idx, cells)?;
+                let (values, hash) = target::convert_row(up.table, &src.columns, &pk_idx, cells)?;
                 if only.is_none_or(|s| s.contains(&hash)) {
-                    pending.push(values);
-                }
-                if pending.len() >= batch {
-                    let rows = std::mem::take(&mut pending);
-                    upserted += blocking(|| {
-                        target::upsert_batch(conn, &table, &columns, max_packet, rows)
-                    })? as u64;
-                    if env.shutdown.load(Ordering::SeqCst) {
-                        return Err(SyncError::Shutdown);
-                    }
+                    up.push(conn, values)?;
                 }
             }
-            Ok(())
+            Ok::<(), SyncError>(())
         })
         .await;
     report.fetch.full_rows += fetched;
-    report.upserted += upserted;
+    report.upserted += up.upserted;
     report.fetch.bytes_processed += result?;
-    let rows = std::mem::take(&mut pending);
-    report.upserted +=
-        blocking(|| target::upsert_batch(conn, &table, &columns, max_packet, rows))? as u64;
+    report.upserted += up.finish(conn)?;
     Ok(())
 }
 
@@ -857,11 +898,7 @@ fn mysql_rows(
                 .zip(&v)
                 .map(|(c, x)| canon::of_mysql(c, x))
                 .collect();
-            let hash = match v.get(columns.len()) {
-                Some(mysql::Value::Int(i)) => *i,
-                Some(mysql::Value::UInt(u)) => *u as i64,
-                _ => 0,
-            };
+            let hash = v.get(columns.len()).map_or(0, target::hash_of);
             (vals, hash)
         })
         .collect())

@@ -1,7 +1,7 @@
 //! The pure middle of a cycle: which buckets differ, which rows to fetch, upsert and delete,
 //! and whether the mass-delete guard lets the cycle go on. No I/O here.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// `COUNT(*)` and `BIT_XOR(hash)` of one bucket. The XOR is kept as the 64 raw bits: the
 /// warehouse answers a signed INT64, MySQL's `BIT_XOR` an unsigned BIGINT.
@@ -17,7 +17,7 @@ pub type Digests = BTreeMap<u16, BucketDigest>;
 /// Buckets whose count or XOR differ (a bucket missing on one side counts as empty). Counts
 /// are compared too, as two identical rows cancel under XOR.
 pub fn differing_buckets(warehouse: &Digests, mysql: &Digests) -> Vec<u16> {
-    let mut out: Vec<u16> = warehouse
+    warehouse
         .keys()
         .chain(mysql.keys())
         .copied()
@@ -27,9 +27,7 @@ pub fn differing_buckets(warehouse: &Digests, mysql: &Digests) -> Vec<u16> {
             warehouse.get(b).copied().unwrap_or_default()
                 != mysql.get(b).copied().unwrap_or_default()
         })
-        .collect();
-    out.dedup();
-    out
+        .collect()
 }
 
 /// Total rows over all buckets.
@@ -195,11 +193,6 @@ pub fn fetch_by_hash(fetch: usize) -> bool {
 
 /// Most hashes put into one `IN UNNEST([...])` list (about 20 bytes each in the SQL text).
 pub const MAX_HASHES_IN_SQL: usize = 20_000;
-
-/// The hashes to fetch as a set, for filtering whole-bucket fetches.
-pub fn fetch_set(plan: &RowPlan) -> HashSet<i64> {
-    plan.fetch.iter().copied().collect()
-}
 
 #[cfg(test)]
 mod tests {

@@ -313,6 +313,7 @@ async fn attempt_table(shared: &Shared, t: &mut TableRun) -> TableOutcome {
     if let Some((kind, _)) = &error {
         if *kind != ErrorKind::Cycle {
             t.conn = None; // a fresh session next time
+            t.state.new_session();
         }
     }
     shared

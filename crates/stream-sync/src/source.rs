@@ -309,7 +309,8 @@ pub async fn describe(
     ))
 }
 
-fn cell_i64(v: &Option<serde_json::Value>) -> Option<i64> {
+/// An INT64 cell of a warehouse answer (a JSON string or number).
+pub(crate) fn cell_i64(v: &Option<serde_json::Value>) -> Option<i64> {
     match v.as_ref()? {
         serde_json::Value::String(s) => s.parse().ok(),
         serde_json::Value::Number(n) => n.as_i64(),

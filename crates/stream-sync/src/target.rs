@@ -74,22 +74,30 @@ pub fn ensure_table(
 /// word in the table's comment (other comment text is kept).
 const MARKER: &str = "stream-sync:buckets=";
 
-/// The bucket count recorded on the table, if any.
-pub fn bucket_marker(conn: &mut Conn, table: &str) -> Result<Option<u32>, SinkError> {
+/// The table's comment ("" when it has none).
+fn table_comment(conn: &mut Conn, table: &str) -> Result<String, SinkError> {
     let comment: Option<String> = conn.exec_first(
         "SELECT TABLE_COMMENT FROM information_schema.TABLES \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
         (table,),
     )?;
-    Ok(comment.as_deref().and_then(parse_marker))
+    Ok(comment.unwrap_or_default())
 }
 
-/// The bucket count in a table comment.
+/// The bucket count recorded on the table, if any.
+pub fn bucket_marker(conn: &mut Conn, table: &str) -> Result<Option<u32>, SinkError> {
+    Ok(parse_marker(&table_comment(conn, table)?))
+}
+
+/// The bucket count in a table comment: the digits after the marker, found the same way
+/// [`with_marker`] finds it to replace.
 pub fn parse_marker(comment: &str) -> Option<u32> {
-    comment
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix(MARKER))
-        .and_then(|n| n.parse().ok())
+    let at = comment.find(MARKER)? + MARKER.len();
+    let digits: String = comment[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 /// Longest table comment MySQL 8 and MariaDB accept.
@@ -121,12 +129,7 @@ pub fn with_marker(comment: &str, buckets: u32) -> String {
 /// metadata lock: it gives up after 10 s (a transient error, retried) rather than queueing
 /// readers behind a long transaction.
 pub fn set_bucket_marker(conn: &mut Conn, table: &str, buckets: u32) -> Result<(), SinkError> {
-    let comment: Option<String> = conn.exec_first(
-        "SELECT TABLE_COMMENT FROM information_schema.TABLES \
-         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-        (table,),
-    )?;
-    let text = with_marker(comment.as_deref().unwrap_or(""), buckets);
+    let text = with_marker(&table_comment(conn, table)?, buckets);
     // A literal (DDL takes no parameters): the text is digits and the table's own comment,
     // quoted by the client library's rules (the sessions never set NO_BACKSLASH_ESCAPES).
     let quoted = mysql::Value::from(text).as_sql(false);
@@ -264,17 +267,22 @@ fn join_u16(v: &[u16]) -> String {
     v.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
 }
 
+/// A `_sync_hash` as MySQL returned it (an integer, or digits over the text protocol).
+pub fn hash_of(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        Value::UInt(u) => *u as i64,
+        Value::Bytes(b) => String::from_utf8_lossy(b).parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// Adds MySQL rows of `(key columns…, _sync_hash)` to `out`.
 fn collect_keys(rows: Vec<mysql::Row>, pk: &[Column], out: &mut MysqlKeys) {
     for row in rows {
         let mut values = row.unwrap();
         let key = canon::key(pk.iter().zip(&values).map(|(c, v)| canon::of_mysql(c, v)));
-        let hash = match values.get(pk.len()) {
-            Some(Value::Int(i)) => *i,
-            Some(Value::UInt(u)) => *u as i64,
-            Some(Value::Bytes(b)) => String::from_utf8_lossy(b).parse().unwrap_or(0),
-            _ => 0,
-        };
+        let hash = values.get(pk.len()).map_or(0, hash_of);
         values.truncate(pk.len());
         out.raw.insert(key.clone(), values);
         out.keys.push(KeyHash { key, hash });
@@ -431,13 +439,7 @@ pub fn convert_row(
             }
         }
     }
-    let num = |i: usize| -> Option<i64> {
-        match cells.get(i)?.as_ref()? {
-            serde_json::Value::String(s) => s.parse().ok(),
-            serde_json::Value::Number(x) => x.as_i64(),
-            _ => None,
-        }
-    };
+    let num = |i: usize| cells.get(i).and_then(crate::source::cell_i64);
     let (Some(bucket), Some(hash)) = (num(n), num(n + 1)) else {
         return Err(SyncError::Permanent(format!(
             "{table}: warehouse row without bucket or hash"
