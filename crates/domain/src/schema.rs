@@ -306,7 +306,8 @@ pub fn convert(col: &Column, v: &serde_json::Value) -> Result<SqlValue, String> 
     }
 }
 
-fn kind(v: &serde_json::Value) -> &'static str {
+/// What kind of JSON value `v` is, for error messages ("a string", "null", ...).
+pub fn kind(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",

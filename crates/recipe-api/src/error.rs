@@ -208,12 +208,6 @@ impl From<r2d2::Error> for ApiError {
     }
 }
 
-impl From<actix_web::error::BlockingError> for ApiError {
-    fn from(error: actix_web::error::BlockingError) -> ApiError {
-        ApiError::Internal(anyhow::anyhow!("blocking task failed: {error}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -123,17 +123,6 @@ fn as_integer(n: &serde_json::Number) -> Option<i64> {
     })
 }
 
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// A required string, trimmed, with a length in characters.
 fn required_trimmed(
     map: &Map<String, Value>,
@@ -162,7 +151,7 @@ fn required_trimmed(
         Some(other) => {
             errors.push(FieldError::new(
                 key,
-                format!("must be a string, not {}", type_name(other)),
+                format!("must be a string, not {}", domain::schema::kind(other)),
             ));
             None
         }
@@ -192,7 +181,10 @@ fn optional_string(
         Some(other) => {
             errors.push(FieldError::new(
                 field,
-                format!("must be a string or null, not {}", type_name(other)),
+                format!(
+                    "must be a string or null, not {}",
+                    domain::schema::kind(other)
+                ),
             ));
             None
         }
@@ -221,7 +213,10 @@ fn optional_int(
         Some(other) => {
             errors.push(FieldError::new(
                 field,
-                format!("must be an integer or null, not {}", type_name(other)),
+                format!(
+                    "must be an integer or null, not {}",
+                    domain::schema::kind(other)
+                ),
             ));
             None
         }
@@ -256,7 +251,10 @@ fn quantity(
         Some(other) => {
             errors.push(FieldError::new(
                 field,
-                format!("must be a number or null, not {}", type_name(other)),
+                format!(
+                    "must be a number or null, not {}",
+                    domain::schema::kind(other)
+                ),
             ));
             None
         }
@@ -272,7 +270,7 @@ fn recipe_ingredient(
     let Value::Object(map) = value else {
         errors.push(FieldError::new(
             &prefix,
-            format!("must be an object, not {}", type_name(value)),
+            format!("must be an object, not {}", domain::schema::kind(value)),
         ));
         return None;
     };
@@ -302,7 +300,7 @@ fn recipe_ingredient(
         Some(other) => {
             errors.push(FieldError::new(
                 &id_field,
-                format!("must be an integer, not {}", type_name(other)),
+                format!("must be an integer, not {}", domain::schema::kind(other)),
             ));
             None
         }
@@ -373,7 +371,7 @@ pub fn recipe_input(value: &Value) -> Result<RecipeInput, Vec<FieldError>> {
         }
         Some(other) => errors.push(FieldError::new(
             "ingredients",
-            format!("must be an array, not {}", type_name(other)),
+            format!("must be an array, not {}", domain::schema::kind(other)),
         )),
     }
     match title {

@@ -75,9 +75,8 @@ impl Metrics {
         })
     }
 
-    fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let status = status.to_string();
-        let labels = [method, route, status.as_str()];
+    fn observe(&self, method: &str, route: &str, status: &str, seconds: f64) {
+        let labels = [method, route, status];
         self.requests.with_label_values(&labels).inc();
         self.duration.with_label_values(&labels).observe(seconds);
     }
@@ -111,14 +110,14 @@ pub async fn observe(
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".to_string());
-    let status = response.status().as_u16();
+    let status = response.status();
     if let Some(metrics) = metrics {
-        metrics.observe(method, &route, status, elapsed.as_secs_f64());
+        metrics.observe(method, &route, status.as_str(), elapsed.as_secs_f64());
     }
     tracing::info!(
         http.method = method,
         http.route = %route,
-        http.status = status,
+        http.status = status.as_u16(),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         "request"
     );
