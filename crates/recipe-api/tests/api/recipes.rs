@@ -503,6 +503,70 @@ async fn a_failed_replacement_rolls_back_and_leaves_the_recipe_as_it_was() {
     assert_eq!(app.count("recipe_ingredients"), 2);
 }
 
+/// Makes every insert of an ingredient link whose unit is `explode` fail inside the database,
+/// after the recipe row of the same write has been written.
+fn fail_links_with_unit_explode(app: &TestApp) {
+    use diesel::RunQueryDsl;
+    let mut conn = app.db.as_ref().expect("a test database").connect();
+    diesel::sql_query(
+        "CREATE TRIGGER fail_links BEFORE INSERT ON recipe_ingredients FOR EACH ROW \
+         IF NEW.unit = 'explode' THEN \
+         SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected failure'; END IF",
+    )
+    .execute(&mut conn)
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_write_failing_after_the_recipe_row_was_written_changes_nothing() {
+    let app = spawn_app().await;
+    let (recipe, flour, milk) = pancakes(&app).await;
+    fail_links_with_unit_explode(&app);
+    let path = format!("/v1/recipes/{}", recipe["id"]);
+    let explode = json!([
+        {"ingredient_id": flour, "unit": "g"},
+        {"ingredient_id": milk, "unit": "explode"}
+    ]);
+
+    // Replace: the recipe row is updated and its links deleted before the insert fails.
+    let response = app
+        .send_json(
+            Method::PUT,
+            &path,
+            &json!({"title": "Changed", "ingredients": explode}),
+        )
+        .await;
+    let problem = assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
+    assert!(!problem.to_string().contains("injected"), "{problem}");
+    assert_eq!(
+        app.get_json(&path).await,
+        recipe,
+        "title, version and links unchanged"
+    );
+    assert_eq!(app.count("recipe_ingredients"), 2);
+
+    // Patch and create fail the same way and leave nothing behind.
+    let response = app
+        .send_json(
+            Method::PATCH,
+            &path,
+            &json!({"servings": 9, "ingredients": explode}),
+        )
+        .await;
+    assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
+    assert_eq!(app.get_json(&path).await, recipe);
+    let response = app
+        .send_json(
+            Method::POST,
+            "/v1/recipes",
+            &json!({"title": "New", "ingredients": explode}),
+        )
+        .await;
+    assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
+    assert_eq!(app.count("recipes"), 1);
+    assert_eq!(app.count("recipe_ingredients"), 2);
+}
+
 #[tokio::test]
 async fn unicode_and_sql_looking_strings_are_stored_and_returned_as_data() {
     let app = spawn_app().await;
