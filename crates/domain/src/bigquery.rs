@@ -323,14 +323,20 @@ where
 
 /// Capped exponential backoff with jitter: ~200 ms, 400 ms, 800 ms ... up to 10 s.
 pub fn backoff(attempt: u32) -> std::time::Duration {
-    let base = 200u64
-        .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
-        .min(10_000);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let jitter = u64::from(nanos) % (base / 2 + 1);
+    backoff_with(attempt, nanos)
+}
+
+/// [`backoff`] with its randomness given: between half and all of 200 ms × 2^(attempt−1),
+/// capped at 10 s.
+fn backoff_with(attempt: u32, entropy: u32) -> std::time::Duration {
+    let base = 200u64
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
+        .min(10_000);
+    let jitter = u64::from(entropy) % (base / 2 + 1);
     std::time::Duration::from_millis(base / 2 + jitter)
 }
 
@@ -339,10 +345,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) <= std::time::Duration::from_millis(200));
-        assert!(backoff(30) <= std::time::Duration::from_secs(10));
-        assert!(backoff(30) >= std::time::Duration::from_secs(5));
+    fn backoff_grows_is_jittered_and_is_capped() {
+        let ms = std::time::Duration::from_millis;
+        for entropy in [0, 1, 12_345, u32::MAX] {
+            let first = backoff_with(1, entropy);
+            assert!(ms(100) <= first && first <= ms(200), "{first:?}");
+            let capped = backoff_with(30, entropy);
+            assert!(ms(5_000) <= capped && capped <= ms(10_000), "{capped:?}");
+        }
+        // Each step's shortest wait is longer than two steps earlier's longest.
+        assert!(backoff_with(3, 0) > backoff_with(1, u32::MAX));
+        // Jitter: different randomness, different waits.
+        assert_ne!(backoff_with(5, 0), backoff_with(5, 777));
+        assert!(backoff(30) <= ms(10_000));
     }
 
     #[test]

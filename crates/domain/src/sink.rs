@@ -149,7 +149,12 @@ fn lock_name(name: &str) -> String {
         return name.to_string();
     }
     let h = crate::canon::fnv1a(name.as_bytes());
-    format!("{}:{h:016x}", &name[..40])
+    // At most 40 bytes of the name, cut at a character boundary.
+    let cut = (0..=40)
+        .rev()
+        .find(|i| name.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}:{h:016x}", &name[..cut])
 }
 
 /// The server's `max_allowed_packet` in bytes.
@@ -366,8 +371,17 @@ mod tests {
     #[test]
     fn long_lock_names_are_shortened_stably() {
         let long = "x".repeat(100);
-        assert_eq!(lock_name(&long), lock_name(&long));
+        let other = format!("{}y", "x".repeat(99));
         assert!(lock_name(&long).len() <= 64);
+        assert_ne!(
+            lock_name(&long),
+            lock_name(&other),
+            "names sharing a prefix keep distinct locks"
+        );
         assert_eq!(lock_name("short"), "short");
+        // A multi-byte character across the cut does not split (or panic).
+        let wide = format!("{}é{}", "x".repeat(39), "z".repeat(60));
+        assert!(lock_name(&wide).len() <= 64);
+        assert!(lock_name(&wide).starts_with(&"x".repeat(39)));
     }
 }

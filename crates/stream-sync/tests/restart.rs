@@ -151,7 +151,7 @@ async fn mariadb_killed_and_restarted_mid_run_the_daemon_retries_and_converges()
     .await;
     let config = f.config(&table("items", &["id"], ""), "");
     let settings = Settings {
-        batch_rows: 100,
+        batch_rows: 20,
         ..Runner::settings_from(&config)
     };
     let mut runner = Runner::new(&config, server.url(), settings.clone(), None)
@@ -174,7 +174,7 @@ async fn mariadb_killed_and_restarted_mid_run_the_daemon_retries_and_converges()
         let deadline = Instant::now() + Duration::from_secs(secs);
         while !cond() {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(5));
         }
     };
     wait_until("the first sync", 60, &|| count(&server.url()) == Some(3000));
@@ -186,8 +186,11 @@ async fn mariadb_killed_and_restarted_mid_run_the_daemon_retries_and_converges()
     f.bq("INSERT INTO {ds}.items (id, name, qty) SELECT x, 'new', x FROM UNNEST(GENERATE_ARRAY(5001, 5600)) AS x")
         .await;
     let url = server.url();
+    // Kill the server as soon as the first batches are in, and check that was mid-apply:
+    // 500 updated + 600 new rows arrive in batches of 20.
+    let applied = std::cell::Cell::new(0u64);
     wait_until("the daemon to start applying", 30, &|| {
-        domain::sink::connect(&url)
+        let n = domain::sink::connect(&url)
             .ok()
             .and_then(|mut c| {
                 c.query_first::<u64, _>(
@@ -196,9 +199,16 @@ async fn mariadb_killed_and_restarted_mid_run_the_daemon_retries_and_converges()
                 .ok()
                 .flatten()
             })
-            .is_some_and(|n| n > 0)
+            .unwrap_or(0);
+        applied.set(n);
+        n > 0
     });
     server.kill();
+    assert!(
+        applied.get() < 1100,
+        "the kill came after the whole change was applied ({} rows)",
+        applied.get()
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     server.launch();
 

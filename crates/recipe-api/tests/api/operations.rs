@@ -30,7 +30,10 @@ async fn metrics_count_requests_by_route_template_and_status_and_expose_pool_gau
         "{text}"
     );
     assert!(text.contains(r#"route="unmatched",status="404""#));
-    assert!(text.contains("recipe_api_http_request_duration_seconds_bucket"));
+    assert!(
+        text.contains(r#"recipe_api_http_request_duration_seconds_count{method="GET",route="/v1/recipes/{id}",status="404"} 2"#),
+        "latency by route template and status: {text}"
+    );
     assert!(text.contains(r#"recipe_api_db_pool_connections{state="idle"}"#));
     assert!(text.contains("recipe_api_db_pool_max_connections 8"));
     assert!(text.contains("recipe_api_db_queue_waiting 0"), "{text}");
