@@ -281,11 +281,12 @@ pub fn load_group(
     // LOAD DATA LOCAL INFILE fed from memory is MySQL's own bulk path; it needs the server's
     // `local_infile` on. Otherwise (and for BYTES columns, which a text file can't carry
     // cleanly) batched multi-row INSERTs are used.
-    let local_infile: Option<i64> = conn
-        .query_first("SELECT @@GLOBAL.local_infile")
-        .unwrap_or(None);
+    let use_load_data = loader == domain::config::Loader::Auto
+        && conn
+            .query_first::<i64, _>("SELECT @@GLOBAL.local_infile")
+            .unwrap_or(None)
+            == Some(1);
     let feed: Feed = Arc::new(std::sync::Mutex::new(None));
-    let use_load_data = local_infile == Some(1) && loader == domain::config::Loader::Auto;
     if use_load_data {
         let slot = feed.clone();
         conn.set_local_infile_handler(Some(mysql::LocalInfileHandler::new(move |_name, out| {

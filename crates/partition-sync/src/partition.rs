@@ -215,7 +215,12 @@ impl Scheme {
 
 /// Orders partition ids oldest first (`__NULL__` first, as BigQuery lists it).
 pub fn sort_ids(ids: &mut [String]) {
-    ids.sort_by(|a, b| (a != NULL_PARTITION, a).cmp(&(b != NULL_PARTITION, b)));
+    ids.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+}
+
+/// The sort key of a partition id: `__NULL__` first, then the ids in order.
+pub fn order_key(id: &str) -> (bool, &str) {
+    (id != NULL_PARTITION, id)
 }
 
 /// Whether `id` looks like a partition id at all (used to validate `--partition`).

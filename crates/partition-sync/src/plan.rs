@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::partition::{sort_ids, UNPARTITIONED};
+use crate::partition::{order_key, sort_ids, UNPARTITIONED};
 
 /// A partition as the warehouse reports it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,9 +99,7 @@ pub fn plan(source: &[SourcePartition], synced: &[SyncedPartition], forced: &[St
     let mut out = Plan::default();
     let mut seen = std::collections::BTreeSet::new();
     let mut sorted: Vec<&SourcePartition> = source.iter().collect();
-    let mut ids: Vec<String> = sorted.iter().map(|p| p.id.clone()).collect();
-    sort_ids(&mut ids);
-    sorted.sort_by_key(|p| ids.iter().position(|i| i == &p.id));
+    sorted.sort_by(|a, b| order_key(&a.id).cmp(&order_key(&b.id)));
     for p in sorted {
         if p.id == UNPARTITIONED {
             out.waiting.push(p.id.clone());

@@ -85,18 +85,21 @@ pub async fn warehouse_digests(
         .ok_or("partition column missing")?;
     let mut out: BTreeMap<String, Digest> = BTreeMap::new();
     let mut err = None;
+    // Converted as nullable: verify reports what is there, REQUIRED or not.
+    let relaxed: Vec<Column> = table
+        .columns
+        .iter()
+        .map(|col| Column {
+            required: false,
+            ..col.clone()
+        })
+        .collect();
     wh.query_pages(&sql, |page| {
         for row in page.rows {
             let mut parts = Vec::with_capacity(table.columns.len());
-            for (col, cell) in table.columns.iter().zip(row.iter()) {
+            for ((col, relaxed), cell) in table.columns.iter().zip(&relaxed).zip(row.iter()) {
                 let v = cell.as_ref().unwrap_or(&serde_json::Value::Null);
-                match convert(
-                    &Column {
-                        required: false,
-                        ..col.clone()
-                    },
-                    v,
-                ) {
+                match convert(relaxed, v) {
                     Ok(sv) => parts.push(canon::of_sql(col, &sv).into_bytes()),
                     Err(e) => {
                         err.get_or_insert(format!("column {}: {e}", col.name));
