@@ -1,6 +1,6 @@
 -- State of partition-sync: one row per synced target table and partition, written in the same
 -- transaction as the partition's rows (so data and watermark never disagree).
-CREATE TABLE sync_partitions (
+CREATE TABLE IF NOT EXISTS sync_partitions (
   target_table VARCHAR(64) NOT NULL,
   partition_id VARCHAR(64) NOT NULL,
   source_modified_at DATETIME(6) NULL,
@@ -12,7 +12,7 @@ CREATE TABLE sync_partitions (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- One row per run of either sync binary and table: what it did and how it ended.
-CREATE TABLE sync_runs (
+CREATE TABLE IF NOT EXISTS sync_runs (
   run_id VARCHAR(64) NOT NULL,
   target_table VARCHAR(64) NOT NULL,
   engine VARCHAR(16) NOT NULL,

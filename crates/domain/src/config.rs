@@ -91,12 +91,23 @@ pub struct WarehouseConfig {
     pub change_detection: ChangeDetection,
 }
 
+/// How the warehouse client authenticates (`warehouse.credentials`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// Application default credentials (workload identity on GKE, `gcloud auth` locally).
+    ApplicationDefault,
+    /// A service-account key file.
+    KeyFile(String),
+    /// No authentication: for the emulator.
+    None,
+}
+
 impl WarehouseConfig {
-    pub fn credentials(&self) -> crate::bigquery::Credentials {
+    pub fn credentials(&self) -> Credentials {
         match self.credentials.as_deref() {
-            None | Some("adc") => crate::bigquery::Credentials::ApplicationDefault,
-            Some("none") => crate::bigquery::Credentials::None,
-            Some(path) => crate::bigquery::Credentials::KeyFile(path.to_string()),
+            None | Some("adc") => Credentials::ApplicationDefault,
+            Some("none") => Credentials::None,
+            Some(path) => Credentials::KeyFile(path.to_string()),
         }
     }
 }
@@ -270,22 +281,6 @@ impl TableSpec {
     }
 }
 
-/// Whether `name` is a safe MySQL/BigQuery identifier: letters, digits, `_`, `$`, 1..=64
-/// characters, not starting with a digit. Identifiers are also backtick-quoted when used.
-pub fn valid_identifier(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-}
-
-/// A validated identifier, backtick-quoted.
-pub fn quote_ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
 impl SyncConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<SyncConfig, ConfigError> {
@@ -309,7 +304,7 @@ impl SyncConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         for (what, name) in [("warehouse.dataset", &self.warehouse.dataset)] {
-            if !valid_identifier(name) {
+            if !crate::ident::is_valid(name) {
                 return bad(format!("{what} `{name}` is not a valid identifier"));
             }
         }
@@ -329,7 +324,7 @@ impl SyncConfig {
         for (i, t) in self.tables.iter().enumerate() {
             let at = format!("tables[{i}] ({})", t.target);
             for (field, name) in [("source", &t.source), ("target", &t.target)] {
-                if !valid_identifier(name) {
+                if !crate::ident::is_valid(name) {
                     return bad(format!("{at}: {field} `{name}` is not a valid identifier"));
                 }
             }
@@ -339,7 +334,7 @@ impl SyncConfig {
                 .chain(t.varchar.keys())
                 .chain(t.cursor_column.iter())
             {
-                if !valid_identifier(c) {
+                if !crate::ident::is_valid(c) {
                     return bad(format!("{at}: column `{c}` is not a valid identifier"));
                 }
             }
@@ -356,7 +351,7 @@ impl SyncConfig {
                     None => {
                         return bad(format!("{at}: mode = \"partition\" needs partition_column"))
                     }
-                    Some(c) if !valid_identifier(c) => {
+                    Some(c) if !crate::ident::is_valid(c) => {
                         return bad(format!(
                             "{at}: partition_column `{c}` is not a valid identifier"
                         ))
@@ -668,10 +663,10 @@ depends_on = ["a"]
 
     #[test]
     fn identifiers_are_validated_and_quoted() {
-        assert!(valid_identifier("recipe_daily_stats"));
+        assert!(crate::ident::is_valid("recipe_daily_stats"));
         for bad in ["", "1a", "a b", "a`b", "a;drop", &"x".repeat(65)] {
-            assert!(!valid_identifier(bad), "{bad}");
+            assert!(!crate::ident::is_valid(bad), "{bad}");
         }
-        assert_eq!(quote_ident("a`b"), "`a``b`");
+        assert_eq!(crate::ident::quote("a`b"), "`a``b`");
     }
 }

@@ -1,15 +1,11 @@
-//! Shared model of the product: what `recipe-api`, `partition-sync` and `stream-sync` have in
-//! common. Database migrations and connections ([`db`]), the BigQuery client set-up
-//! ([`bigquery`]), the staging store ([`staging`]) and, behind the `test-support` feature,
-//! per-test databases and datasets ([`testing`]).
+//! The domain shared by `recipe-api`, `partition-sync` and `stream-sync`: types and rules only,
+//! no I/O client. The sync configuration and its table specs ([`config`]), typed SQL
+//! identifiers ([`ident`]), the warehouse → MySQL type map and value conversion ([`schema`]),
+//! canonical values ([`canon`]) and the classes of errors with what to do about each
+//! ([`fault`]). See `docs/architecture.md`.
 
-pub mod bigquery;
 pub mod canon;
 pub mod config;
-pub mod db;
+pub mod fault;
+pub mod ident;
 pub mod schema;
-pub mod sink;
-pub mod staging;
-
-#[cfg(feature = "test-support")]
-pub mod testing;

@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
-use crate::config::quote_ident;
+use crate::ident::quote as quote_ident;
 
 /// A BigQuery column type as far as the sync cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,27 +146,44 @@ impl Column {
     }
 }
 
+/// A column of a warehouse table as the warehouse describes it (the adapter fills this from
+/// the client's schema type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarehouseField {
+    pub name: String,
+    /// The type name, e.g. `INTEGER`, `STRING`, `TIMESTAMP`.
+    pub type_name: String,
+    /// `NULLABLE`, `REQUIRED` or `REPEATED`.
+    pub mode: Option<String>,
+}
+
+impl WarehouseField {
+    pub fn new(name: &str, type_name: &str, mode: Option<&str>) -> WarehouseField {
+        WarehouseField {
+            name: name.to_string(),
+            type_name: type_name.to_string(),
+            mode: mode.map(str::to_string),
+        }
+    }
+}
+
 /// The sync's columns of a BigQuery table schema, with configured `VARCHAR` lengths.
 /// Errors name the column whose type is not supported or whose name is not a safe
 /// identifier, and a `varchar` entry that names no column (a typo would otherwise be ignored).
 pub fn columns_from_schema(
-    fields: &[gcp_bigquery_client::model::table_field_schema::TableFieldSchema],
+    fields: &[WarehouseField],
     varchar: &std::collections::BTreeMap<String, u32>,
 ) -> Result<Vec<Column>, String> {
     let columns = fields
         .iter()
         .map(|f| {
-            if !crate::config::valid_identifier(&f.name) {
+            if !crate::ident::is_valid(&f.name) {
                 return Err(format!(
                     "column name `{}` is not a valid identifier",
                     f.name
                 ));
             }
-            let type_name = serde_json::to_value(&f.r#type)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            let bq = BqType::parse(&type_name, f.mode.as_deref())
+            let bq = BqType::parse(&f.type_name, f.mode.as_deref())
                 .map_err(|e| format!("column {}: {e}", f.name))?;
             Ok(Column {
                 name: f.name.clone(),
@@ -532,10 +549,9 @@ mod tests {
 
     #[test]
     fn schema_columns_reject_bad_names_and_stray_varchar_entries() {
-        use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
         let fields = vec![
-            TableFieldSchema::integer("id"),
-            TableFieldSchema::string("name"),
+            WarehouseField::new("id", "INTEGER", None),
+            WarehouseField::new("name", "STRING", Some("NULLABLE")),
         ];
         let mut varchar = std::collections::BTreeMap::new();
         varchar.insert("name".to_string(), 20);
@@ -545,7 +561,7 @@ mod tests {
         assert!(columns_from_schema(&fields, &varchar)
             .unwrap_err()
             .contains("`nmae`"));
-        let bad = vec![TableFieldSchema::integer("a b")];
+        let bad = vec![WarehouseField::new("a b", "INTEGER", None)];
         assert!(columns_from_schema(&bad, &Default::default())
             .unwrap_err()
             .contains("`a b`"));

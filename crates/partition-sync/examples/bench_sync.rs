@@ -33,7 +33,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     let per_file: u64 = 100_000;
-    let env = domain::testing::dev_env();
+    let env = test_support::dev_env();
     let dir = std::env::temp_dir().join(format!("bench-sync-{}", uuid::Uuid::new_v4().simple()));
     let part_dir = dir.join("run/recipe_daily_stats/20260101");
     std::fs::create_dir_all(&part_dir).unwrap();
@@ -81,7 +81,7 @@ fn main() {
     );
 
     let db = format!("bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = domain::sink::connect(&env.mysql_url).unwrap();
+    let mut admin = sync_engine::session::connect(&env.mysql_url).unwrap();
     admin.query_drop(format!("CREATE DATABASE `{db}`")).unwrap();
     let url = format!("{}/{db}", env.mysql_url);
 
@@ -126,8 +126,8 @@ fn main() {
              PRIMARY KEY (recipe_id, day), KEY day_idx (day)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
         )
     };
-    let mut conn = domain::sink::connect(&url).unwrap();
-    domain::sink::ensure_state_tables(&mut conn).unwrap();
+    let mut conn = sync_engine::session::connect(&url).unwrap();
+    sync_engine::session::ensure_state_tables(&mut conn).unwrap();
     conn.query_drop(ddl("recipe_daily_stats")).unwrap();
     conn.query_drop(ddl("baseline")).unwrap();
 
@@ -189,7 +189,7 @@ fn main() {
     .unwrap();
     let ours_secs = t.elapsed().as_secs_f64();
     assert_eq!(outcome[0].rows_loaded, rows);
-    let mut check = domain::sink::connect(&url).unwrap();
+    let mut check = sync_engine::session::connect(&url).unwrap();
     let n: Vec<(u64, u64)> = check
         .query("SELECT (SELECT COUNT(*) FROM recipe_daily_stats), (SELECT COUNT(*) FROM baseline)")
         .unwrap();

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use mysql::prelude::Queryable;
 use prometheus::{Encoder, GaugeVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use domain::sink;
+use sync_engine::session;
 
 use crate::plan;
 use crate::runner::{read_state, selected_groups, Context, Options, RunSummary};
@@ -41,8 +41,8 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
     let t2 = targets.clone();
     type Runs = BTreeMap<String, (Option<String>, Option<String>, Option<String>)>;
     let (state, runs): (BTreeMap<String, Vec<plan::SyncedPartition>>, Runs) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut conn = sink::connect(&url).context("connecting to MySQL")?;
-        sink::ensure_state_tables(&mut conn)?;
+        let mut conn = session::connect(&url).context("connecting to MySQL")?;
+        session::ensure_state_tables(&mut conn)?;
         let state = read_state(&mut conn, &t2)?;
         let mut runs = BTreeMap::new();
         for t in &t2 {
@@ -121,8 +121,8 @@ pub async fn verify(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<Mismatc
             let url = ctx.mysql_url.clone();
             let t = table.clone();
             let my = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-                let mut conn = sink::connect(&url).context("connecting to MySQL")?;
-                if sink::table_columns(&mut conn, &t.spec.target)?.is_none() {
+                let mut conn = session::connect(&url).context("connecting to MySQL")?;
+                if session::table_columns(&mut conn, &t.spec.target)?.is_none() {
                     return Ok(BTreeMap::new());
                 }
                 verify::mysql_digests(&mut conn, &t)

@@ -13,9 +13,13 @@ use mysql::{Conn, TxOpts, Value};
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-use domain::config::quote_ident;
+use domain::ident::quote as quote_ident;
 use domain::schema::{convert, create_table_sql, schema_drift};
-use domain::sink::{self, BatchInserter, SinkError};
+use sync_engine::batch;
+use sync_engine::batch::BatchInserter;
+use sync_engine::session;
+use sync_engine::session::MysqlError;
+use sync_engine::values;
 
 use crate::plan::{Reason, SourcePartition};
 use crate::source::SourceTable;
@@ -75,7 +79,7 @@ pub enum LoadError {
     Sink {
         context: String,
         #[source]
-        source: SinkError,
+        source: MysqlError,
     },
 }
 
@@ -95,7 +99,7 @@ impl LoadError {
     }
 }
 
-fn sink_err(context: impl Into<String>) -> impl FnOnce(SinkError) -> LoadError {
+fn sink_err(context: impl Into<String>) -> impl FnOnce(MysqlError) -> LoadError {
     let context = context.into();
     move |source| LoadError::Sink { context, source }
 }
@@ -115,7 +119,7 @@ fn my_err(context: impl Into<String>) -> impl FnOnce(mysql::Error) -> LoadError 
 /// that a value MySQL would reject is caught while decoding, naming its row.
 pub fn ensure_target(conn: &mut Conn, table: &mut SourceTable) -> Result<bool, LoadError> {
     let target = table.spec.target.clone();
-    match sink::table_columns(conn, &target)
+    match session::table_columns(conn, &target)
         .map_err(sink_err(format!("table {target}: reading its columns")))?
     {
         Some(have) => {
@@ -277,7 +281,7 @@ pub fn load_group(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<Vec<TableOutcome>, LoadError> {
     let max_packet =
-        sink::max_allowed_packet(conn).map_err(sink_err("reading max_allowed_packet"))?;
+        session::max_allowed_packet(conn).map_err(sink_err("reading max_allowed_packet"))?;
     // LOAD DATA LOCAL INFILE fed from memory is MySQL's own bulk path; it needs the server's
     // `local_infile` on. Otherwise (and for BYTES columns, which a text file can't carry
     // cleanly) batched multi-row INSERTs are used.
@@ -417,7 +421,7 @@ fn insert_rows(
     let mut inserter = BatchInserter::new(target, names, max_packet, false);
     let mut loaded = 0u64;
     // A MySQL error names the row ("at row N" of a batch); its key is re-read from the files.
-    let named = |e: sink::InsertError| -> LoadError {
+    let named = |e: batch::InsertError| -> LoadError {
         let key = e
             .row
             .and_then(|r| key_at(store, rt, &work.table, &load.files, r + 1));
@@ -443,7 +447,7 @@ fn insert_rows(
             .map_err(|m| staging_err(target, pid, file, m))?
         {
             let values = decode(&work.table, pid, &obj)?;
-            let row: Vec<Value> = values.into_iter().map(sink::to_mysql).collect();
+            let row: Vec<Value> = values.into_iter().map(values::to_mysql).collect();
             let written = inserter.push(tx, row).map_err(named)?;
             loaded += 1;
             if written > 0 {
@@ -626,11 +630,11 @@ fn load_data(
             .map_err(my_err(format!("table {target}: SHOW WARNINGS")))?;
         let (message, column, row) = match &w {
             Some((_, _, m)) => {
-                let e = SinkError::Server {
+                let e = MysqlError::Server {
                     code: 0,
                     message: m.clone(),
                 };
-                let (row, column) = sink::locate(&e);
+                let (row, column) = batch::locate(&e);
                 (m.clone(), column, row)
             }
             None => (

@@ -5,7 +5,7 @@
 
 use chrono::{NaiveDate, NaiveDateTime};
 
-use domain::config::quote_ident;
+use domain::ident::quote as quote_ident;
 use domain::schema::BqType;
 
 /// Partition id of rows whose partition column is NULL.

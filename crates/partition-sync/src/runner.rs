@@ -12,9 +12,9 @@ use mysql::prelude::Queryable;
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-use domain::bigquery::Warehouse;
 use domain::config::{Group, SyncConfig, TableSpec};
-use domain::sink;
+use sync_engine::session;
+use sync_engine::warehouse::Warehouse;
 
 use crate::load::{self, LoadError, PartitionLoad, Progress, TableOutcome, TableWork};
 use crate::plan::{self, Plan, SyncedPartition};
@@ -60,14 +60,14 @@ impl Context {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         let (store, store_prefix) = match &staging.local_root {
             Some(root) => {
-                let s = domain::staging::open(
+                let s = sync_engine::staging::open(
                     &format!("{}/{bucket}", root.trim_end_matches('/')),
                     None,
                 )?;
                 (s.store, Path::from(prefix))
             }
             None => {
-                let s = domain::staging::open(&export_uri, staging.endpoint.as_deref())?;
+                let s = sync_engine::staging::open(&export_uri, staging.endpoint.as_deref())?;
                 (s.store, s.prefix)
             }
         };
@@ -247,7 +247,7 @@ pub fn new_run_id() -> String {
 pub fn read_state(
     conn: &mut mysql::Conn,
     targets: &[String],
-) -> Result<BTreeMap<String, Vec<SyncedPartition>>, sink::SinkError> {
+) -> Result<BTreeMap<String, Vec<SyncedPartition>>, session::MysqlError> {
     let mut out = BTreeMap::new();
     for t in targets {
         let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = conn.exec(
@@ -291,7 +291,7 @@ pub async fn run(
         let result = loop {
             match run_group(ctx, group, opts, &run_id, progress.clone(), &mut bytes).await {
                 Err(e) if e.mysql_transient() && attempt < GROUP_ATTEMPTS => {
-                    let delay = domain::bigquery::backoff(attempt + 2);
+                    let delay = sync_engine::retry::backoff(attempt + 2);
                     tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "group failed on a transient MySQL error; retrying");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
@@ -362,14 +362,16 @@ async fn run_group(
             let context = context.to_string();
             move |source| GroupError::Load(LoadError::Sink { context, source })
         };
-        let mut conn = sink::connect(&url).map_err(sink_err("connecting to MySQL"))?;
+        let mut conn = session::connect(&url).map_err(sink_err("connecting to MySQL"))?;
         let database =
-            sink::current_database(&mut conn).map_err(sink_err("reading the database name"))?;
+            session::current_database(&mut conn).map_err(sink_err("reading the database name"))?;
         let lock = lock_name(&database, &group_name);
-        if !sink::get_lock(&mut conn, &lock, timeout).map_err(sink_err("taking the group lock"))? {
+        if !session::get_lock(&mut conn, &lock, timeout)
+            .map_err(sink_err("taking the group lock"))?
+        {
             return Err(GroupError::Locked(group_name));
         }
-        sink::ensure_state_tables(&mut conn).map_err(sink_err("creating the state tables"))?;
+        session::ensure_state_tables(&mut conn).map_err(sink_err("creating the state tables"))?;
         let state = read_state(&mut conn, &targets).map_err(sink_err("reading the sync state"))?;
         Ok((conn, state, lock))
     })
@@ -445,7 +447,7 @@ async fn run_group(
         .collect();
     let nothing = planned.iter().all(|(_, p)| p.is_empty());
     if opts.dry_run || nothing {
-        let _ = tokio::task::spawn_blocking(move || sink::release_lock(&mut conn, &lock)).await;
+        let _ = tokio::task::spawn_blocking(move || session::release_lock(&mut conn, &lock)).await;
         return Ok(GroupReport {
             group: group.name.clone(),
             status: if opts.dry_run { "planned" } else { "unchanged" },
@@ -518,7 +520,7 @@ async fn run_group(
                 }
             }
             let result = load::load_group(&mut conn, &store, &rt, &run, &work, loader, &*progress);
-            let _ = sink::release_lock(&mut conn, &lock);
+            let _ = session::release_lock(&mut conn, &lock);
             result
         })
         .await

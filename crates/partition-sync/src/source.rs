@@ -1,9 +1,10 @@
 //! The warehouse side of a run: a table's schema and partitioning, change detection
 //! (metadata or fingerprints), and `EXPORT DATA` of one partition to the staging bucket.
 
-use domain::bigquery::{Warehouse, WarehouseError};
-use domain::config::{quote_ident, ChangeDetection, TableSpec};
+use domain::config::{ChangeDetection, TableSpec};
+use domain::ident::quote as quote_ident;
 use domain::schema::Column;
+use sync_engine::warehouse::{Warehouse, WarehouseError};
 
 use crate::partition::{Granularity, Scheme, NULL_PARTITION};
 use crate::plan::SourcePartition;
@@ -78,7 +79,7 @@ pub async fn describe(
     dataset: &str,
     spec: &TableSpec,
 ) -> Result<SourceTable, SourceError> {
-    let table = domain::bigquery::retry(wh.max_attempts, || {
+    let table = sync_engine::retry::retry(wh.max_attempts, || {
         wh.client
             .table()
             .get(&wh.project, dataset, &spec.source, None)
@@ -93,7 +94,7 @@ pub async fn describe(
         message,
     };
     let mut columns = domain::schema::columns_from_schema(
-        table.schema.fields.as_deref().unwrap_or_default(),
+        &sync_engine::warehouse::fields_of(&table.schema),
         &spec.varchar,
     )
     .map_err(schema_err)?;

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 
 use mysql::prelude::Queryable;
 
-use domain::bigquery::Warehouse;
 use domain::canon;
-use domain::config::quote_ident;
+use domain::ident::quote as quote_ident;
 use domain::schema::{convert, Column};
+use sync_engine::warehouse::Warehouse;
 
 use crate::partition::{Granularity, Scheme, NULL_PARTITION};
 use crate::source::SourceTable;
@@ -110,7 +110,7 @@ pub async fn warehouse_digests(
             let pid = partition_of(&table.scheme, &parts[pcol]);
             out.entry(pid).or_default().add(row_hash(parts.into_iter()));
         }
-        Ok::<(), domain::bigquery::WarehouseError>(())
+        Ok::<(), sync_engine::warehouse::WarehouseError>(())
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -144,7 +144,8 @@ pub fn mysql_digests(
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                canon::of_mysql(c, row.as_ref(i).unwrap_or(&mysql::Value::NULL)).into_bytes()
+                sync_engine::values::canonical(c, row.as_ref(i).unwrap_or(&mysql::Value::NULL))
+                    .into_bytes()
             })
             .collect();
         let pid = partition_of(&table.scheme, &parts[pcol]);

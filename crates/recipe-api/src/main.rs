@@ -31,8 +31,8 @@ enum Command {
 
 fn migrate() -> anyhow::Result<()> {
     let url = std::env::var("DATABASE_URL").context("DATABASE_URL is not set")?;
-    let mut conn = domain::db::connect(&url).context("Failed to connect to the database")?;
-    let applied = domain::db::run_migrations(&mut conn).context("Failed to run migrations")?;
+    let mut conn = migrations::connect(&url).context("Failed to connect to the database")?;
+    let applied = migrations::run_migrations(&mut conn).context("Failed to run migrations")?;
     tracing::info!(migrations.applied = applied.len(), versions = ?applied, "migrations done");
     Ok(())
 }

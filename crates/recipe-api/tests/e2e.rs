@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use chrono::DateTime;
 use diesel::connection::SimpleConnection;
 use diesel::RunQueryDsl;
-use domain::bigquery::Warehouse;
-use domain::testing::{TestDataset, TestDb};
 use recipe_api::config::Config;
 use recipe_api::Application;
 use serde_json::Value;
+use sync_engine::warehouse::Warehouse;
+use test_support::{TestDataset, TestDb};
 
 /// Every demo recipe's id (deploy/dev/demo/demo.py RECIPES).
 const RECIPES: std::ops::RangeInclusive<i64> = 1..=12;

@@ -8,11 +8,11 @@
 
 use std::time::Instant;
 
-use domain::bigquery::{Credentials, Warehouse};
 use domain::config::SyncConfig;
 use mysql::prelude::Queryable;
 use stream_sync::cycle::CycleReport;
 use stream_sync::runner::{Mode, Runner};
+use sync_engine::warehouse::{Credentials, Warehouse};
 
 fn env(key: &str, default: Option<&str>) -> String {
     std::env::var(key)
@@ -41,7 +41,7 @@ async fn main() {
     let mysql_server = env("MYSQL_URL", None);
     let tag = format!("bench_{}", std::process::id());
 
-    let client = domain::bigquery::client(Some(&bq_url), &Credentials::None)
+    let client = sync_engine::warehouse::client(Some(&bq_url), &Credentials::None)
         .await
         .unwrap();
     client
@@ -51,7 +51,7 @@ async fn main() {
         ))
         .await
         .unwrap();
-    let mut admin = domain::sink::connect(&mysql_server).unwrap();
+    let mut admin = sync_engine::session::connect(&mysql_server).unwrap();
     admin
         .query_drop(format!("CREATE DATABASE `{tag}`"))
         .unwrap();

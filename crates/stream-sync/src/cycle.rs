@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use domain::bigquery::Warehouse;
-use domain::config::{quote_ident, TableSpec};
+use domain::config::TableSpec;
+use domain::ident::quote as quote_ident;
 use domain::schema::Column;
 use mysql::prelude::Queryable;
 use mysql::Conn;
+use sync_engine::warehouse::Warehouse;
 
 use crate::plan::{self, BucketDigest};
 use crate::source::{self, FetchStats, SourceMeta, SourceTable};
@@ -98,7 +99,7 @@ impl TableState {
         if let Some(n) = self.max_packet {
             return Ok(n);
         }
-        let n = blocking(|| domain::sink::max_allowed_packet(conn))?;
+        let n = blocking(|| sync_engine::session::max_allowed_packet(conn))?;
         self.max_packet = Some(n);
         Ok(n)
     }
@@ -772,7 +773,7 @@ pub async fn verify(
         key,
         problem,
     };
-    let have = blocking(|| domain::sink::table_columns(conn, &spec.target))?;
+    let have = blocking(|| sync_engine::session::table_columns(conn, &spec.target))?;
     let Some(have) = have else {
         return Ok(vec![mismatch(String::new(), "missing in MySQL".into())]);
     };
@@ -822,7 +823,7 @@ pub async fn verify(
                 .columns
                 .iter()
                 .zip(&values)
-                .map(|(c, v)| canon::of_mysql(c, v))
+                .map(|(c, v)| sync_engine::values::canonical(c, v))
                 .collect();
             let key = canon::key(pk_idx.iter().map(|i| canon_vals[*i].clone()));
             wh_rows.insert(key, (canon_vals, hash));
@@ -896,7 +897,7 @@ fn mysql_rows(
             let vals = columns
                 .iter()
                 .zip(&v)
-                .map(|(c, x)| canon::of_mysql(c, x))
+                .map(|(c, x)| sync_engine::values::canonical(c, x))
                 .collect();
             let hash = v.get(columns.len()).map_or(0, target::hash_of);
             (vals, hash)

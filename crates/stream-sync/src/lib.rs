@@ -17,8 +17,8 @@ pub mod runner;
 pub mod source;
 pub mod target;
 
-use domain::bigquery::WarehouseError;
-use domain::sink::SinkError;
+use sync_engine::session::MysqlError;
+use sync_engine::warehouse::WarehouseError;
 
 /// Why a table's cycle failed, and so what happens next (see [`SyncError::kind`]).
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,7 @@ pub enum SyncError {
     #[error(transparent)]
     Warehouse(#[from] WarehouseError),
     #[error(transparent)]
-    Mysql(#[from] SinkError),
+    Mysql(#[from] MysqlError),
     /// Needs an operator: schema mismatch, missing table, bad configuration. Stops the table.
     #[error("{0}")]
     Permanent(String),
@@ -43,7 +43,7 @@ pub enum SyncError {
 
 impl From<mysql::Error> for SyncError {
     fn from(e: mysql::Error) -> Self {
-        SyncError::Mysql(SinkError::from(e))
+        SyncError::Mysql(MysqlError::from(e))
     }
 }
 

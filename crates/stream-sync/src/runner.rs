@@ -9,11 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use domain::bigquery::Warehouse;
 use domain::config::{ChangeDetection, SyncConfig, TableSpec};
-use domain::sink::{connect, ensure_state_tables, get_lock};
 use mysql::prelude::Queryable;
 use mysql::Conn;
+use sync_engine::session::{connect, ensure_state_tables, get_lock};
+use sync_engine::warehouse::Warehouse;
 
 use crate::cycle::{self, CycleReport, Env, Mismatch, Settings, TableState};
 use crate::metrics::Metrics;
@@ -181,7 +181,7 @@ impl Runner {
                         if let Mode::Once { max_attempts } = mode {
                             t.done = t.attempt >= max_attempts;
                         }
-                        let delay = domain::bigquery::backoff(t.attempt);
+                        let delay = sync_engine::retry::backoff(t.attempt);
                         tracing::warn!(table.name = %table, attempt = t.attempt, delay_ms = delay.as_millis() as u64, error = %e, "transient error; retrying");
                         (format!("retrying: {e}"), delay)
                     }
@@ -408,7 +408,7 @@ impl Runner {
                     self.settings.buckets,
                 )
                 .map_err(SyncError::Permanent)?;
-                let exists = blocking(|| domain::sink::table_columns(&mut conn, &spec.target))?
+                let exists = blocking(|| sync_engine::session::table_columns(&mut conn, &spec.target))?
                     .is_some_and(|c| c.iter().any(|c| c.name == "_sync_bucket"));
                 if !exists {
                     return Ok::<String, SyncError>(format!(
@@ -469,7 +469,7 @@ fn interval(mode: Mode) -> Duration {
 fn open_session(url: &str, spec: &TableSpec) -> Result<Conn, SyncError> {
     let mut conn = connect(url)?;
     ensure_state_tables(&mut conn)?;
-    let db = domain::sink::current_database(&mut conn)?;
+    let db = sync_engine::session::current_database(&mut conn)?;
     let lock = format!("stream-sync:{db}.{}", spec.target);
     if !get_lock(&mut conn, &lock, Duration::ZERO)? {
         return Err(SyncError::BadRow(format!(

@@ -1,9 +1,10 @@
 //! The warehouse side of a stream table: its schema, the SQL of each step (pure builders) and
 //! the queries, counted in [`FetchStats`] so tests and the benchmark can see what was read.
 
-use domain::bigquery::{Warehouse, WarehouseError};
-use domain::config::{quote_ident, TableSpec};
+use domain::config::TableSpec;
+use domain::ident::quote as quote_ident;
 use domain::schema::{BqType, Column};
+use sync_engine::warehouse::{Warehouse, WarehouseError};
 
 use crate::plan::{BucketDigest, Digests, KeyHash};
 use crate::SyncError;
@@ -285,7 +286,7 @@ pub async fn describe(
     stats: &mut FetchStats,
 ) -> Result<(Vec<Column>, SourceMeta), SyncError> {
     stats.metadata_calls += 1;
-    let t = domain::bigquery::retry(wh.max_attempts, || {
+    let t = sync_engine::retry::retry(wh.max_attempts, || {
         wh.client.table().get(&wh.project, dataset, table, None)
     })
     .await
@@ -295,11 +296,9 @@ pub async fn describe(
         }
         _ => SyncError::Warehouse(e),
     })?;
-    let columns = domain::schema::columns_from_schema(
-        t.schema.fields.as_deref().unwrap_or_default(),
-        varchar,
-    )
-    .map_err(|e| SyncError::Permanent(format!("{table}: {e}")))?;
+    let columns =
+        domain::schema::columns_from_schema(&sync_engine::warehouse::fields_of(&t.schema), varchar)
+            .map_err(|e| SyncError::Permanent(format!("{table}: {e}")))?;
     Ok((
         columns,
         SourceMeta {

@@ -2,11 +2,14 @@
 //! index), bucket digests, `(key, hash)` of differing buckets, and the writes. Every write
 //! batch is one transaction: a crash leaves whole batches, and the next cycle converges.
 
-use domain::config::{quote_ident, TableSpec};
+use domain::config::TableSpec;
+use domain::ident::quote as quote_ident;
 use domain::schema::{create_table_sql, schema_drift, Column};
-use domain::sink::{table_columns, to_mysql, BatchInserter, SinkError};
 use mysql::prelude::Queryable;
 use mysql::{Conn, TxOpts, Value};
+use sync_engine::batch::BatchInserter;
+use sync_engine::session::{table_columns, MysqlError};
+use sync_engine::values::to_mysql;
 
 use crate::canon;
 use crate::plan::{BucketDigest, Digests, KeyHash, StaleRow};
@@ -75,7 +78,7 @@ pub fn ensure_table(
 const MARKER: &str = "stream-sync:buckets=";
 
 /// The table's comment ("" when it has none).
-fn table_comment(conn: &mut Conn, table: &str) -> Result<String, SinkError> {
+fn table_comment(conn: &mut Conn, table: &str) -> Result<String, MysqlError> {
     let comment: Option<String> = conn.exec_first(
         "SELECT TABLE_COMMENT FROM information_schema.TABLES \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
@@ -85,7 +88,7 @@ fn table_comment(conn: &mut Conn, table: &str) -> Result<String, SinkError> {
 }
 
 /// The bucket count recorded on the table, if any.
-pub fn bucket_marker(conn: &mut Conn, table: &str) -> Result<Option<u32>, SinkError> {
+pub fn bucket_marker(conn: &mut Conn, table: &str) -> Result<Option<u32>, MysqlError> {
     Ok(parse_marker(&table_comment(conn, table)?))
 }
 
@@ -128,7 +131,7 @@ pub fn with_marker(comment: &str, buckets: u32) -> String {
 /// Records `buckets` on the table (a metadata-only change). The ALTER needs the table's
 /// metadata lock: it gives up after 10 s (a transient error, retried) rather than queueing
 /// readers behind a long transaction.
-pub fn set_bucket_marker(conn: &mut Conn, table: &str, buckets: u32) -> Result<(), SinkError> {
+pub fn set_bucket_marker(conn: &mut Conn, table: &str, buckets: u32) -> Result<(), MysqlError> {
     let text = with_marker(&table_comment(conn, table)?, buckets);
     // A literal (DDL takes no parameters): the text is digits and the table's own comment,
     // quoted by the client library's rules (the sessions never set NO_BACKSLASH_ESCAPES).
@@ -144,14 +147,14 @@ pub fn set_bucket_marker(conn: &mut Conn, table: &str, buckets: u32) -> Result<(
 }
 
 /// Whether the table has no rows.
-pub fn is_empty(conn: &mut Conn, table: &str) -> Result<bool, SinkError> {
+pub fn is_empty(conn: &mut Conn, table: &str) -> Result<bool, MysqlError> {
     let any: Option<u8> =
         conn.query_first(format!("SELECT 1 FROM {} LIMIT 1", quote_ident(table)))?;
     Ok(any.is_none())
 }
 
 /// Per-bucket `COUNT(*)` and `BIT_XOR(_sync_hash)`: an index-only scan.
-pub fn digests(conn: &mut Conn, table: &str) -> Result<Digests, SinkError> {
+pub fn digests(conn: &mut Conn, table: &str) -> Result<Digests, MysqlError> {
     let rows: Vec<(u16, u64, u64)> = conn.query(format!(
         "SELECT `_sync_bucket`, COUNT(*), BIT_XOR(`_sync_hash`) FROM {} GROUP BY `_sync_bucket`",
         quote_ident(table)
@@ -163,7 +166,7 @@ pub fn digests(conn: &mut Conn, table: &str) -> Result<Digests, SinkError> {
 }
 
 /// The whole table's count and XOR (for the no-cost skip).
-pub fn table_digest(conn: &mut Conn, table: &str) -> Result<BucketDigest, SinkError> {
+pub fn table_digest(conn: &mut Conn, table: &str) -> Result<BucketDigest, MysqlError> {
     let row: Option<(u64, u64)> = conn.query_first(format!(
         "SELECT COUNT(*), BIT_XOR(`_sync_hash`) FROM {}",
         quote_ident(table)
@@ -178,7 +181,7 @@ pub fn keys(
     table: &str,
     pk: &[Column],
     buckets: &[u16],
-) -> Result<MysqlKeys, SinkError> {
+) -> Result<MysqlKeys, MysqlError> {
     let cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
     let mut out = MysqlKeys::default();
     for chunk in buckets.chunks(4096) {
@@ -199,7 +202,7 @@ pub fn hashes(
     conn: &mut Conn,
     table: &str,
     buckets: Option<&[u16]>,
-) -> Result<Vec<i64>, SinkError> {
+) -> Result<Vec<i64>, MysqlError> {
     let Some(buckets) = buckets else {
         let sql = format!("SELECT `_sync_hash` FROM {}", quote_ident(table));
         return Ok(conn.query_map(sql, |h: i64| h)?);
@@ -223,7 +226,7 @@ pub fn keys_with_hashes(
     pk: &[Column],
     buckets: &[u16],
     hashes: &[i64],
-) -> Result<MysqlKeys, SinkError> {
+) -> Result<MysqlKeys, MysqlError> {
     let mut out = MysqlKeys::default();
     let cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
     for chunk in hashes.chunks(10_000) {
@@ -246,7 +249,7 @@ pub fn count_existing(
     table: &str,
     pk: &[Column],
     keys: &[Vec<Value>],
-) -> Result<u64, SinkError> {
+) -> Result<u64, MysqlError> {
     let cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
     let tuple = format!("({})", vec!["?"; pk.len()].join(", "));
     let mut n = 0u64;
@@ -281,7 +284,11 @@ pub fn hash_of(v: &Value) -> i64 {
 fn collect_keys(rows: Vec<mysql::Row>, pk: &[Column], out: &mut MysqlKeys) {
     for row in rows {
         let mut values = row.unwrap();
-        let key = canon::key(pk.iter().zip(&values).map(|(c, v)| canon::of_mysql(c, v)));
+        let key = canon::key(
+            pk.iter()
+                .zip(&values)
+                .map(|(c, v)| sync_engine::values::canonical(c, v)),
+        );
         let hash = values.get(pk.len()).map_or(0, hash_of);
         values.truncate(pk.len());
         out.raw.insert(key.clone(), values);
@@ -328,7 +335,7 @@ pub fn upsert_batch(
     Ok(n)
 }
 
-fn insert_error(table: &str, e: domain::sink::InsertError) -> SyncError {
+fn insert_error(table: &str, e: sync_engine::batch::InsertError) -> SyncError {
     if e.error.transient() {
         return SyncError::Mysql(e.error);
     }
@@ -380,7 +387,7 @@ pub fn cursor_watermark(
     conn: &mut Conn,
     table: &str,
     cursor: &Column,
-) -> Result<Option<String>, SinkError> {
+) -> Result<Option<String>, MysqlError> {
     use domain::schema::BqType;
     let v: Option<Value> = conn.query_first(format!(
         "SELECT MAX({}) FROM {}",
@@ -390,7 +397,7 @@ pub fn cursor_watermark(
     let Some(v) = v.filter(|v| *v != Value::NULL) else {
         return Ok(None);
     };
-    let text = canon::of_mysql(cursor, &v);
+    let text = sync_engine::values::canonical(cursor, &v);
     Ok(Some(match cursor.bq {
         BqType::Int64 => text,
         BqType::Date => format!("DATE '{text}'"),

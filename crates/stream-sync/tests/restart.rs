@@ -167,7 +167,7 @@ async fn mariadb_killed_and_restarted_mid_run_the_daemon_retries_and_converges()
             .await;
     });
     let count = |url: &str| -> Option<u64> {
-        let mut c = domain::sink::connect(url).ok()?;
+        let mut c = sync_engine::session::connect(url).ok()?;
         c.query_first("SELECT COUNT(*) FROM items").ok().flatten()
     };
     let wait_until = |what: &str, secs: u64, cond: &dyn Fn() -> bool| {
@@ -190,7 +190,7 @@ async fn mariadb_killed_and_restarted_mid_run_the_daemon_retries_and_converges()
     // 500 updated + 600 new rows arrive in batches of 20.
     let applied = std::cell::Cell::new(0u64);
     wait_until("the daemon to start applying", 30, &|| {
-        let n = domain::sink::connect(&url)
+        let n = sync_engine::session::connect(&url)
             .ok()
             .and_then(|mut c| {
                 c.query_first::<u64, _>(
@@ -229,7 +229,7 @@ async fn mariadb_killed_and_restarted_mid_run_the_daemon_retries_and_converges()
     };
     assert_eq!(expected.len(), 3000 - 100 + 600);
     let read = |url: &str| -> Option<Items> {
-        let mut c = domain::sink::connect(url).ok()?;
+        let mut c = sync_engine::session::connect(url).ok()?;
         c.query("SELECT id, name, qty FROM items ORDER BY id").ok()
     };
     wait_until("convergence after the restart", 90, &|| {

@@ -125,7 +125,7 @@ async fn one_failing_group_does_not_stop_the_others() {
 async fn a_locked_group_is_skipped_with_an_error() {
     let f = stats_fixture(&["2026-01-01"], 1).await;
     let mut holder = f.mysql();
-    assert!(domain::sink::get_lock(
+    assert!(sync_engine::session::get_lock(
         &mut holder,
         &partition_sync::runner::lock_name(&f.db.name, "stats"),
         std::time::Duration::from_secs(1)

@@ -36,7 +36,8 @@ async fn a_partition_staged_in_gcs_loads_through_object_store() {
         assert!(resp.status().is_success());
     }
 
-    let staging = domain::staging::open(&format!("gs://{}/exports", f.bucket), Some(&gcs)).unwrap();
+    let staging =
+        sync_engine::staging::open(&format!("gs://{}/exports", f.bucket), Some(&gcs)).unwrap();
     let prefix = Path::from(format!("{}/run1/stats/20260101", staging.prefix.as_ref()));
     let mut paths: Vec<Path> = staging
         .store
@@ -49,13 +50,13 @@ async fn a_partition_staged_in_gcs_loads_through_object_store() {
     assert_eq!(paths.len(), 2);
 
     let cfg = f.config(STATS);
-    let client = domain::bigquery::client(
+    let client = sync_engine::warehouse::client(
         Some(&f.ds.env.bigquery_url),
-        &domain::bigquery::Credentials::None,
+        &sync_engine::warehouse::Credentials::None,
     )
     .await
     .unwrap();
-    let wh = domain::bigquery::Warehouse::new(client, f.ds.project.clone());
+    let wh = sync_engine::warehouse::Warehouse::new(client, f.ds.project.clone());
     let table = partition_sync::source::describe(&wh, &f.ds.dataset, &cfg.tables[0])
         .await
         .unwrap();
@@ -77,8 +78,8 @@ async fn a_partition_staged_in_gcs_loads_through_object_store() {
     let url = f.db.url.clone();
     let rt = tokio::runtime::Handle::current();
     let outcomes = tokio::task::spawn_blocking(move || {
-        let mut conn = domain::sink::connect(&url).unwrap();
-        domain::sink::ensure_state_tables(&mut conn).unwrap();
+        let mut conn = sync_engine::session::connect(&url).unwrap();
+        sync_engine::session::ensure_state_tables(&mut conn).unwrap();
         let mut work = work;
         load::ensure_target(&mut conn, &mut work[0].table).unwrap();
         load::load_group(

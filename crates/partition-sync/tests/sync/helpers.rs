@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use domain::config::SyncConfig;
-use domain::testing::{TestDataset, TestDb};
 use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
@@ -11,6 +10,7 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
 use mysql::prelude::Queryable;
 use partition_sync::runner::{self, Context, Options, RunSummary};
+use test_support::{TestDataset, TestDb};
 
 pub struct Fixture {
     pub ds: TestDataset,
@@ -115,14 +115,15 @@ local_root = "{root}"
 
     /// Runs DML or a query in the warehouse; `{ds}` is replaced by the dataset.
     pub async fn sql(&self, sql: &str) {
-        let wh = domain::bigquery::Warehouse::new(self.ds.client.clone(), self.ds.project.clone());
+        let wh =
+            sync_engine::warehouse::Warehouse::new(self.ds.client.clone(), self.ds.project.clone());
         wh.query_all(&sql.replace("{ds}", &self.ds.dataset))
             .await
             .unwrap();
     }
 
     pub fn mysql(&self) -> mysql::Conn {
-        domain::sink::connect(&self.db.url).unwrap()
+        sync_engine::session::connect(&self.db.url).unwrap()
     }
 
     pub fn rows<T: mysql::prelude::FromRow>(&self, sql: &str) -> Vec<T> {

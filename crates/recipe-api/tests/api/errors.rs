@@ -522,7 +522,7 @@ async fn freezable_proxy(upstream: String) -> (u16, std::sync::Arc<std::sync::at
 
 #[tokio::test]
 async fn a_database_that_hangs_mid_query_yields_503_within_the_query_timeout() {
-    let db = domain::testing::TestDb::new();
+    let db = test_support::TestDb::new();
     // mysql://user:pass@host:port/name -> host:port
     let host_port = db
         .url
@@ -562,7 +562,7 @@ async fn a_database_that_hangs_mid_query_yields_503_within_the_query_timeout() {
 
 #[tokio::test]
 async fn a_graceful_shutdown_lets_in_flight_requests_finish() {
-    let db = domain::testing::TestDb::new();
+    let db = test_support::TestDb::new();
     let host_port = db
         .url
         .split('@')

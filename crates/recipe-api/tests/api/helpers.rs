@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
-use domain::testing::TestDb;
 use recipe_api::config::Config;
 use recipe_api::Application;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{json, Value};
+use test_support::TestDb;
 
 pub const TOKEN: &str = "test-token-1";
 

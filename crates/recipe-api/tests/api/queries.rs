@@ -4,12 +4,12 @@
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use domain::testing::TestDb;
 use recipe_api::models::ingredients::{self, NewIngredient};
 use recipe_api::models::{self, recipes};
 use recipe_api::routes::recipes::{create, recipe_page};
 use recipe_api::validation::recipe_input;
 use serde_json::json;
+use test_support::TestDb;
 
 #[derive(QueryableByName)]
 struct Status {

@@ -2,12 +2,12 @@
 //! database per test, a config pointing at both, SQL on either side, one sync cycle.
 #![allow(clippy::expect_used, clippy::unwrap_used, dead_code)]
 
-use domain::bigquery::Warehouse;
 use domain::config::SyncConfig;
-use domain::testing::{TestDataset, TestDb};
 use mysql::prelude::Queryable;
 use stream_sync::cycle::Settings;
 use stream_sync::runner::{Mode, Runner, TableOutcome};
+use sync_engine::warehouse::Warehouse;
+use test_support::{TestDataset, TestDb};
 
 pub struct Fixture {
     pub ds: TestDataset,
@@ -34,7 +34,7 @@ impl Fixture {
     }
 
     pub fn my(&self) -> mysql::Conn {
-        domain::sink::connect(&self.db.url).expect("connect to the test database")
+        sync_engine::session::connect(&self.db.url).expect("connect to the test database")
     }
 
     /// Rows of a MySQL query, each column as text (NULL as "NULL").

@@ -3,13 +3,13 @@
 //! `errors[]` checked on every response.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // helpers of tests
 
-use domain::bigquery::{Warehouse, WarehouseError};
-use domain::testing::TestDataset;
 use gcp_bigquery_client::model::table::Table;
 use gcp_bigquery_client::model::table_data_insert_all_request::TableDataInsertAllRequest;
 use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 use gcp_bigquery_client::model::table_schema::TableSchema;
 use gcp_bigquery_client::model::time_partitioning::TimePartitioning;
+use sync_engine::warehouse::{Warehouse, WarehouseError};
+use test_support::TestDataset;
 
 async fn partitioned_table(ds: &TestDataset) {
     let schema = TableSchema::new(vec![
@@ -116,9 +116,9 @@ async fn a_failing_query_is_an_error_not_an_empty_result() {
 
 #[tokio::test]
 async fn an_unreachable_warehouse_is_a_transient_network_error() {
-    let client = domain::bigquery::client(
+    let client = sync_engine::warehouse::client(
         Some("http://127.0.0.1:1/bigquery/v2"),
-        &domain::bigquery::Credentials::None,
+        &sync_engine::warehouse::Credentials::None,
     )
     .await
     .expect("client");

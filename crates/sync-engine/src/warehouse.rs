@@ -1,5 +1,7 @@
-//! BigQuery client construction: real credentials in production, a custom endpoint with no
-//! authentication for the local emulator (or a private endpoint behind a proxy).
+//! The BigQuery warehouse adapter: client construction (real credentials in production, a
+//! custom endpoint with no authentication for the local emulator or a private endpoint),
+//! standard-SQL queries with `errors[]` checked on every answer, paging, and retries of the
+//! failures the fault policy (`domain::fault`) calls transient.
 
 use std::sync::Arc;
 
@@ -9,16 +11,11 @@ use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::error::BQError;
 use gcp_bigquery_client::Client;
 
-/// How the BigQuery client authenticates.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credentials {
-    /// Application default credentials (workload identity on GKE, `gcloud auth` locally).
-    ApplicationDefault,
-    /// A service-account key file.
-    KeyFile(String),
-    /// No authentication: for the emulator.
-    None,
-}
+use domain::fault::{self, ErrorClass};
+
+use crate::retry::retry;
+
+pub use domain::config::Credentials;
 
 /// An authenticator that sends no real token; the emulator accepts any.
 #[derive(Clone, Default)]
@@ -47,7 +44,7 @@ pub async fn client(endpoint: Option<&str>, credentials: &Credentials) -> Result
     }
 }
 
-/// Errors talking to BigQuery. `transient()` says whether a retry may help.
+/// Errors talking to BigQuery. [`WarehouseError::class`] says what to do about one.
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {
     /// The request did not complete (connection refused, timeout, TLS...).
@@ -55,10 +52,19 @@ pub enum WarehouseError {
     Network(String),
     /// An HTTP error status from the API.
     #[error("BigQuery answered HTTP {code}: {message}")]
-    Http { code: i64, message: String },
+    Http {
+        code: i64,
+        /// The first `errors[].reason`, e.g. `rateLimitExceeded`.
+        reason: Option<String>,
+        message: String,
+    },
     /// The query ran but reported errors (BigQuery may do so with HTTP 200).
-    #[error("BigQuery query failed: {0}")]
-    Query(String),
+    #[error("BigQuery query failed: {message}")]
+    Query {
+        /// The first `errors[].reason`, e.g. `invalidQuery` or `backendError`.
+        reason: Option<String>,
+        message: String,
+    },
     /// insertAll rejected some rows.
     #[error("BigQuery rejected {rows} row(s): {message}")]
     Insert { rows: usize, message: String },
@@ -70,18 +76,29 @@ pub enum WarehouseError {
 }
 
 impl WarehouseError {
-    /// 5xx, 429 and network failures may go away on their own; everything else needs a change.
-    pub fn transient(&self) -> bool {
+    /// The error's class under the fault policy: network failures and timeouts are transient,
+    /// HTTP statuses and error reasons are judged by [`fault::bigquery_error`].
+    pub fn class(&self) -> ErrorClass {
         match self {
-            WarehouseError::Network(_) | WarehouseError::Timeout(_) => true,
-            WarehouseError::Http { code, .. } => *code == 429 || *code >= 500,
-            WarehouseError::Query(m) => {
-                let m = m.to_ascii_lowercase();
-                m.contains("backenderror")
-                    || m.contains("ratelimitexceeded")
-                    || m.contains("internalerror")
+            WarehouseError::Network(_) | WarehouseError::Timeout(_) => ErrorClass::Transient,
+            WarehouseError::Http { code, reason, .. } => {
+                fault::bigquery_error(u16::try_from(*code).ok(), reason.as_deref())
             }
-            _ => false,
+            WarehouseError::Query { reason, .. } => fault::bigquery_error(None, reason.as_deref()),
+            WarehouseError::Insert { .. } | WarehouseError::Client(_) => ErrorClass::Permanent,
+        }
+    }
+
+    /// Shorthand for `class().is_transient()`.
+    pub fn transient(&self) -> bool {
+        self.class().is_transient()
+    }
+
+    /// A query error of our own making (no reason from BigQuery).
+    pub fn query(message: impl Into<String>) -> WarehouseError {
+        WarehouseError::Query {
+            reason: None,
+            message: message.into(),
         }
     }
 }
@@ -92,12 +109,18 @@ impl From<BQError> for WarehouseError {
             BQError::RequestError(r) => match r.status() {
                 Some(s) => WarehouseError::Http {
                     code: i64::from(s.as_u16()),
+                    reason: None,
                     message: r.to_string(),
                 },
                 None => WarehouseError::Network(r.to_string()),
             },
             BQError::ResponseError { error } => WarehouseError::Http {
                 code: error.error.code,
+                reason: error
+                    .error
+                    .errors
+                    .iter()
+                    .find_map(|e| e.get("reason").cloned()),
                 message: error.error.message,
             },
             other => WarehouseError::Client(other.to_string()),
@@ -105,8 +128,9 @@ impl From<BQError> for WarehouseError {
     }
 }
 
-fn errors_to_string(errors: &[gcp_bigquery_client::model::error_proto::ErrorProto]) -> String {
-    errors
+/// The `errors[]` of an answer as one query error: the first reason, every message.
+fn query_error(errors: &[gcp_bigquery_client::model::error_proto::ErrorProto]) -> WarehouseError {
+    let message = errors
         .iter()
         .map(|e| {
             let reason = e.reason.as_deref().unwrap_or("error");
@@ -114,7 +138,31 @@ fn errors_to_string(errors: &[gcp_bigquery_client::model::error_proto::ErrorProt
             format!("{reason}: {message}")
         })
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    WarehouseError::Query {
+        reason: errors.iter().find_map(|e| e.reason.clone()),
+        message,
+    }
+}
+
+/// The fields of a table schema as the domain describes them.
+pub fn fields_of(
+    schema: &gcp_bigquery_client::model::table_schema::TableSchema,
+) -> Vec<domain::schema::WarehouseField> {
+    schema
+        .fields
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| domain::schema::WarehouseField {
+            name: f.name.clone(),
+            type_name: serde_json::to_value(&f.r#type)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            mode: f.mode.clone(),
+        })
+        .collect()
 }
 
 /// One page of a query result: column names and rows of JSON cells (`None` is SQL NULL).
@@ -155,7 +203,7 @@ impl Warehouse {
 
     /// The warehouse a sync config describes: its endpoint, credentials, project, location.
     pub async fn from_config(
-        config: &crate::config::WarehouseConfig,
+        config: &domain::config::WarehouseConfig,
     ) -> Result<Warehouse, BQError> {
         let client = client(config.endpoint.as_deref(), &config.credentials()).await?;
         let mut warehouse = Warehouse::new(client, config.project.clone());
@@ -186,7 +234,7 @@ impl Warehouse {
         })
         .await?;
         if let Some(errors) = first.errors.as_deref().filter(|e| !e.is_empty()) {
-            return Err(WarehouseError::Query(errors_to_string(errors)).into());
+            return Err(query_error(errors).into());
         }
         let bytes: u64 = first
             .total_bytes_processed
@@ -216,7 +264,7 @@ impl Warehouse {
             return if complete {
                 Ok(bytes)
             } else {
-                Err(WarehouseError::Query("incomplete query without a job reference".into()).into())
+                Err(WarehouseError::query("incomplete query without a job reference").into())
             };
         };
         loop {
@@ -238,7 +286,7 @@ impl Warehouse {
             })
             .await?;
             if let Some(errors) = resp.errors.as_deref().filter(|e| !e.is_empty()) {
-                return Err(WarehouseError::Query(errors_to_string(errors)).into());
+                return Err(query_error(errors).into());
             }
             if !resp.job_complete.unwrap_or(true) {
                 continue; // the server waited timeout_ms already
@@ -298,86 +346,32 @@ fn cells(
         .collect()
 }
 
-/// Calls `f` until it succeeds, fails permanently, or `attempts` are used; waits with capped
-/// exponential backoff and jitter between tries.
-pub async fn retry<T, E, F, Fut>(attempts: u32, mut f: F) -> Result<T, WarehouseError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, E>>,
-    E: Into<WarehouseError>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match f().await.map_err(Into::into) {
-            Ok(v) => return Ok(v),
-            Err(e) if e.transient() && attempt < attempts => {
-                let delay = backoff(attempt);
-                tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "BigQuery call failed, retrying");
-                tokio::time::sleep(delay).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Capped exponential backoff with jitter: ~200 ms, 400 ms, 800 ms ... up to 10 s.
-pub fn backoff(attempt: u32) -> std::time::Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    backoff_with(attempt, nanos)
-}
-
-/// [`backoff`] with its randomness given: between half and all of 200 ms × 2^(attempt−1),
-/// capped at 10 s.
-fn backoff_with(attempt: u32, entropy: u32) -> std::time::Duration {
-    let base = 200u64
-        .saturating_mul(1u64 << attempt.saturating_sub(1).min(16))
-        .min(10_000);
-    let jitter = u64::from(entropy) % (base / 2 + 1);
-    std::time::Duration::from_millis(base / 2 + jitter)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn backoff_grows_is_jittered_and_is_capped() {
-        let ms = std::time::Duration::from_millis;
-        for entropy in [0, 1, 12_345, u32::MAX] {
-            let first = backoff_with(1, entropy);
-            assert!(ms(100) <= first && first <= ms(200), "{first:?}");
-            let capped = backoff_with(30, entropy);
-            assert!(ms(5_000) <= capped && capped <= ms(10_000), "{capped:?}");
+    fn http(code: i64, reason: Option<&str>) -> WarehouseError {
+        WarehouseError::Http {
+            code,
+            reason: reason.map(str::to_string),
+            message: String::new(),
         }
-        // Each step's shortest wait is longer than two steps earlier's longest.
-        assert!(backoff_with(3, 0) > backoff_with(1, u32::MAX));
-        // Jitter: different randomness, different waits.
-        assert_ne!(backoff_with(5, 0), backoff_with(5, 777));
-        assert!(backoff(30) <= ms(10_000));
     }
 
     #[test]
-    fn only_server_and_rate_errors_are_transient() {
-        assert!(WarehouseError::Http {
-            code: 503,
-            message: String::new()
-        }
-        .transient());
-        assert!(WarehouseError::Http {
-            code: 429,
-            message: String::new()
-        }
-        .transient());
-        assert!(!WarehouseError::Http {
-            code: 400,
-            message: String::new()
-        }
-        .transient());
+    fn server_rate_and_quota_errors_are_transient_the_rest_permanent() {
+        assert!(http(503, None).transient());
+        assert!(http(429, None).transient());
+        assert!(http(403, Some("rateLimitExceeded")).transient());
+        assert!(http(403, Some("quotaExceeded")).transient());
+        assert!(!http(403, Some("accessDenied")).transient());
+        assert!(!http(400, Some("invalidQuery")).transient());
         assert!(WarehouseError::Network("refused".into()).transient());
-        assert!(!WarehouseError::Query("invalidQuery: bad".into()).transient());
+        assert!(!WarehouseError::query("bad").transient());
+        let backend = WarehouseError::Query {
+            reason: Some("backendError".into()),
+            message: "try again".into(),
+        };
+        assert!(backend.transient());
     }
 }

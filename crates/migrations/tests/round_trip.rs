@@ -5,8 +5,8 @@
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 use diesel_migrations::MigrationHarness;
-use domain::db::MIGRATIONS;
-use domain::testing::TestDb;
+use migrations::MIGRATIONS;
+use test_support::TestDb;
 
 #[derive(QueryableByName, Debug, PartialEq, Eq)]
 struct Line {
@@ -84,9 +84,9 @@ fn every_down_migration_undoes_its_up_migration() {
 fn running_migrations_twice_is_safe() {
     let db = TestDb::empty();
     let mut conn = db.connect();
-    let first = domain::db::run_migrations(&mut conn).expect("first run");
+    let first = migrations::run_migrations(&mut conn).expect("first run");
     assert!(!first.is_empty());
-    let second = domain::db::run_migrations(&mut conn).expect("second run");
+    let second = migrations::run_migrations(&mut conn).expect("second run");
     assert!(second.is_empty(), "second run applied {second:?}");
 }
 
@@ -95,8 +95,8 @@ fn all_migrations_revert_to_an_empty_schema() {
     let db = TestDb::empty();
     let mut conn = db.connect();
     let empty = snapshot(&mut conn, &db.name);
-    domain::db::run_migrations(&mut conn).expect("up");
-    domain::db::revert_all_migrations(&mut conn).expect("down");
+    migrations::run_migrations(&mut conn).expect("up");
+    migrations::revert_all_migrations(&mut conn).expect("down");
     assert_eq!(empty, snapshot(&mut conn, &db.name));
 }
 

@@ -1,5 +1,5 @@
 //! The real GCS read path: objects seeded into fake-gcs-server through its JSON API are listed
-//! and read back through `object_store` (feature `gcp`) via `domain::staging::open`.
+//! and read back through `object_store` (feature `gcp`) via `sync_engine::staging::open`.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // helpers of tests
 
 use futures::TryStreamExt;
@@ -7,7 +7,7 @@ use object_store::path::Path;
 
 #[tokio::test]
 async fn objects_seeded_through_the_json_api_are_listed_and_read() {
-    let env = domain::testing::dev_env();
+    let env = test_support::dev_env();
     let bucket = format!("test-{}", uuid::Uuid::new_v4().simple());
     let http = reqwest::Client::new();
     let resp = http
@@ -41,8 +41,9 @@ async fn objects_seeded_through_the_json_api_are_listed_and_read() {
         );
     }
 
-    let staging = domain::staging::open(&format!("gs://{bucket}/exports/run1"), Some(&env.gcs_url))
-        .expect("open");
+    let staging =
+        sync_engine::staging::open(&format!("gs://{bucket}/exports/run1"), Some(&env.gcs_url))
+            .expect("open");
     let mut listed: Vec<String> = staging
         .store
         .list(Some(&staging.prefix))
@@ -77,7 +78,7 @@ async fn a_local_directory_stands_in_for_the_bucket() {
     let dir = std::env::temp_dir().join(format!("staging-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(dir.join("run/t/p")).expect("mkdir");
     std::fs::write(dir.join("run/t/p/a.json"), "{}\n").expect("write");
-    let staging = domain::staging::open(dir.to_str().expect("utf8"), None).expect("open");
+    let staging = sync_engine::staging::open(dir.to_str().expect("utf8"), None).expect("open");
     let listed: Vec<_> = staging
         .store
         .list(Some(&Path::from("run")))

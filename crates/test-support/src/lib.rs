@@ -1,5 +1,7 @@
-//! Test support (feature `test-support`): a MySQL database and a BigQuery dataset per test, so
-//! tests run in parallel and leave nothing behind. Service URLs come from the environment or
+//! Test support, a dev-dependency of every crate that needs it: a MySQL database
+//! ([`TestDb`]) and a BigQuery dataset ([`TestDataset`]) per test, and the two together with a
+//! sync config pointing at both ([`SyncFixture`]), so tests run in parallel and leave nothing
+//! behind. Service URLs come from the environment or
 //! from `.dev/env`, written by `deploy/dev/env.sh up`. A missing service fails the test with a
 //! message saying how to start it; it never skips.
 
@@ -12,6 +14,10 @@ use std::path::PathBuf;
 use diesel::connection::SimpleConnection;
 use diesel::mysql::MysqlConnection;
 use diesel::Connection;
+use domain::config::Credentials;
+
+mod fixture;
+pub use fixture::SyncFixture;
 
 /// URLs of the local services.
 #[derive(Debug, Clone)]
@@ -80,7 +86,7 @@ impl TestDb {
     pub fn new() -> TestDb {
         let db = TestDb::empty();
         let mut conn = db.connect();
-        crate::db::run_migrations(&mut conn).expect("migrations apply");
+        migrations::run_migrations(&mut conn).expect("migrations apply");
         db
     }
 
@@ -144,10 +150,9 @@ pub struct TestDataset {
 impl TestDataset {
     pub async fn new() -> TestDataset {
         let env = dev_env();
-        let client =
-            crate::bigquery::client(Some(&env.bigquery_url), &crate::bigquery::Credentials::None)
-                .await
-                .expect("build BigQuery client");
+        let client = sync_engine::warehouse::client(Some(&env.bigquery_url), &Credentials::None)
+            .await
+            .expect("build BigQuery client");
         let dataset = format!("test_{}", uuid::Uuid::new_v4().simple());
         client
             .dataset()
@@ -185,8 +190,9 @@ impl Drop for TestDataset {
                 .build();
             if let Ok(rt) = rt {
                 rt.block_on(async move {
-                    let creds = crate::bigquery::Credentials::None;
-                    if let Ok(client) = crate::bigquery::client(Some(&url), &creds).await {
+                    if let Ok(client) =
+                        sync_engine::warehouse::client(Some(&url), &Credentials::None).await
+                    {
                         let _ = client.dataset().delete(&project, &dataset, true).await;
                     }
                 });

@@ -1,0 +1,195 @@
+//! MySQL sessions of the sync (both binaries), over the `mysql` crate: sessions in UTC with a
+//! strict `sql_mode` and utf8mb4, advisory locks, the state tables, server facts, and MySQL
+//! errors with their class under the fault policy (`domain::fault`).
+
+use std::time::Duration;
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts, OptsBuilder};
+
+use domain::fault::{self, ErrorClass};
+use domain::schema::MysqlColumn;
+
+/// Statements every sync session starts with.
+pub const SESSION_INIT: [&str; 3] = [
+    "SET NAMES utf8mb4",
+    "SET time_zone = '+00:00'",
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'",
+];
+
+/// Errors of the MySQL sink.
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlError {
+    #[error("MySQL URL is invalid: {0}")]
+    Url(String),
+    #[error("MySQL error {code}: {message}")]
+    Server { code: u16, message: String },
+    #[error("MySQL connection failed: {0}")]
+    Io(String),
+    #[error("MySQL: {0}")]
+    Other(String),
+}
+
+impl MysqlError {
+    /// The error's class: server errors by number ([`fault::mysql_error`]), a broken
+    /// connection is transient, anything else (a bad URL, a driver error) permanent.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            MysqlError::Server { code, .. } => fault::mysql_error(*code),
+            MysqlError::Io(_) => ErrorClass::Transient,
+            MysqlError::Url(_) | MysqlError::Other(_) => ErrorClass::Permanent,
+        }
+    }
+
+    /// Shorthand for `class().is_transient()`.
+    pub fn transient(&self) -> bool {
+        self.class().is_transient()
+    }
+}
+
+impl From<mysql::Error> for MysqlError {
+    fn from(e: mysql::Error) -> Self {
+        match e {
+            mysql::Error::MySqlError(m) => MysqlError::Server {
+                code: m.code,
+                message: m.message,
+            },
+            mysql::Error::IoError(io) => MysqlError::Io(io.to_string()),
+            mysql::Error::CodecError(c) => MysqlError::Io(c.to_string()),
+            mysql::Error::DriverError(d) => {
+                let s = d.to_string();
+                if s.contains("connect") || s.contains("Connection") {
+                    MysqlError::Io(s)
+                } else {
+                    MysqlError::Other(s)
+                }
+            }
+            mysql::Error::UrlError(u) => MysqlError::Url(u.to_string()),
+            other => MysqlError::Other(other.to_string()),
+        }
+    }
+}
+
+/// Opens a session (UTC, strict, utf8mb4). The URL is never logged.
+pub fn connect(url: &str) -> Result<Conn, MysqlError> {
+    let opts = Opts::from_url(url).map_err(|e| MysqlError::Url(e.to_string()))?;
+    let opts = OptsBuilder::from_opts(opts)
+        .init(SESSION_INIT.to_vec())
+        .tcp_connect_timeout(Some(Duration::from_secs(5)))
+        .stmt_cache_size(Some(64));
+    Ok(Conn::new(opts)?)
+}
+
+/// Creates the sync's state tables when missing, from the migration's own SQL (one source
+/// for that DDL: `migrations::sync_state_statements`), so the sync also runs in a database
+/// where the API's migrations never ran.
+pub fn ensure_state_tables(conn: &mut Conn) -> Result<(), MysqlError> {
+    for stmt in migrations::sync_state_statements() {
+        conn.query_drop(stmt)?;
+    }
+    Ok(())
+}
+
+/// Columns of `table` in the current database, or `None` when it does not exist.
+pub fn table_columns(conn: &mut Conn, table: &str) -> Result<Option<Vec<MysqlColumn>>, MysqlError> {
+    let rows: Vec<(String, String, String, Option<String>, String)> = conn.exec(
+        "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+        (table,),
+    )?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        rows.into_iter()
+            .map(|(name, data_type, nullable, default, extra)| MysqlColumn {
+                name,
+                data_type,
+                nullable: nullable == "YES",
+                has_default: default.is_some()
+                    || extra.to_ascii_lowercase().contains("auto_increment")
+                    || extra.to_ascii_lowercase().contains("generated"),
+            })
+            .collect(),
+    ))
+}
+
+/// Takes a named advisory lock, waiting up to `timeout`. Returns false when another session
+/// holds it. Names longer than MySQL's 64 characters are shortened with a hash.
+pub fn get_lock(conn: &mut Conn, name: &str, timeout: Duration) -> Result<bool, MysqlError> {
+    let got: Option<Option<i64>> = conn.exec_first(
+        "SELECT GET_LOCK(?, ?)",
+        (lock_name(name), timeout.as_secs()),
+    )?;
+    Ok(got.flatten() == Some(1))
+}
+
+/// Releases a lock taken with [`get_lock`].
+pub fn release_lock(conn: &mut Conn, name: &str) -> Result<(), MysqlError> {
+    conn.exec_drop("SELECT RELEASE_LOCK(?)", (lock_name(name),))?;
+    Ok(())
+}
+
+fn lock_name(name: &str) -> String {
+    if name.len() <= 64 {
+        return name.to_string();
+    }
+    let h = domain::canon::fnv1a(name.as_bytes());
+    // At most 40 bytes of the name, cut at a character boundary.
+    let cut = (0..=40)
+        .rev()
+        .find(|i| name.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}:{h:016x}", &name[..cut])
+}
+
+/// The server's `max_allowed_packet` in bytes.
+pub fn max_allowed_packet(conn: &mut Conn) -> Result<usize, MysqlError> {
+    let v: Option<u64> = conn.query_first("SELECT @@max_allowed_packet")?;
+    Ok(v.unwrap_or(4 << 20) as usize)
+}
+
+/// The database the connection uses.
+pub fn current_database(conn: &mut Conn) -> Result<String, MysqlError> {
+    let v: Option<Option<String>> = conn.query_first("SELECT DATABASE()")?;
+    v.flatten()
+        .ok_or_else(|| MysqlError::Other("the MySQL URL names no database".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_errors_are_classified_by_the_fault_policy() {
+        let s = |code| MysqlError::Server {
+            code,
+            message: String::new(),
+        };
+        assert_eq!(s(1213).class(), ErrorClass::Transient);
+        assert_eq!(s(1290).class(), ErrorClass::Transient);
+        assert_eq!(s(1406).class(), ErrorClass::Permanent);
+        assert_eq!(
+            MysqlError::Io("reset".into()).class(),
+            ErrorClass::Transient
+        );
+        assert_eq!(MysqlError::Url("x".into()).class(), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn long_lock_names_are_shortened_stably() {
+        let long = "x".repeat(100);
+        let other = format!("{}y", "x".repeat(99));
+        assert!(lock_name(&long).len() <= 64);
+        assert_ne!(
+            lock_name(&long),
+            lock_name(&other),
+            "names sharing a prefix keep distinct locks"
+        );
+        assert_eq!(lock_name("short"), "short");
+        // A multi-byte character across the cut does not split (or panic).
+        let wide = format!("{}é{}", "x".repeat(39), "z".repeat(60));
+        assert!(lock_name(&wide).len() <= 64);
+        assert!(lock_name(&wide).starts_with(&"x".repeat(39)));
+    }
+}
