@@ -162,19 +162,19 @@ pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()>
             }
             if let Some(o) = outcome {
                 gauge(
-                    "partition_sync_partitions_synced_total",
+                    "partition_sync_last_run_partitions_synced",
                     "Partitions loaded by the last run",
                 )?
                 .with_label_values(&[&t])
                 .set(o.partitions_loaded as f64);
                 gauge(
-                    "partition_sync_rows_loaded_total",
+                    "partition_sync_last_run_rows_loaded",
                     "Rows inserted by the last run",
                 )?
                 .with_label_values(&[&t])
                 .set(o.rows_loaded as f64);
                 gauge(
-                    "partition_sync_rows_deleted_total",
+                    "partition_sync_last_run_rows_deleted",
                     "Rows deleted by the last run",
                 )?
                 .with_label_values(&[&t])
@@ -190,7 +190,7 @@ pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()>
             }
             let errors = IntGaugeVec::new(
                 Opts::new(
-                    "partition_sync_errors_total",
+                    "partition_sync_last_run_errors",
                     "Errors of the last run by kind",
                 ),
                 &["table", "kind"],
@@ -209,13 +209,13 @@ pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()>
     }
     let reg = Registry::new();
     let d = prometheus::Gauge::new(
-        "partition_sync_run_duration_seconds",
+        "partition_sync_last_run_duration_seconds",
         "Duration of the last run",
     )?;
     d.set(summary.duration_ms as f64 / 1000.0);
     reg.register(Box::new(d))?;
     let b = prometheus::Gauge::new(
-        "partition_sync_warehouse_bytes_processed_total",
+        "partition_sync_last_run_warehouse_processed_bytes",
         "Bytes the last run's warehouse queries processed",
     )?;
     b.set(summary.warehouse_bytes_processed as f64);

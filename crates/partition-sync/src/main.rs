@@ -89,22 +89,9 @@ enum Command {
     },
 }
 
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.compact().init();
-    } else {
-        builder.json().flatten_event(true).init();
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    sync_engine::telemetry::init();
     let json = match cli.output {
         Some(OutputFormat::Json) => true,
         Some(OutputFormat::Text) => false,

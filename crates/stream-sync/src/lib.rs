@@ -17,6 +17,7 @@ pub mod runner;
 pub mod source;
 pub mod target;
 
+use domain::fault::ErrorClass;
 use sync_engine::session::MysqlError;
 use sync_engine::warehouse::WarehouseError;
 
@@ -53,41 +54,57 @@ impl From<plan::PlanError> for SyncError {
     }
 }
 
-/// What to do after an error.
+/// What to do after an error: the fault policy's class (`domain::fault`), or shutdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Retry after a capped, jittered backoff.
     Transient,
-    /// Stop this table until an operator acts; other tables go on.
+    /// Stop this table (re-checked on a long backoff); other tables go on.
     Permanent,
     /// Give up this cycle; try again at the next interval.
     Cycle,
     Shutdown,
 }
 
+impl From<ErrorClass> for ErrorKind {
+    fn from(c: ErrorClass) -> Self {
+        match c {
+            ErrorClass::Transient => ErrorKind::Transient,
+            ErrorClass::Cycle => ErrorKind::Cycle,
+            ErrorClass::Permanent => ErrorKind::Permanent,
+        }
+    }
+}
+
 impl ErrorKind {
     /// Label value for `errors_total{kind}`.
     pub fn label(self) -> &'static str {
         match self {
-            ErrorKind::Transient => "transient",
-            ErrorKind::Permanent => "permanent",
-            ErrorKind::Cycle => "cycle",
+            ErrorKind::Transient => ErrorClass::Transient.label(),
+            ErrorKind::Permanent => ErrorClass::Permanent.label(),
+            ErrorKind::Cycle => ErrorClass::Cycle.label(),
             ErrorKind::Shutdown => "shutdown",
         }
     }
 }
 
 impl SyncError {
+    /// The error's class: driver errors as the fault policy classes them; a bad row or a
+    /// refused guard fails the cycle; our own permanent errors (schema, missing table) stop
+    /// the table.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SyncError::Warehouse(e) => e.class(),
+            SyncError::Mysql(e) => e.class(),
+            SyncError::Permanent(_) => ErrorClass::Permanent,
+            SyncError::BadRow(_) | SyncError::Guard(_) | SyncError::Shutdown => ErrorClass::Cycle,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
-            SyncError::Warehouse(e) if e.transient() => ErrorKind::Transient,
-            SyncError::Mysql(e) if e.transient() => ErrorKind::Transient,
-            // A query the warehouse rejects, a URL MySQL rejects: configuration.
-            SyncError::Warehouse(_) | SyncError::Mysql(_) | SyncError::Permanent(_) => {
-                ErrorKind::Permanent
-            }
-            SyncError::BadRow(_) | SyncError::Guard(_) => ErrorKind::Cycle,
             SyncError::Shutdown => ErrorKind::Shutdown,
+            other => other.class().into(),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! `stream-sync`: parses the command line, sets up logging, signals and the metrics server, and
 //! hands over to [`stream_sync::runner::Runner`].
 
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -80,22 +79,9 @@ enum Command {
     },
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().flatten_event(true).init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
+    sync_engine::telemetry::init();
     match run(Cli::parse()).await {
         Ok(code) => code,
         Err(e) => {

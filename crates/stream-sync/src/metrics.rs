@@ -17,8 +17,6 @@ pub struct Metrics {
     cycle_duration: HistogramVec,
     cycles: IntCounterVec,
     rows_applied: IntCounterVec,
-    rows_loaded: IntCounterVec,
-    rows_deleted: IntCounterVec,
     rows_fetched: IntCounterVec,
     buckets_differing: IntGaugeVec,
     errors: IntCounterVec,
@@ -71,14 +69,6 @@ impl Metrics {
                 ),
                 &["table", "op"],
             )?,
-            rows_loaded: IntCounterVec::new(
-                Opts::new(name("rows_loaded_total"), "Rows upserted into MySQL"),
-                table,
-            )?,
-            rows_deleted: IntCounterVec::new(
-                Opts::new(name("rows_deleted_total"), "Rows deleted from MySQL"),
-                table,
-            )?,
             rows_fetched: IntCounterVec::new(
                 Opts::new(
                     name("warehouse_rows_fetched_total"),
@@ -122,8 +112,6 @@ impl Metrics {
             Box::new(m.cycle_duration.clone()),
             Box::new(m.cycles.clone()),
             Box::new(m.rows_applied.clone()),
-            Box::new(m.rows_loaded.clone()),
-            Box::new(m.rows_deleted.clone()),
             Box::new(m.rows_fetched.clone()),
             Box::new(m.buckets_differing.clone()),
             Box::new(m.errors.clone()),
@@ -164,8 +152,6 @@ impl Metrics {
         self.rows_applied
             .with_label_values(&[t, "delete"])
             .inc_by(r.deleted);
-        self.rows_loaded.with_label_values(&[t]).inc_by(r.upserted);
-        self.rows_deleted.with_label_values(&[t]).inc_by(r.deleted);
         for (kind, n) in [
             ("digest", r.fetch.digest_rows),
             ("cell", r.fetch.cell_rows),

@@ -17,6 +17,8 @@ use sync_engine::warehouse::Warehouse;
 
 use crate::cycle::{self, CycleReport, Env, Mismatch, Settings, TableState};
 use crate::metrics::Metrics;
+use domain::fault::PERMANENT_RECHECK;
+
 use crate::{blocking, plan, source, target, ErrorKind, SyncError};
 
 /// Per-table state shown by `/healthz`.
@@ -45,6 +47,8 @@ struct TableRun {
     attempt: u32,
     due: Instant,
     done: bool,
+    /// Stopped by a permanent error; the daemon re-checks it every [`PERMANENT_RECHECK`].
+    parked: bool,
     last: Option<TableOutcome>,
 }
 
@@ -103,6 +107,7 @@ impl Runner {
                     attempt: 0,
                     due: now,
                     done: false,
+                    parked: false,
                     last: None,
                 }
             })
@@ -151,6 +156,7 @@ impl Runner {
     pub async fn run(&mut self, mode: Mode) -> Vec<TableOutcome> {
         for t in &mut self.tables {
             t.done = false;
+            t.parked = false;
             t.attempt = 0;
             t.due = Instant::now();
         }
@@ -171,6 +177,9 @@ impl Runner {
                 let (health, next) = match &outcome.error {
                     None => {
                         t.attempt = 0;
+                        if std::mem::take(&mut t.parked) {
+                            self.metrics.set_up(&table, true);
+                        }
                         if matches!(mode, Mode::Once { .. }) {
                             t.done = true;
                         }
@@ -186,10 +195,13 @@ impl Runner {
                         (format!("retrying: {e}"), delay)
                     }
                     Some((ErrorKind::Permanent, e)) => {
-                        tracing::error!(table.name = %table, error = %e, "permanent error: this table stops, the others go on");
-                        t.done = true;
+                        tracing::error!(table.name = %table, error = %e, recheck_after_s = PERMANENT_RECHECK.as_secs(), "permanent error: this table stops, the others go on");
+                        // --once gives up; the daemon parks the table and re-checks it on a
+                        // long backoff (a fixed permission or schema heals it, no restart).
+                        t.done = matches!(mode, Mode::Once { .. });
+                        t.parked = true;
                         self.metrics.set_up(&table, false);
-                        (format!("stopped: {e}"), Duration::ZERO)
+                        (format!("stopped: {e}"), PERMANENT_RECHECK)
                     }
                     Some((ErrorKind::Cycle, e)) => {
                         tracing::error!(table.name = %table, error = %e, "cycle refused; trying again next interval");
@@ -213,7 +225,9 @@ impl Runner {
             if stop {
                 break 'outer;
             }
-            if self.tables.iter().all(|t| t.done) {
+            // Every table finished (--once), or every table stopped on a permanent error: a
+            // daemon with nothing left to sync exits (non-zero) rather than idling.
+            if self.tables.iter().all(|t| t.done || t.parked) {
                 break;
             }
             // Sleep until the next table is due, waking for shutdown.

@@ -243,7 +243,7 @@ async fn metrics_are_pushed_and_a_failed_run_keeps_the_last_success_time() {
     let success =
         line(&body, "partition_sync_last_success_timestamp_seconds").expect("last success pushed");
     assert!(
-        line(&body, "partition_sync_rows_loaded_total")
+        line(&body, "partition_sync_last_run_rows_loaded")
             .unwrap()
             .ends_with(" 2"),
         "{body}"
@@ -264,7 +264,7 @@ async fn metrics_are_pushed_and_a_failed_run_keeps_the_last_success_time() {
     let err = body
         .lines()
         .find(|l| {
-            l.starts_with("partition_sync_errors_total")
+            l.starts_with("partition_sync_last_run_errors")
                 && l.contains("kind=\"bad_row\"")
                 && l.contains(&table)
         })
