@@ -302,117 +302,64 @@ impl SyncConfig {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
-        for (what, name) in [("warehouse.dataset", &self.warehouse.dataset)] {
-            if !crate::ident::is_valid(name) {
-                return bad(format!("{what} `{name}` is not a valid identifier"));
-            }
-        }
-        if self.warehouse.project.is_empty()
-            || !self
-                .warehouse
-                .project
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return bad(format!(
-                "warehouse.project `{}` is not a valid project id",
-                self.warehouse.project
-            ));
-        }
+        self.validate_warehouse().map_err(ConfigError::Invalid)?;
         let mut targets = BTreeSet::new();
         for (i, t) in self.tables.iter().enumerate() {
             let at = format!("tables[{i}] ({})", t.target);
-            for (field, name) in [("source", &t.source), ("target", &t.target)] {
-                if !crate::ident::is_valid(name) {
-                    return bad(format!("{at}: {field} `{name}` is not a valid identifier"));
-                }
-            }
-            for c in t
-                .primary_key
-                .iter()
-                .chain(t.varchar.keys())
-                .chain(t.cursor_column.iter())
-            {
-                if !crate::ident::is_valid(c) {
-                    return bad(format!("{at}: column `{c}` is not a valid identifier"));
-                }
-            }
-            if !targets.insert(t.target.as_str()) {
-                return bad(format!("{at}: target `{}` is listed twice", t.target));
-            }
-            if t.target.starts_with("sync_") {
-                return bad(format!(
-                    "{at}: target names starting with `sync_` are reserved for the sync's state"
-                ));
-            }
-            match t.mode {
-                SyncMode::Partition => match t.partition_column.as_deref() {
-                    None => {
-                        return bad(format!("{at}: mode = \"partition\" needs partition_column"))
+            validate_table(t)
+                .and_then(|()| {
+                    if targets.insert(t.target.as_str()) {
+                        Ok(())
+                    } else {
+                        Err(format!("target `{}` is listed twice", t.target))
                     }
-                    Some(c) if !crate::ident::is_valid(c) => {
-                        return bad(format!(
-                            "{at}: partition_column `{c}` is not a valid identifier"
-                        ))
-                    }
-                    Some(_) => {}
-                },
-                SyncMode::Stream => {
-                    if t.primary_key.is_empty() {
-                        return bad(format!("{at}: mode = \"stream\" needs a primary_key"));
-                    }
-                    if t.partition_column.is_some() {
-                        return bad(format!(
-                            "{at}: partition_column only applies to mode = \"partition\""
-                        ));
-                    }
-                }
-            }
-            if t.mysql_partitioning {
-                let pcol = t.partition_column.as_deref().unwrap_or_default();
-                let target_col = match pcol.to_ascii_uppercase().as_str() {
-                    "_PARTITIONDATE" => "partition_date",
-                    "_PARTITIONTIME" => "partition_time",
-                    _ => pcol,
-                };
-                if t.mode != SyncMode::Partition {
-                    return bad(format!(
-                        "{at}: mysql_partitioning only applies to mode = \"partition\""
-                    ));
-                }
-                if !t.primary_key.is_empty() && !t.primary_key.iter().any(|k| k == target_col) {
-                    return bad(format!(
-                        "{at}: mysql_partitioning needs the partition column `{target_col}` in primary_key (MySQL requires it in every unique key)"
-                    ));
-                }
-            }
-            if let Some(n) = t.varchar.values().find(|n| **n == 0 || **n > 16_383) {
-                return bad(format!("{at}: varchar length {n} is outside 1..=16383"));
-            }
+                })
+                .map_err(|m| ConfigError::Invalid(format!("{at}: {m}")))?;
         }
+        self.validate_dependencies().map_err(ConfigError::Invalid)?;
+        self.stream_sync.validate().map_err(ConfigError::Invalid)
+    }
+
+    fn validate_warehouse(&self) -> Result<(), String> {
+        let dataset = &self.warehouse.dataset;
+        if !crate::ident::is_valid(dataset) {
+            return Err(format!(
+                "warehouse.dataset `{dataset}` is not a valid identifier"
+            ));
+        }
+        let project = &self.warehouse.project;
+        if project.is_empty()
+            || !project
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "warehouse.project `{project}` is not a valid project id"
+            ));
+        }
+        Ok(())
+    }
+
+    /// `depends_on` names a target of the same group, partition tables only, no cycles.
+    fn validate_dependencies(&self) -> Result<(), String> {
         for (i, t) in self.tables.iter().enumerate() {
+            let at = format!("tables[{i}] ({})", t.target);
             for dep in &t.depends_on {
                 match self.tables.iter().find(|o| &o.target == dep) {
                     None => {
-                        return bad(format!(
-                            "tables[{i}] ({}): depends_on `{dep}` is not a configured target",
-                            t.target
+                        return Err(format!(
+                            "{at}: depends_on `{dep}` is not a configured target"
                         ))
                     }
                     Some(o) if o.group_name() != t.group_name() => {
-                        return bad(format!(
-                            "tables[{i}] ({}): depends_on `{dep}` is in group `{}`, not `{}`",
-                            t.target,
+                        return Err(format!(
+                            "{at}: depends_on `{dep}` is in group `{}`, not `{}`",
                             o.group_name(),
                             t.group_name()
                         ))
                     }
                     Some(o) if o.mode != SyncMode::Partition || t.mode != SyncMode::Partition => {
-                        return bad(format!(
-                            "tables[{i}] ({}): depends_on links partition tables only",
-                            t.target
-                        ))
+                        return Err(format!("{at}: depends_on links partition tables only"))
                     }
                     Some(_) => {}
                 }
@@ -420,14 +367,8 @@ impl SyncConfig {
         }
         for group in self.groups() {
             if load_order(&group.tables).is_none() {
-                return bad(format!("group `{}`: depends_on has a cycle", group.name));
+                return Err(format!("group `{}`: depends_on has a cycle", group.name));
             }
-        }
-        if !(0.0..=1.0).contains(&self.stream_sync.max_delete_fraction) {
-            return bad("stream_sync.max_delete_fraction must be within 0.0..=1.0".to_string());
-        }
-        if self.stream_sync.buckets == 0 || self.stream_sync.buckets > 65_535 {
-            return bad("stream_sync.buckets must be within 1..=65535".to_string());
         }
         Ok(())
     }
@@ -474,6 +415,88 @@ impl SyncConfig {
                 self.mysql.url_env
             ))
         })
+    }
+}
+
+/// One table's own rules: identifiers, what its mode needs, `mysql_partitioning`, varchar
+/// lengths. Messages leave out the table, which the caller adds.
+fn validate_table(t: &TableSpec) -> Result<(), String> {
+    for (field, name) in [("source", &t.source), ("target", &t.target)] {
+        if !crate::ident::is_valid(name) {
+            return Err(format!("{field} `{name}` is not a valid identifier"));
+        }
+    }
+    for c in t
+        .primary_key
+        .iter()
+        .chain(t.varchar.keys())
+        .chain(t.cursor_column.iter())
+    {
+        if !crate::ident::is_valid(c) {
+            return Err(format!("column `{c}` is not a valid identifier"));
+        }
+    }
+    if t.target.starts_with("sync_") {
+        return Err("target names starting with `sync_` are reserved for the sync's state".into());
+    }
+    validate_mode(t)?;
+    if t.mysql_partitioning {
+        validate_mysql_partitioning(t)?;
+    }
+    if let Some(n) = t.varchar.values().find(|n| **n == 0 || **n > 16_383) {
+        return Err(format!("varchar length {n} is outside 1..=16383"));
+    }
+    Ok(())
+}
+
+/// A partition table needs a partition column; a stream table a primary key and none.
+fn validate_mode(t: &TableSpec) -> Result<(), String> {
+    match t.mode {
+        SyncMode::Partition => match t.partition_column.as_deref() {
+            None => Err("mode = \"partition\" needs partition_column".into()),
+            Some(c) if !crate::ident::is_valid(c) => {
+                Err(format!("partition_column `{c}` is not a valid identifier"))
+            }
+            Some(_) => Ok(()),
+        },
+        SyncMode::Stream if t.primary_key.is_empty() => {
+            Err("mode = \"stream\" needs a primary_key".into())
+        }
+        SyncMode::Stream if t.partition_column.is_some() => {
+            Err("partition_column only applies to mode = \"partition\"".into())
+        }
+        SyncMode::Stream => Ok(()),
+    }
+}
+
+/// MySQL requires the partitioning column in every unique key.
+fn validate_mysql_partitioning(t: &TableSpec) -> Result<(), String> {
+    if t.mode != SyncMode::Partition {
+        return Err("mysql_partitioning only applies to mode = \"partition\"".into());
+    }
+    let pcol = t.partition_column.as_deref().unwrap_or_default();
+    let target_col = match pcol.to_ascii_uppercase().as_str() {
+        "_PARTITIONDATE" => "partition_date",
+        "_PARTITIONTIME" => "partition_time",
+        _ => pcol,
+    };
+    if !t.primary_key.is_empty() && !t.primary_key.iter().any(|k| k == target_col) {
+        return Err(format!(
+            "mysql_partitioning needs the partition column `{target_col}` in primary_key (MySQL requires it in every unique key)"
+        ));
+    }
+    Ok(())
+}
+
+impl StreamSyncSettings {
+    fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.max_delete_fraction) {
+            return Err("stream_sync.max_delete_fraction must be within 0.0..=1.0".into());
+        }
+        if self.buckets == 0 || self.buckets > 65_535 {
+            return Err("stream_sync.buckets must be within 1..=65535".into());
+        }
+        Ok(())
     }
 }
 

@@ -221,7 +221,6 @@ pub enum SqlValue {
 /// otherwise truncate or reject. The error says what is wrong with the value (the caller adds
 /// table, partition and key); it never includes the value itself for long strings.
 pub fn convert(col: &Column, v: &serde_json::Value) -> Result<SqlValue, String> {
-    use serde_json::Value as J;
     if v.is_null() {
         return if col.required {
             Err("NULL in a NOT NULL column".into())
@@ -229,98 +228,110 @@ pub fn convert(col: &Column, v: &serde_json::Value) -> Result<SqlValue, String> 
             Ok(SqlValue::Null)
         };
     }
-    let text = |v: &J| -> Result<String, String> {
-        match v {
-            J::String(s) => Ok(s.clone()),
-            J::Number(n) => Ok(n.to_string()),
-            J::Bool(b) => Ok(b.to_string()),
-            other => Ok(other.to_string()),
-        }
-    };
     match col.bq {
-        BqType::Int64 => match v {
-            J::Number(n) => n
-                .as_i64()
-                .map(SqlValue::Int)
-                .ok_or_else(|| format!("{n} is not a 64-bit integer")),
-            J::String(s) => s
-                .parse::<i64>()
-                .map(SqlValue::Int)
-                .map_err(|_| format!("`{}` is not a 64-bit integer", short(s))),
-            other => Err(format!("expected an integer, got {}", kind(other))),
-        },
-        BqType::Float64 => {
-            let f = match v {
-                J::Number(n) => n.as_f64().ok_or("not a number")?,
-                J::String(s) => s
-                    .parse::<f64>()
-                    .map_err(|_| format!("`{}` is not a number", short(s)))?,
-                other => return Err(format!("expected a number, got {}", kind(other))),
-            };
-            if f.is_finite() {
-                Ok(SqlValue::Double(f))
-            } else {
-                Err(format!("{f} cannot be stored in MySQL DOUBLE"))
-            }
-        }
-        BqType::Numeric | BqType::BigNumeric => {
-            let s = text(v)?;
-            let (int_max, frac_max) = if col.bq == BqType::Numeric {
-                (29, 9)
-            } else {
-                (35, 30)
-            };
-            check_decimal(&s, int_max, frac_max)?;
-            Ok(SqlValue::Text(s))
-        }
-        BqType::Bool => match v {
-            J::Bool(b) => Ok(SqlValue::Int(i64::from(*b))),
-            J::String(s) if s == "true" || s == "false" => {
-                Ok(SqlValue::Int(i64::from(s == "true")))
-            }
-            other => Err(format!("expected a boolean, got {}", kind(other))),
-        },
-        BqType::String | BqType::Geography => {
-            let s = text(v)?;
-            if let Some(n) = col.varchar {
-                let len = s.chars().count();
-                if len > n as usize {
-                    return Err(format!(
-                        "string of {len} characters is longer than VARCHAR({n})"
-                    ));
-                }
-            }
-            Ok(SqlValue::Text(s))
-        }
-        BqType::Bytes => {
-            let s = text(v)?;
-            base64::engine::general_purpose::STANDARD
-                .decode(s.as_bytes())
-                .map(SqlValue::Bytes)
-                .map_err(|e| format!("bytes are not base64: {e}"))
-        }
-        BqType::Date | BqType::Datetime | BqType::Time => Ok(SqlValue::Text(text(v)?)),
-        BqType::Timestamp => {
-            let micros = match v {
-                J::Number(n) => n
-                    .as_i64()
-                    .ok_or_else(|| format!("{n} is not a timestamp in microseconds"))?,
-                J::String(s) => s
-                    .parse::<i64>()
-                    .map_err(|_| format!("`{}` is not a timestamp in microseconds", short(s)))?,
-                other => return Err(format!("expected a timestamp, got {}", kind(other))),
-            };
-            let ts =
-                DateTime::<Utc>::from_timestamp_micros(micros).ok_or("timestamp out of range")?;
-            Ok(SqlValue::Text(
-                ts.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
-            ))
-        }
-        BqType::Json => match v {
-            J::String(s) => Ok(SqlValue::Text(s.clone())),
-            other => Ok(SqlValue::Text(other.to_string())),
-        },
+        BqType::Int64 => convert_int(v),
+        BqType::Float64 => convert_float(v),
+        BqType::Numeric => convert_decimal(v, 29, 9),
+        BqType::BigNumeric => convert_decimal(v, 35, 30),
+        BqType::Bool => convert_bool(v),
+        BqType::String | BqType::Geography => convert_string(v, col.varchar),
+        BqType::Bytes => base64::engine::general_purpose::STANDARD
+            .decode(json_text(v).as_bytes())
+            .map(SqlValue::Bytes)
+            .map_err(|e| format!("bytes are not base64: {e}")),
+        BqType::Date | BqType::Datetime | BqType::Time => Ok(SqlValue::Text(json_text(v))),
+        BqType::Timestamp => convert_timestamp(v),
+        BqType::Json => Ok(SqlValue::Text(json_text(v))),
     }
+}
+
+/// A scalar's text: a string as it is, anything else as JSON.
+fn json_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn convert_int(v: &serde_json::Value) -> Result<SqlValue, String> {
+    use serde_json::Value as J;
+    match v {
+        J::Number(n) => n
+            .as_i64()
+            .map(SqlValue::Int)
+            .ok_or_else(|| format!("{n} is not a 64-bit integer")),
+        J::String(s) => s
+            .parse::<i64>()
+            .map(SqlValue::Int)
+            .map_err(|_| format!("`{}` is not a 64-bit integer", short(s))),
+        other => Err(format!("expected an integer, got {}", kind(other))),
+    }
+}
+
+fn convert_float(v: &serde_json::Value) -> Result<SqlValue, String> {
+    use serde_json::Value as J;
+    let f = match v {
+        J::Number(n) => n.as_f64().ok_or("not a number")?,
+        J::String(s) => s
+            .parse::<f64>()
+            .map_err(|_| format!("`{}` is not a number", short(s)))?,
+        other => return Err(format!("expected a number, got {}", kind(other))),
+    };
+    if f.is_finite() {
+        Ok(SqlValue::Double(f))
+    } else {
+        Err(format!("{f} cannot be stored in MySQL DOUBLE"))
+    }
+}
+
+fn convert_decimal(
+    v: &serde_json::Value,
+    int_max: usize,
+    frac_max: usize,
+) -> Result<SqlValue, String> {
+    let s = json_text(v);
+    check_decimal(&s, int_max, frac_max)?;
+    Ok(SqlValue::Text(s))
+}
+
+fn convert_bool(v: &serde_json::Value) -> Result<SqlValue, String> {
+    use serde_json::Value as J;
+    match v {
+        J::Bool(b) => Ok(SqlValue::Int(i64::from(*b))),
+        J::String(s) if s == "true" || s == "false" => Ok(SqlValue::Int(i64::from(s == "true"))),
+        other => Err(format!("expected a boolean, got {}", kind(other))),
+    }
+}
+
+fn convert_string(v: &serde_json::Value, varchar: Option<u32>) -> Result<SqlValue, String> {
+    let s = json_text(v);
+    if let Some(n) = varchar {
+        let len = s.chars().count();
+        if len > n as usize {
+            return Err(format!(
+                "string of {len} characters is longer than VARCHAR({n})"
+            ));
+        }
+    }
+    Ok(SqlValue::Text(s))
+}
+
+/// Exported timestamps are integer microseconds (`UNIX_MICROS`), as a number or a string.
+fn convert_timestamp(v: &serde_json::Value) -> Result<SqlValue, String> {
+    use serde_json::Value as J;
+    let micros = match v {
+        J::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| format!("{n} is not a timestamp in microseconds"))?,
+        J::String(s) => s
+            .parse::<i64>()
+            .map_err(|_| format!("`{}` is not a timestamp in microseconds", short(s)))?,
+        other => return Err(format!("expected a timestamp, got {}", kind(other))),
+    };
+    let ts = DateTime::<Utc>::from_timestamp_micros(micros).ok_or("timestamp out of range")?;
+    Ok(SqlValue::Text(
+        ts.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+    ))
 }
 
 /// What kind of JSON value `v` is, for error messages ("a string", "null", ...).

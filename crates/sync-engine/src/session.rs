@@ -90,6 +90,78 @@ pub fn ensure_state_tables(conn: &mut Conn) -> Result<(), MysqlError> {
     Ok(())
 }
 
+/// One row of `sync_runs`: what a run of either sync did to one table and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord<'a> {
+    pub run_id: &'a str,
+    pub target_table: &'a str,
+    /// `partition` or `stream`.
+    pub engine: &'a str,
+    /// `YYYY-MM-DD HH:MM:SS.ffffff` UTC; `None`: now.
+    pub started_at: Option<String>,
+    /// `ok` or `failed`.
+    pub status: &'a str,
+    pub rows_loaded: u64,
+    pub rows_deleted: u64,
+    pub error: Option<&'a str>,
+}
+
+/// Records a run in `sync_runs` (finished now); a second record of the same run and table
+/// replaces the first. The one place that writes `sync_runs`.
+pub fn record_run<Q: Queryable>(conn: &mut Q, r: &RunRecord<'_>) -> Result<(), MysqlError> {
+    conn.exec_drop(
+        "INSERT INTO sync_runs (run_id, target_table, engine, started_at, finished_at, status, rows_loaded, rows_deleted, error) \
+         VALUES (?, ?, ?, COALESCE(?, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6), ?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE finished_at = VALUES(finished_at), status = VALUES(status), \
+         rows_loaded = VALUES(rows_loaded), rows_deleted = VALUES(rows_deleted), error = VALUES(error)",
+        (
+            r.run_id,
+            r.target_table,
+            r.engine,
+            r.started_at.as_deref(),
+            r.status,
+            r.rows_loaded,
+            r.rows_deleted,
+            r.error,
+        ),
+    )?;
+    Ok(())
+}
+
+/// The latest run of `table` (by any engine when `engine` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastRun {
+    /// RFC 3339 UTC.
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub status: String,
+    pub rows_loaded: i64,
+    pub rows_deleted: i64,
+}
+
+/// Reads the latest `sync_runs` row of `table`.
+pub fn last_run(
+    conn: &mut Conn,
+    table: &str,
+    engine: Option<&str>,
+) -> Result<Option<LastRun>, MysqlError> {
+    let row: Option<(String, Option<String>, String, i64, i64)> = conn.exec_first(
+        "SELECT DATE_FORMAT(started_at, '%Y-%m-%dT%H:%i:%sZ'), DATE_FORMAT(finished_at, '%Y-%m-%dT%H:%i:%sZ'), \
+         status, rows_loaded, rows_deleted FROM sync_runs \
+         WHERE target_table = ? AND (? IS NULL OR engine = ?) ORDER BY started_at DESC LIMIT 1",
+        (table, engine, engine),
+    )?;
+    Ok(row.map(
+        |(started_at, finished_at, status, rows_loaded, rows_deleted)| LastRun {
+            started_at,
+            finished_at,
+            status,
+            rows_loaded,
+            rows_deleted,
+        },
+    ))
+}
+
 /// Columns of `table` in the current database, or `None` when it does not exist.
 pub fn table_columns(conn: &mut Conn, table: &str) -> Result<Option<Vec<MysqlColumn>>, MysqlError> {
     let rows: Vec<(String, String, String, Option<String>, String)> = conn.exec(

@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use gcp_bigquery_client::auth::Authenticator;
 use gcp_bigquery_client::client_builder::ClientBuilder;
 use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
+use gcp_bigquery_client::model::query_request::QueryRequest;
 use gcp_bigquery_client::Client;
 
 use domain::fault::{self, ErrorClass};
@@ -145,6 +147,24 @@ fn query_error(errors: &[gcp_bigquery_client::model::error_proto::ErrorProto]) -
     }
 }
 
+/// An INT64 cell of a query answer (BigQuery sends a JSON string, the emulator sometimes a
+/// number).
+pub fn cell_i64(v: &Option<serde_json::Value>) -> Option<i64> {
+    match v.as_ref()? {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
+/// A cell as text: a JSON string as it is, anything else as JSON.
+pub fn cell_str(v: &Option<serde_json::Value>) -> Option<String> {
+    match v.as_ref()? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
 /// The fields of a table schema as the domain describes them.
 pub fn fields_of(
     schema: &gcp_bigquery_client::model::table_schema::TableSchema,
@@ -220,15 +240,8 @@ impl Warehouse {
         F: FnMut(Page) -> Result<(), E>,
         E: From<WarehouseError>,
     {
-        use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
-        use gcp_bigquery_client::model::query_request::QueryRequest;
-
         let started = std::time::Instant::now();
-        let mut request = QueryRequest::new(sql);
-        request.use_legacy_sql = false;
-        request.max_results = Some(self.page_size);
-        request.timeout_ms = Some(10_000);
-        request.location = self.location.clone();
+        let request = self.query_request(sql);
         let first = retry(self.max_attempts, || {
             self.client.job().query(&self.project, request.clone())
         })
@@ -271,14 +284,7 @@ impl Warehouse {
             if started.elapsed() > self.query_timeout {
                 return Err(WarehouseError::Timeout(self.query_timeout).into());
             }
-            let params = GetQueryResultsParameters {
-                format_options: None,
-                location: location.clone(),
-                max_results: Some(self.page_size),
-                page_token: page_token.clone(),
-                start_index: None,
-                timeout_ms: Some(10_000),
-            };
+            let params = self.results_page(location.clone(), page_token.clone());
             let resp = retry(self.max_attempts, || {
                 self.client
                     .job()
@@ -305,6 +311,45 @@ impl Warehouse {
                 return Ok(bytes);
             }
         }
+    }
+
+    /// A standard-SQL query request in the warehouse's location, paged by `page_size`.
+    fn query_request(&self, sql: &str) -> QueryRequest {
+        let mut request = QueryRequest::new(sql);
+        request.use_legacy_sql = false;
+        request.max_results = Some(self.page_size);
+        request.timeout_ms = Some(10_000);
+        request.location = self.location.clone();
+        request
+    }
+
+    /// The parameters of the next `getQueryResults` call.
+    fn results_page(
+        &self,
+        location: Option<String>,
+        page_token: Option<String>,
+    ) -> GetQueryResultsParameters {
+        GetQueryResultsParameters {
+            format_options: None,
+            location,
+            max_results: Some(self.page_size),
+            page_token,
+            start_index: None,
+            timeout_ms: Some(10_000),
+        }
+    }
+
+    /// The table's metadata (`tables.get`: schema, partitioning, modification time), retried
+    /// on transient failures.
+    pub async fn get_table(
+        &self,
+        dataset: &str,
+        table: &str,
+    ) -> Result<gcp_bigquery_client::model::table::Table, WarehouseError> {
+        retry(self.max_attempts, || {
+            self.client.table().get(&self.project, dataset, table, None)
+        })
+        .await
     }
 
     /// Runs `sql` and collects every row (for small results: metadata, digests, fingerprints).
@@ -356,6 +401,18 @@ mod tests {
             reason: reason.map(str::to_string),
             message: String::new(),
         }
+    }
+
+    #[test]
+    fn cells_read_as_bigquery_and_the_emulator_send_them() {
+        use serde_json::json;
+        assert_eq!(cell_i64(&Some(json!("42"))), Some(42));
+        assert_eq!(cell_i64(&Some(json!(-7))), Some(-7));
+        assert_eq!(cell_i64(&Some(json!("x"))), None);
+        assert_eq!(cell_i64(&None), None);
+        assert_eq!(cell_str(&Some(json!("a b"))).as_deref(), Some("a b"));
+        assert_eq!(cell_str(&Some(json!(1.5))).as_deref(), Some("1.5"));
+        assert_eq!(cell_str(&None), None);
     }
 
     #[test]
