@@ -1,5 +1,6 @@
-//! Configuration from the environment (DESIGN §4): database URL, bind address, tokens, pool
-//! size, body limit. The database URL and the tokens are secrets: `Debug` redacts them.
+//! Configuration from the environment (docs/api.md#configuration): database URL, bind address,
+//! tokens, pool size, body limit. The database URL and the tokens are secrets: `Debug` redacts
+//! them.
 
 use std::fmt;
 use std::time::Duration;

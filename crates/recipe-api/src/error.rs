@@ -158,6 +158,73 @@ impl ResponseError for ApiError {
     }
 }
 
+/// What a database error means to the service: its one classification of diesel errors
+/// (docs/api.md#database-failures, docs/api.md#errors). [`classify`] decides it;
+/// `From<DieselError> for ApiError` turns it into a status, and the few places that answer a
+/// class differently (a duplicate ingredient name, an ingredient still in use, a synced table
+/// not created yet) ask [`classify`] too, instead of reading the error themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorClass {
+    /// No row where one was expected (diesel's `NotFound`): 404.
+    NotFound,
+    /// The server is unreachable, went away or closed the connection: 503 with `Retry-After`,
+    /// and the connection is discarded instead of going back to the pool.
+    Unavailable,
+    /// A deadlock (1213) or a lock-wait timeout (1205): the write transaction is re-run, and
+    /// past its attempts the answer is 503 with `Retry-After`.
+    Contention,
+    /// A unique key is taken (1062 and kin): 409.
+    UniqueViolation,
+    /// A foreign key forbids the change (1451, 1452 and kin): 409.
+    ForeignKeyViolation,
+    /// The table does not exist (1146, `ER_NO_SUCH_TABLE`): a synced table reads as empty until
+    /// the first sync creates it; anywhere else, 500.
+    MissingTable,
+    /// Anything else: 500, the cause logged and never sent.
+    Other,
+}
+
+/// Classifies a diesel error: the one place the service looks inside one.
+///
+/// The kind diesel derives from the server's error number decides first. diesel names only a
+/// few MySQL numbers, and none of the client errors (2002/2003 can't connect, 2006 gone away,
+/// 2013 lost connection), 1146 or 1205, so for any other kind the message text decides: the
+/// exact shape of 1146 first, then the words of a lost connection, then a lock-wait timeout.
+pub fn classify(error: &DieselError) -> DbErrorClass {
+    match error {
+        DieselError::NotFound => DbErrorClass::NotFound,
+        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
+            DbErrorClass::Unavailable
+        }
+        // 1213 deadlock.
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
+            DbErrorClass::Contention
+        }
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+            DbErrorClass::UniqueViolation
+        }
+        DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+            DbErrorClass::ForeignKeyViolation
+        }
+        DieselError::DatabaseError(_, info) if is_missing_table(info.message()) => {
+            DbErrorClass::MissingTable
+        }
+        DieselError::DatabaseError(_, info) if is_connection_loss(info.message()) => {
+            DbErrorClass::Unavailable
+        }
+        DieselError::DatabaseError(_, info) if is_lock_wait_timeout(info.message()) => {
+            DbErrorClass::Contention
+        }
+        _ => DbErrorClass::Other,
+    }
+}
+
+/// True for the message of MySQL/MariaDB error 1146 (`ER_NO_SUCH_TABLE`):
+/// `Table 'db.name' doesn't exist`.
+fn is_missing_table(message: &str) -> bool {
+    message.starts_with("Table '") && message.ends_with("doesn't exist")
+}
+
 /// True for MySQL client errors that mean the server is unreachable or went away
 /// (2002/2003 can't connect, 2006 gone away, 2013 lost connection).
 fn is_connection_loss(message: &str) -> bool {
@@ -168,35 +235,24 @@ fn is_connection_loss(message: &str) -> bool {
         || m.contains("connection refused")
 }
 
+/// True for MySQL error 1205 (`Lock wait timeout exceeded`), which diesel gives no kind.
+fn is_lock_wait_timeout(message: &str) -> bool {
+    message.to_ascii_lowercase().contains("lock wait timeout")
+}
+
 impl From<DieselError> for ApiError {
     fn from(error: DieselError) -> ApiError {
-        match &error {
-            DieselError::NotFound => ApiError::NotFound("resource not found".to_string()),
-            DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => {
-                ApiError::Unavailable(error.into())
-            }
-            DieselError::DatabaseError(_, info) if is_connection_loss(info.message()) => {
-                ApiError::Unavailable(error.into())
-            }
-            // 1213 deadlock maps to SerializationFailure; 1205 lock wait timeout has no kind.
-            DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => {
-                ApiError::Contention(error.into())
-            }
-            DieselError::DatabaseError(_, info)
-                if info
-                    .message()
-                    .to_ascii_lowercase()
-                    .contains("lock wait timeout") =>
-            {
-                ApiError::Contention(error.into())
-            }
-            DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => {
+        match classify(&error) {
+            DbErrorClass::NotFound => ApiError::NotFound("resource not found".to_string()),
+            DbErrorClass::Unavailable => ApiError::Unavailable(error.into()),
+            DbErrorClass::Contention => ApiError::Contention(error.into()),
+            DbErrorClass::UniqueViolation => {
                 ApiError::Conflict("a resource with the same unique key already exists".to_string())
             }
-            DieselError::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _) => {
+            DbErrorClass::ForeignKeyViolation => {
                 ApiError::Conflict("the change conflicts with related resources".to_string())
             }
-            _ => ApiError::Internal(error.into()),
+            DbErrorClass::MissingTable | DbErrorClass::Other => ApiError::Internal(error.into()),
         }
     }
 }
@@ -243,6 +299,74 @@ mod tests {
         let internal = ApiError::from(DieselError::RollbackTransaction);
         assert_eq!(internal.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!internal.problem().detail.contains("rollback"));
+    }
+
+    fn db_error(kind: DatabaseErrorKind, message: &str) -> DieselError {
+        DieselError::DatabaseError(kind, Box::new(message.to_string()))
+    }
+
+    #[test]
+    fn database_errors_are_classified_by_kind_first_then_by_message() {
+        let cases = [
+            (
+                DatabaseErrorKind::Unknown,
+                "MySQL server has gone away",
+                DbErrorClass::Unavailable,
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "Lost connection to MySQL server during query",
+                DbErrorClass::Unavailable,
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "Can't connect to MySQL server on 'db' (111)",
+                DbErrorClass::Unavailable,
+            ),
+            (
+                DatabaseErrorKind::ClosedConnection,
+                "closed",
+                DbErrorClass::Unavailable,
+            ),
+            (
+                DatabaseErrorKind::SerializationFailure,
+                "Deadlock found when trying to get lock",
+                DbErrorClass::Contention,
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "Lock wait timeout exceeded; try restarting transaction",
+                DbErrorClass::Contention,
+            ),
+            (
+                DatabaseErrorKind::UniqueViolation,
+                "Duplicate entry 'gone away' for key 'name_key'",
+                DbErrorClass::UniqueViolation,
+            ),
+            (
+                DatabaseErrorKind::ForeignKeyViolation,
+                "a foreign key constraint fails",
+                DbErrorClass::ForeignKeyViolation,
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "Table 'recipes.recipe_daily_stats' doesn't exist",
+                DbErrorClass::MissingTable,
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "Unknown column 'calories' in 'field list'",
+                DbErrorClass::Other,
+            ),
+        ];
+        for (kind, message, class) in cases {
+            assert_eq!(classify(&db_error(kind, message)), class, "{message}");
+        }
+        assert_eq!(classify(&DieselError::NotFound), DbErrorClass::NotFound);
+        assert_eq!(
+            classify(&DieselError::RollbackTransaction),
+            DbErrorClass::Other
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! recipe-api: a REST service for recipes and ingredients over MySQL (DESIGN §4).
+//! recipe-api: a REST service for recipes and ingredients over MySQL (contract: docs/api.md).
 //! [`Application::build`] is used by `main` and by the integration tests alike.
 
 pub mod auth;
@@ -22,7 +22,7 @@ use anyhow::Context;
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::routes::metrics::Metrics;
-use crate::routes::AppState;
+use crate::routes::state::AppState;
 
 /// A bound, not yet running server.
 pub struct Application {

@@ -13,7 +13,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-/// Limits of the contract (DESIGN §4).
+/// Limits of the contract (docs/api.md#validation). `resources.rs` repeats them as literals in
+/// the OpenAPI schema annotations, which take literals only.
 pub const TITLE_MAX: usize = 200;
 pub const DESCRIPTION_MAX: usize = 2_000;
 pub const INSTRUCTIONS_MAX: usize = 20_000;
@@ -33,15 +34,36 @@ pub const RECIPE_FIELDS: &[&str] = &[
     "prep_minutes",
     "ingredients",
 ];
-const RECIPE_INGREDIENT_FIELDS: &[&str] = &["ingredient_id", "quantity", "unit"];
-const INGREDIENT_FIELDS: &[&str] = &["name"];
 
-/// Read-only fields of the representations: accepted and ignored in request bodies, so a
-/// client can send back (a modified copy of) what it read. Any other field is unknown.
-const RECIPE_READ_ONLY: &[&str] = &["id", "version", "created_at", "updated_at"];
-const RECIPE_INGREDIENT_READ_ONLY: &[&str] = &["name"];
-/// `nutrition` comes from the warehouse (synced), never from a client.
-const INGREDIENT_READ_ONLY: &[&str] = &["id", "created_at", "updated_at", "nutrition"];
+/// The known fields of one kind of object in a request body (docs/api.md#representations):
+/// the writable ones, and the read-only fields of its representation, accepted and ignored so
+/// a client can send back (a modified copy of) what it read. Any other field is unknown.
+struct Fields {
+    writable: &'static [&'static str],
+    read_only: &'static [&'static str],
+}
+
+impl Fields {
+    fn is_known(&self, key: &str) -> bool {
+        self.writable.contains(&key) || self.read_only.contains(&key)
+    }
+}
+
+/// A recipe body (POST, PUT, a merge patch and the document it is merged into).
+const RECIPE: Fields = Fields {
+    writable: RECIPE_FIELDS,
+    read_only: &["id", "version", "created_at", "updated_at"],
+};
+/// One entry of a recipe body's `ingredients`.
+const RECIPE_INGREDIENT: Fields = Fields {
+    writable: &["ingredient_id", "quantity", "unit"],
+    read_only: &["name"],
+};
+/// An ingredient body. `nutrition` comes from the warehouse (synced), never from a client.
+const INGREDIENT: Fields = Fields {
+    writable: &["name"],
+    read_only: &["id", "created_at", "updated_at", "nutrition"],
+};
 
 /// One violated rule, naming the field by its JSON path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -64,13 +86,13 @@ impl FieldError {
 /// A validated recipe body (POST, PUT, or a PATCH after merging).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecipeInput {
-    /// Trimmed, 1..=200 characters.
+    /// Trimmed, 1..=[`TITLE_MAX`] characters.
     pub title: String,
     pub description: Option<String>,
     pub instructions: Option<String>,
     pub servings: Option<i32>,
     pub prep_minutes: Option<i32>,
-    /// In the order given; `ingredient_id`s are unique.
+    /// In the order given, at most [`INGREDIENTS_MAX`]; `ingredient_id`s are unique.
     pub ingredients: Vec<RecipeIngredientInput>,
 }
 
@@ -86,7 +108,7 @@ pub struct RecipeIngredientInput {
 /// A validated ingredient body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngredientInput {
-    /// Trimmed, 1..=100 characters.
+    /// Trimmed, 1..=[`INGREDIENT_NAME_MAX`] characters.
     pub name: String,
 }
 
@@ -102,12 +124,12 @@ fn as_object<'a>(value: &'a Value, errors: &mut Vec<FieldError>) -> Option<&'a M
 
 fn unknown_fields(
     map: &Map<String, Value>,
-    (known, read_only): (&[&str], &[&str]),
+    fields: &Fields,
     prefix: &str,
     errors: &mut Vec<FieldError>,
 ) {
     for key in map.keys() {
-        if !known.contains(&key.as_str()) && !read_only.contains(&key.as_str()) {
+        if !fields.is_known(key) {
             errors.push(FieldError::new(format!("{prefix}{key}"), "unknown field"));
         }
     }
@@ -275,12 +297,7 @@ fn recipe_ingredient(
         return None;
     };
     let before = errors.len();
-    unknown_fields(
-        map,
-        (RECIPE_INGREDIENT_FIELDS, RECIPE_INGREDIENT_READ_ONLY),
-        &format!("{prefix}."),
-        errors,
-    );
+    unknown_fields(map, &RECIPE_INGREDIENT, &format!("{prefix}."), errors);
     let id_field = format!("{prefix}.ingredient_id");
     let ingredient_id = match map.get("ingredient_id") {
         None | Some(Value::Null) => {
@@ -324,7 +341,7 @@ pub fn recipe_input(value: &Value) -> Result<RecipeInput, Vec<FieldError>> {
     let Some(map) = as_object(value, &mut errors) else {
         return Err(errors);
     };
-    unknown_fields(map, (RECIPE_FIELDS, RECIPE_READ_ONLY), "", &mut errors);
+    unknown_fields(map, &RECIPE, "", &mut errors);
     let title = required_trimmed(map, "title", TITLE_MAX, &mut errors);
     let description = optional_string(
         map.get("description"),
@@ -392,7 +409,7 @@ pub fn recipe_input(value: &Value) -> Result<RecipeInput, Vec<FieldError>> {
 pub fn recipe_patch(value: &Value) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
     if let Some(map) = as_object(value, &mut errors) {
-        unknown_fields(map, (RECIPE_FIELDS, RECIPE_READ_ONLY), "", &mut errors);
+        unknown_fields(map, &RECIPE, "", &mut errors);
     }
     if errors.is_empty() {
         Ok(())
@@ -407,12 +424,7 @@ pub fn ingredient_input(value: &Value) -> Result<IngredientInput, Vec<FieldError
     let Some(map) = as_object(value, &mut errors) else {
         return Err(errors);
     };
-    unknown_fields(
-        map,
-        (INGREDIENT_FIELDS, INGREDIENT_READ_ONLY),
-        "",
-        &mut errors,
-    );
+    unknown_fields(map, &INGREDIENT, "", &mut errors);
     let name = required_trimmed(map, "name", INGREDIENT_NAME_MAX, &mut errors);
     match name {
         Some(name) if errors.is_empty() => Ok(IngredientInput { name }),
@@ -452,11 +464,20 @@ mod tests {
         }
     }
 
+    /// Validates each body and compares the fields of its errors, in order, with the expected.
+    fn assert_cases(cases: Vec<(&str, Value, Vec<&str>)>) {
+        for (name, body, expected) in cases {
+            assert_eq!(fields(recipe_input(&body)), expected, "case: {name}");
+        }
+    }
+
+    fn long(n: usize) -> String {
+        "x".repeat(n)
+    }
+
     #[test]
-    fn recipe_rules_report_the_offending_field() {
-        let long = |n: usize| "x".repeat(n);
-        let ingredients_101: Vec<Value> = (1..=101).map(|i| json!({"ingredient_id": i})).collect();
-        let cases: Vec<(&str, Value, Vec<&str>)> = vec![
+    fn recipe_text_fields_report_the_offending_field() {
+        assert_cases(vec![
             ("minimal recipe is valid", json!({"title": "Soup"}), vec![]),
             ("title is required", json!({}), vec!["title"]),
             (
@@ -502,6 +523,12 @@ mod tests {
                 json!({"title": "a", "instructions": long(20_001)}),
                 vec!["instructions"],
             ),
+        ]);
+    }
+
+    #[test]
+    fn recipe_number_fields_report_the_offending_field() {
+        assert_cases(vec![
             (
                 "servings 0",
                 json!({"title": "a", "servings": 0}),
@@ -548,16 +575,13 @@ mod tests {
                 json!({"title": "a", "prep_minutes": 10_081}),
                 vec!["prep_minutes"],
             ),
-            (
-                "unknown field",
-                json!({"title": "a", "colour": "red"}),
-                vec!["colour"],
-            ),
-            (
-                "read-only fields are ignored",
-                json!({"title": "a", "id": 3, "version": 2, "created_at": "x", "updated_at": null}),
-                vec![],
-            ),
+        ]);
+    }
+
+    #[test]
+    fn recipe_ingredient_lists_report_the_offending_field() {
+        let ingredients_101: Vec<Value> = (1..=101).map(|i| json!({"ingredient_id": i})).collect();
+        assert_cases(vec![
             (
                 "ingredients not an array",
                 json!({"title": "a", "ingredients": {}}),
@@ -628,16 +652,29 @@ mod tests {
                 json!({"title": "a", "ingredients": [7]}),
                 vec!["ingredients[0]"],
             ),
+        ]);
+    }
+
+    #[test]
+    fn recipe_bodies_report_unknown_fields_and_every_error_at_once() {
+        assert_cases(vec![
+            (
+                "unknown field",
+                json!({"title": "a", "colour": "red"}),
+                vec!["colour"],
+            ),
+            (
+                "read-only fields are ignored",
+                json!({"title": "a", "id": 3, "version": 2, "created_at": "x", "updated_at": null}),
+                vec![],
+            ),
             ("body not an object", json!([1, 2]), vec!["$"]),
             (
                 "several errors at once",
                 json!({"title": "", "servings": 0, "extra": 1}),
                 vec!["extra", "title", "servings"],
             ),
-        ];
-        for (name, body, expected) in cases {
-            assert_eq!(fields(recipe_input(&body)), expected, "case: {name}");
-        }
+        ]);
     }
 
     #[test]

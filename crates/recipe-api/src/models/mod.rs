@@ -1,5 +1,6 @@
 //! Database access: row types, insert forms and changesets, and queries returning
-//! `QueryResult`. Handlers never build SQL; they call these functions through `routes::db`, on the database threads.
+//! `QueryResult`. Handlers never build SQL; they call these functions through
+//! `routes::db::db`, on the database threads.
 
 pub mod ingredients;
 pub mod recipes;

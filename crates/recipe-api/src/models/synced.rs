@@ -10,10 +10,12 @@ use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
 use diesel::result::Error as DieselError;
 
+use crate::error::{classify, DbErrorClass};
 use crate::resources::{DailyStats, Nutrition};
 
 diesel::table! {
-    /// Created by partition-sync (DESIGN §5.4 mapping of the warehouse table); not ours.
+    /// Created by partition-sync from the warehouse table (docs/sync.md#type-map,
+    /// docs/api.md#synced-data); not ours.
     recipe_daily_stats (recipe_id, day) {
         recipe_id -> Bigint,
         day -> Date,
@@ -36,15 +38,9 @@ diesel::table! {
 }
 
 /// True when `error` says a table does not exist (MySQL/MariaDB error 1146,
-/// `ER_NO_SUCH_TABLE`; diesel gives no code, only the server's message).
+/// `ER_NO_SUCH_TABLE`), as the service's one classification of database errors decides.
 pub fn is_missing_table(error: &DieselError) -> bool {
-    match error {
-        DieselError::DatabaseError(_, info) => {
-            let message = info.message();
-            message.starts_with("Table '") && message.ends_with("doesn't exist")
-        }
-        _ => false,
-    }
+    classify(error) == DbErrorClass::MissingTable
 }
 
 /// `Ok(default)` where the table is absent (not synced yet), the result otherwise.

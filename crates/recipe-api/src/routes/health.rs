@@ -5,7 +5,8 @@ use diesel::connection::SimpleConnection;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{db, AppState};
+use super::db::db;
+use super::state::AppState;
 use crate::error::{ApiError, Problem};
 
 /// Body of the health endpoints.

@@ -5,9 +5,13 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::mysql::MysqlConnection;
 
-use super::{db, page_params, paginate, path_id, read_json, AppState};
+use super::body::read_json;
+use super::db::db;
+use super::ids::path_id;
+use super::paging::{page_params, paginate};
+use super::state::AppState;
 use crate::auth::Authenticated;
-use crate::error::{ApiError, Problem};
+use crate::error::{classify, ApiError, DbErrorClass, Problem};
 use crate::models;
 use crate::models::ingredients::{self as model, NewIngredient};
 use crate::models::synced;
@@ -28,12 +32,9 @@ fn duplicate(name: &str) -> ApiError {
 
 /// Maps a unique violation to a 409 naming the duplicate.
 fn unique_name(error: diesel::result::Error, name: &str) -> ApiError {
-    match error {
-        diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        ) => duplicate(name),
-        other => other.into(),
+    match classify(&error) {
+        DbErrorClass::UniqueViolation => duplicate(name),
+        _ => error.into(),
     }
 }
 
@@ -248,10 +249,7 @@ pub async fn delete_ingredient(
     db(&state, move |conn| match model::delete(conn, id) {
         Ok(0) => Err(not_found(id)),
         Ok(_) => Ok(()),
-        Err(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-            _,
-        )) => Err(in_use()),
+        Err(e) if classify(&e) == DbErrorClass::ForeignKeyViolation => Err(in_use()),
         Err(e) => Err(e.into()),
     })
     .await?;

@@ -13,7 +13,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use super::AppState;
+use super::state::AppState;
 use crate::error::ApiError;
 
 /// The service's metrics and their registry.

@@ -10,7 +10,12 @@ use diesel::mysql::MysqlConnection;
 use diesel::QueryResult;
 use serde_json::{json, Value};
 
-use super::{db, etag, page_params, paginate, path_id, read_json, AppState, EntityTags};
+use super::body::read_json;
+use super::db::db;
+use super::etag::{etag, EntityTags};
+use super::ids::path_id;
+use super::paging::{page_params, paginate};
+use super::state::AppState;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
 use crate::models::recipes::{self as model, NewRecipe, NewRecipeIngredient, RecipeChangeset};
