@@ -1,13 +1,18 @@
-//! `stream-sync`: keeps MySQL tables equal to warehouse tables (DESIGN 5.3). Each cycle
-//! compares per-bucket row counts and XORs of row hashes on both sides, drills into the
-//! buckets that differ, fetches full rows only for new and changed keys and applies them in
+//! `stream-sync`: keeps MySQL tables equal to warehouse tables (see `docs/sync.md#stream-sync`).
+//! Each cycle compares per-bucket row counts and XORs of row hashes on both sides, drills into
+//! the buckets that differ, fetches full rows only for new and changed keys and applies them in
 //! batched transactions.
 //!
 //! Layout: [`plan`] and [`canon`] are pure; [`source`] is the warehouse, [`target`] MySQL;
-//! [`cycle`] runs one table's cycle and `verify`; [`runner`] the daemon loop with retries,
-//! shutdown and status; [`metrics`] and [`http`] the Prometheus side.
+//! [`cycle`] runs one table's cycle as a list of steps, with `changes` (which rows changed: the
+//! [`iblt`] or the key scan), `apply` (batched upserts and deletes) and `cursor` (cursor mode);
+//! [`verify`] compares every row; [`runner`] the daemon loop with retries, shutdown and status;
+//! [`metrics`] and [`http`] the Prometheus side.
 
 pub use domain::canon;
+mod apply;
+mod changes;
+mod cursor;
 pub mod cycle;
 pub mod http;
 pub mod iblt;
@@ -16,6 +21,10 @@ pub mod plan;
 pub mod runner;
 pub mod source;
 pub mod target;
+pub mod verify;
+
+use std::future::Future;
+use std::task::Poll;
 
 use domain::fault::ErrorClass;
 use sync_engine::session::MysqlError;
@@ -118,4 +127,21 @@ pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
         }
         _ => f(),
     }
+}
+
+/// Runs the MySQL work `mysql` while the warehouse request `warehouse` is in flight: the
+/// request is sent first (one poll), the warehouse computes while MySQL reads, then its
+/// answer is awaited.
+pub(crate) async fn overlapped<T, R>(
+    warehouse: impl Future<Output = T>,
+    mysql: impl FnOnce() -> R,
+) -> (T, R) {
+    let mut warehouse = std::pin::pin!(warehouse);
+    let early = std::future::poll_fn(|cx| Poll::Ready(warehouse.as_mut().poll(cx))).await;
+    let mine = blocking(mysql);
+    let theirs = match early {
+        Poll::Ready(t) => t,
+        Poll::Pending => warehouse.await,
+    };
+    (theirs, mine)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use domain::config::SyncConfig;
-use stream_sync::runner::{Mode, Runner};
+use stream_sync::runner::{Mode, Runner, TableOutcome};
 
 /// Keeps MySQL tables equal to warehouse (BigQuery) tables, continuously.
 ///
@@ -105,74 +105,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             settings.allow_mass_delete = allow_mass_delete;
             settings.full_diff_every = full_diff_every;
-            let mut runner = Runner::new(&config, url, settings, table.as_deref()).await?;
-            let flag = runner.shutdown_flag();
-            tokio::spawn(async move {
-                wait_for_signal().await;
-                tracing::info!("shutdown requested: finishing the current batch");
-                flag.store(true, Ordering::SeqCst);
-            });
-            // --once is a one-off (an operator in the pod, a test): it must not take the
-            // daemon's metrics port; its summary goes to stdout/stderr instead.
-            if let Some(addr) = config.metrics.listen.as_ref().filter(|_| !once) {
-                let (server, bound) =
-                    stream_sync::http::serve(addr, runner.metrics.clone(), runner.health.clone())
-                        .with_context(|| format!("Failed to listen on {addr}"))?;
-                tracing::info!(listen = %bound, "serving /metrics and /healthz");
-                tokio::spawn(server);
-            }
-            let mode = if once {
-                Mode::Once { max_attempts }
-            } else {
-                Mode::Forever {
-                    interval: Duration::from_secs(config.stream_sync.interval_secs),
-                }
-            };
-            let outcomes = runner.run(mode).await;
-            let failed: Vec<_> = outcomes.iter().filter(|o| o.error.is_some()).collect();
-            for o in &failed {
-                if let Some((kind, e)) = &o.error {
-                    eprintln!("{}: {} error: {e}", o.table, kind.label());
-                }
-            }
-            // --once: any failure. The daemon only returns on SIGTERM (success) or when every
-            // table has stopped on a permanent error, which must not look like a clean exit.
-            let all_stopped = !outcomes.is_empty()
-                && outcomes
-                    .iter()
-                    .all(|o| matches!(o.error, Some((stream_sync::ErrorKind::Permanent, _))));
-            Ok(if (once && !failed.is_empty()) || all_stopped {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            let runner = Runner::new(&config, url, settings, table.as_deref()).await?;
+            run_tables(&config, runner, once, max_attempts).await
         }
         Command::Resync {
             table,
             allow_mass_delete,
         } => {
             settings.allow_mass_delete = allow_mass_delete;
-            let mut runner = Runner::new(&config, url, settings, Some(&table)).await?;
-            runner.request_rewrite();
-            let outcomes = runner.run(Mode::Once { max_attempts: 10 }).await;
-            let mut failed = false;
-            for o in &outcomes {
-                match &o.error {
-                    Some((kind, e)) => {
-                        failed = true;
-                        eprintln!("{}: {} error: {e}", o.table, kind.label());
-                    }
-                    None => println!(
-                        "{}: rewrote {} rows, deleted {}",
-                        o.table, o.report.upserted, o.report.deleted
-                    ),
-                }
-            }
-            Ok(if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            let runner = Runner::new(&config, url, settings, Some(&table)).await?;
+            resync(runner).await
         }
         Command::Status { table } => {
             let mut runner = Runner::new(&config, url, settings, table.as_deref()).await?;
@@ -182,18 +124,101 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { table, limit } => {
-            let mut runner = Runner::new(&config, url, settings, table.as_deref()).await?;
-            let found = runner.verify(limit).await?;
-            for m in &found {
-                println!("{m}");
-            }
-            if found.is_empty() {
-                println!("all stream tables match the warehouse");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                Ok(ExitCode::FAILURE)
-            }
+            let runner = Runner::new(&config, url, settings, table.as_deref()).await?;
+            verify(runner, limit).await
         }
+    }
+}
+
+/// `run`: the daemon (with the metrics server), or one cycle per table with `--once`.
+async fn run_tables(
+    config: &SyncConfig,
+    mut runner: Runner,
+    once: bool,
+    max_attempts: u32,
+) -> anyhow::Result<ExitCode> {
+    let flag = runner.shutdown_flag();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: finishing the current batch");
+        flag.store(true, Ordering::SeqCst);
+    });
+    // --once is a one-off (an operator in the pod, a test): it must not take the
+    // daemon's metrics port; its summary goes to stdout/stderr instead.
+    if let Some(addr) = config.metrics.listen.as_ref().filter(|_| !once) {
+        let (server, bound) =
+            stream_sync::http::serve(addr, runner.metrics.clone(), runner.health.clone())
+                .with_context(|| format!("Failed to listen on {addr}"))?;
+        tracing::info!(listen = %bound, "serving /metrics and /healthz");
+        tokio::spawn(server);
+    }
+    let mode = if once {
+        Mode::Once { max_attempts }
+    } else {
+        Mode::Forever {
+            interval: Duration::from_secs(config.stream_sync.interval_secs),
+        }
+    };
+    let outcomes = runner.run(mode).await;
+    Ok(run_exit_code(once, &outcomes))
+}
+
+/// Reports the failed tables on stderr. Failure with --once: any failed table. The daemon
+/// only returns on SIGTERM (success) or when every table has stopped on a permanent error,
+/// which must not look like a clean exit.
+fn run_exit_code(once: bool, outcomes: &[TableOutcome]) -> ExitCode {
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    for o in &failed {
+        if let Some((kind, e)) = &o.error {
+            eprintln!("{}: {} error: {e}", o.table, kind.label());
+        }
+    }
+    let all_stopped = !outcomes.is_empty()
+        && outcomes
+            .iter()
+            .all(|o| matches!(o.error, Some((stream_sync::ErrorKind::Permanent, _))));
+    if (once && !failed.is_empty()) || all_stopped {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `resync`: one rewriting cycle of the runner's table, with its summary.
+async fn resync(mut runner: Runner) -> anyhow::Result<ExitCode> {
+    runner.request_rewrite();
+    let outcomes = runner.run(Mode::Once { max_attempts: 10 }).await;
+    let mut failed = false;
+    for o in &outcomes {
+        match &o.error {
+            Some((kind, e)) => {
+                failed = true;
+                eprintln!("{}: {} error: {e}", o.table, kind.label());
+            }
+            None => println!(
+                "{}: rewrote {} rows, deleted {}",
+                o.table, o.report.upserted, o.report.deleted
+            ),
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `verify`: lists the mismatches; failure when there is any.
+async fn verify(mut runner: Runner, limit: usize) -> anyhow::Result<ExitCode> {
+    let found = runner.verify(limit).await?;
+    for m in &found {
+        println!("{m}");
+    }
+    if found.is_empty() {
+        println!("all stream tables match the warehouse");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::FAILURE)
     }
 }
 

@@ -1,5 +1,6 @@
-//! Prometheus metrics of stream-sync (DESIGN 5.6), prefix `stream_sync_`. Labels stay bounded:
-//! the configured table names and fixed kinds. Updated once per cycle.
+//! Prometheus metrics of stream-sync (see `docs/sync.md#stream-sync-metrics`), prefix
+//! `stream_sync_`. Labels stay bounded: the configured table names and fixed kinds. Updated once
+//! per cycle.
 
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
@@ -28,99 +29,94 @@ fn name(n: &str) -> String {
     format!("stream_sync_{n}")
 }
 
+/// Builds metric family `n` (prefixed) with its help text and registers it in `registry`.
+fn family<M>(
+    registry: &Registry,
+    n: &str,
+    help: &str,
+    build: impl FnOnce(Opts) -> Result<M, prometheus::Error>,
+) -> Result<M, prometheus::Error>
+where
+    M: prometheus::core::Collector + Clone + 'static,
+{
+    let m = build(Opts::new(name(n), help))?;
+    registry.register(Box::new(m.clone()))?;
+    Ok(m)
+}
+
 impl Metrics {
     /// Builds and registers every metric. Fails only on a programming error (duplicate names).
     pub fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let table = &["table"];
-        let m = Metrics {
-            last_success: GaugeVec::new(
-                Opts::new(
-                    name("last_success_timestamp_seconds"),
-                    "Unix time of the table's last successful cycle",
-                ),
-                table,
+        Ok(Metrics {
+            last_success: family(
+                &registry,
+                "last_success_timestamp_seconds",
+                "Unix time of the table's last successful cycle",
+                |o| GaugeVec::new(o, table),
             )?,
-            lag: GaugeVec::new(
-                Opts::new(
-                    name("lag_seconds"),
-                    "Seconds since the table's last successful cycle",
-                ),
-                table,
+            lag: family(
+                &registry,
+                "lag_seconds",
+                "Seconds since the table's last successful cycle",
+                |o| GaugeVec::new(o, table),
             )?,
-            cycle_duration: HistogramVec::new(
-                HistogramOpts::new(name("cycle_duration_seconds"), "Duration of one cycle")
-                    .buckets(vec![
+            cycle_duration: family(
+                &registry,
+                "cycle_duration_seconds",
+                "Duration of one cycle",
+                |o| {
+                    let buckets = vec![
                         0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
-                    ]),
-                table,
+                    ];
+                    HistogramVec::new(HistogramOpts::from(o).buckets(buckets), table)
+                },
             )?,
-            cycles: IntCounterVec::new(
-                Opts::new(
-                    name("cycles_total"),
-                    "Cycles by outcome (skipped, unchanged, changed, failed)",
-                ),
-                &["table", "outcome"],
+            cycles: family(
+                &registry,
+                "cycles_total",
+                "Cycles by outcome (skipped, unchanged, changed, failed)",
+                |o| IntCounterVec::new(o, &["table", "outcome"]),
             )?,
-            rows_applied: IntCounterVec::new(
-                Opts::new(
-                    name("rows_applied_total"),
-                    "Rows applied to MySQL by operation (insert, update, upsert, delete)",
-                ),
-                &["table", "op"],
+            rows_applied: family(
+                &registry,
+                "rows_applied_total",
+                "Rows applied to MySQL by operation (insert, update, upsert, delete)",
+                |o| IntCounterVec::new(o, &["table", "op"]),
             )?,
-            rows_fetched: IntCounterVec::new(
-                Opts::new(
-                    name("warehouse_rows_fetched_total"),
-                    "Rows read from the warehouse by kind (digest, cell, key, row)",
-                ),
-                &["table", "kind"],
+            rows_fetched: family(
+                &registry,
+                "warehouse_rows_fetched_total",
+                "Rows read from the warehouse by kind (digest, cell, key, row)",
+                |o| IntCounterVec::new(o, &["table", "kind"]),
             )?,
-            buckets_differing: IntGaugeVec::new(
-                Opts::new(
-                    name("buckets_differing"),
-                    "Buckets that differed in the last full-diff cycle",
-                ),
-                table,
+            buckets_differing: family(
+                &registry,
+                "buckets_differing",
+                "Buckets that differed in the last full-diff cycle",
+                |o| IntGaugeVec::new(o, table),
             )?,
-            errors: IntCounterVec::new(
-                Opts::new(
-                    name("errors_total"),
-                    "Failed cycles by kind (transient, permanent, cycle)",
-                ),
-                &["table", "kind"],
+            errors: family(
+                &registry,
+                "errors_total",
+                "Failed cycles by kind (transient, permanent, cycle)",
+                |o| IntCounterVec::new(o, &["table", "kind"]),
             )?,
-            bytes: IntCounterVec::new(
-                Opts::new(
-                    name("warehouse_bytes_processed_total"),
-                    "Bytes the warehouse processed for this table's queries",
-                ),
-                table,
+            bytes: family(
+                &registry,
+                "warehouse_bytes_processed_total",
+                "Bytes the warehouse processed for this table's queries",
+                |o| IntCounterVec::new(o, table),
             )?,
-            table_up: IntGaugeVec::new(
-                Opts::new(
-                    name("table_up"),
-                    "1 while the table syncs, 0 once a permanent error stopped it",
-                ),
-                table,
+            table_up: family(
+                &registry,
+                "table_up",
+                "1 while the table syncs, 0 once a permanent error stopped it",
+                |o| IntGaugeVec::new(o, table),
             )?,
             registry,
-        };
-        for c in [
-            Box::new(m.last_success.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.lag.clone()),
-            Box::new(m.cycle_duration.clone()),
-            Box::new(m.cycles.clone()),
-            Box::new(m.rows_applied.clone()),
-            Box::new(m.rows_fetched.clone()),
-            Box::new(m.buckets_differing.clone()),
-            Box::new(m.errors.clone()),
-            Box::new(m.bytes.clone()),
-            Box::new(m.table_up.clone()),
-        ] {
-            m.registry.register(c)?;
-        }
-        Ok(m)
+        })
     }
 
     /// Records a finished cycle (successful or not: rows written before a failure count).

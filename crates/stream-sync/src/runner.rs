@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use domain::config::{ChangeDetection, SyncConfig, TableSpec};
-use mysql::prelude::Queryable;
 use mysql::Conn;
-use sync_engine::session::{connect, ensure_state_tables, get_lock};
+use sync_engine::session::{self, connect, ensure_state_tables, get_lock, MysqlError, RunRecord};
 use sync_engine::warehouse::Warehouse;
 
-use crate::cycle::{self, CycleReport, Env, Mismatch, Settings, TableState};
+use crate::cycle::{self, CycleReport, CycleSettings, Env, TableState};
 use crate::metrics::Metrics;
+use crate::verify::{self, Mismatch};
 use domain::fault::PERMANENT_RECHECK;
 
 use crate::{blocking, plan, source, target, ErrorKind, SyncError};
@@ -56,7 +56,7 @@ struct TableRun {
 pub struct Runner {
     warehouse: Warehouse,
     dataset: String,
-    settings: Settings,
+    settings: CycleSettings,
     mysql_url: String,
     tables: Vec<TableRun>,
     pub metrics: Metrics,
@@ -70,7 +70,7 @@ impl Runner {
     pub async fn new(
         config: &SyncConfig,
         mysql_url: String,
-        settings: Settings,
+        settings: CycleSettings,
         only: Option<&str>,
     ) -> anyhow::Result<Runner> {
         let warehouse = Warehouse::from_config(&config.warehouse)
@@ -131,14 +131,14 @@ impl Runner {
         }
     }
 
-    /// Settings from the config's `[stream_sync]` and `[warehouse]` sections.
-    pub fn settings_from(config: &SyncConfig) -> Settings {
-        Settings {
+    /// Cycle settings from the config's `[stream_sync]` and `[warehouse]` sections.
+    pub fn settings_from(config: &SyncConfig) -> CycleSettings {
+        CycleSettings {
             buckets: config.stream_sync.buckets,
             max_delete_fraction: config.stream_sync.max_delete_fraction,
             batch_rows: config.stream_sync.batch_rows,
             trust_metadata: config.warehouse.change_detection == ChangeDetection::Metadata,
-            ..Settings::default()
+            ..CycleSettings::default()
         }
     }
 
@@ -160,7 +160,7 @@ impl Runner {
             t.attempt = 0;
             t.due = Instant::now();
         }
-        'outer: loop {
+        loop {
             if self.shutdown.load(Ordering::SeqCst) {
                 break;
             }
@@ -172,81 +172,88 @@ impl Runner {
                 .collect();
             let mut stop = false;
             for (i, outcome) in self.attempt_all(&due).await {
-                let t = &mut self.tables[i];
-                let table = t.state.spec.target.clone();
-                let (health, next) = match &outcome.error {
-                    None => {
-                        t.attempt = 0;
-                        if std::mem::take(&mut t.parked) {
-                            self.metrics.set_up(&table, true);
-                        }
-                        if matches!(mode, Mode::Once { .. }) {
-                            t.done = true;
-                        }
-                        ("ok".to_string(), interval(mode))
-                    }
-                    Some((ErrorKind::Transient, e)) => {
-                        t.attempt += 1;
-                        if let Mode::Once { max_attempts } = mode {
-                            t.done = t.attempt >= max_attempts;
-                        }
-                        let delay = sync_engine::retry::backoff(t.attempt);
-                        tracing::warn!(table.name = %table, attempt = t.attempt, delay_ms = delay.as_millis() as u64, error = %e, "transient error; retrying");
-                        (format!("retrying: {e}"), delay)
-                    }
-                    Some((ErrorKind::Permanent, e)) => {
-                        tracing::error!(table.name = %table, error = %e, recheck_after_s = PERMANENT_RECHECK.as_secs(), "permanent error: this table stops, the others go on");
-                        // --once gives up; the daemon parks the table and re-checks it on a
-                        // long backoff (a fixed permission or schema heals it, no restart).
-                        t.done = matches!(mode, Mode::Once { .. });
-                        t.parked = true;
-                        self.metrics.set_up(&table, false);
-                        (format!("stopped: {e}"), PERMANENT_RECHECK)
-                    }
-                    Some((ErrorKind::Cycle, e)) => {
-                        tracing::error!(table.name = %table, error = %e, "cycle refused; trying again next interval");
-                        if matches!(mode, Mode::Once { .. }) {
-                            t.done = true;
-                        }
-                        (format!("failing: {e}"), interval(mode))
-                    }
-                    Some((ErrorKind::Shutdown, _)) => {
-                        t.last = Some(outcome);
-                        stop = true;
-                        continue;
-                    }
-                };
-                t.due = Instant::now() + next;
-                t.last = Some(outcome);
-                if let Ok(mut h) = self.health.lock() {
-                    h.insert(table, health);
+                if self.settle(i, outcome, mode) {
+                    stop = true;
                 }
             }
             if stop {
-                break 'outer;
+                break;
             }
             // Every table finished (--once), or every table stopped on a permanent error: a
             // daemon with nothing left to sync exits (non-zero) rather than idling.
             if self.tables.iter().all(|t| t.done || t.parked) {
                 break;
             }
-            // Sleep until the next table is due, waking for shutdown.
-            let next = self
-                .tables
-                .iter()
-                .filter(|t| !t.done)
-                .map(|t| t.due)
-                .min()
-                .unwrap_or_else(Instant::now);
-            while Instant::now() < next && !self.shutdown.load(Ordering::SeqCst) {
-                let left = next.saturating_duration_since(Instant::now());
-                tokio::time::sleep(left.min(Duration::from_millis(100))).await;
-            }
+            sleep_until(self.next_due(), &self.shutdown).await;
         }
         self.tables
             .iter_mut()
             .filter_map(|t| t.last.take())
             .collect()
+    }
+
+    /// Takes table `i`'s outcome: its retries, next due time, `/healthz` state and
+    /// `table_up`. True on shutdown (the outcome is kept, nothing else changes).
+    fn settle(&mut self, i: usize, outcome: TableOutcome, mode: Mode) -> bool {
+        let t = &mut self.tables[i];
+        let table = t.state.spec.target.clone();
+        let (health, next) = match &outcome.error {
+            None => {
+                t.attempt = 0;
+                if std::mem::take(&mut t.parked) {
+                    self.metrics.set_up(&table, true);
+                }
+                if matches!(mode, Mode::Once { .. }) {
+                    t.done = true;
+                }
+                ("ok".to_string(), interval(mode))
+            }
+            Some((ErrorKind::Transient, e)) => {
+                t.attempt += 1;
+                if let Mode::Once { max_attempts } = mode {
+                    t.done = t.attempt >= max_attempts;
+                }
+                let delay = sync_engine::retry::backoff(t.attempt);
+                tracing::warn!(table.name = %table, attempt = t.attempt, delay_ms = delay.as_millis() as u64, error = %e, "transient error; retrying");
+                (format!("retrying: {e}"), delay)
+            }
+            Some((ErrorKind::Permanent, e)) => {
+                tracing::error!(table.name = %table, error = %e, recheck_after_s = PERMANENT_RECHECK.as_secs(), "permanent error: this table stops, the others go on");
+                // --once gives up; the daemon parks the table and re-checks it on a
+                // long backoff (a fixed permission or schema heals it, no restart).
+                t.done = matches!(mode, Mode::Once { .. });
+                t.parked = true;
+                self.metrics.set_up(&table, false);
+                (format!("stopped: {e}"), PERMANENT_RECHECK)
+            }
+            Some((ErrorKind::Cycle, e)) => {
+                tracing::error!(table.name = %table, error = %e, "cycle refused; trying again next interval");
+                if matches!(mode, Mode::Once { .. }) {
+                    t.done = true;
+                }
+                (format!("failing: {e}"), interval(mode))
+            }
+            Some((ErrorKind::Shutdown, _)) => {
+                t.last = Some(outcome);
+                return true;
+            }
+        };
+        t.due = Instant::now() + next;
+        t.last = Some(outcome);
+        if let Ok(mut h) = self.health.lock() {
+            h.insert(table, health);
+        }
+        false
+    }
+
+    /// When the next table that is not done is due (now if none is).
+    fn next_due(&self) -> Instant {
+        self.tables
+            .iter()
+            .filter(|t| !t.done)
+            .map(|t| t.due)
+            .min()
+            .unwrap_or_else(Instant::now)
     }
 
     /// Runs one cycle of each table in `due`, concurrently (a task per table); returns the
@@ -294,7 +301,7 @@ impl Runner {
 struct Shared {
     warehouse: Warehouse,
     dataset: String,
-    settings: Settings,
+    settings: CycleSettings,
     mysql_url: String,
     metrics: Metrics,
     shutdown: Arc<AtomicBool>,
@@ -389,7 +396,7 @@ impl Runner {
             blocking(|| connect(&self.mysql_url)).context("Failed to connect to MySQL")?;
         let mut out = Vec::new();
         for t in &self.tables {
-            let found = cycle::verify(&env, &t.state.spec, &mut conn, limit)
+            let found = verify::verify(&env, &t.state.spec, &mut conn, limit)
                 .await
                 .with_context(|| format!("Failed to verify {}", t.state.spec.target))?;
             out.extend(found);
@@ -422,8 +429,9 @@ impl Runner {
                     self.settings.buckets,
                 )
                 .map_err(SyncError::Permanent)?;
-                let exists = blocking(|| sync_engine::session::table_columns(&mut conn, &spec.target))?
-                    .is_some_and(|c| c.iter().any(|c| c.name == "_sync_bucket"));
+                let exists =
+                    blocking(|| sync_engine::session::table_columns(&mut conn, &spec.target))?
+                        .is_some_and(|c| c.iter().any(|c| c.name == "_sync_bucket"));
                 if !exists {
                     return Ok::<String, SyncError>(format!(
                         "{}: not synced yet (no MySQL table)",
@@ -442,19 +450,13 @@ impl Runner {
                     _ if differing == 0 => "in sync".to_string(),
                     _ => format!("{differing} bucket(s) differ"),
                 };
-                let last: Option<(String, String, i64, i64)> = blocking(|| {
-                    conn.exec_first(
-                        "SELECT DATE_FORMAT(started_at, '%Y-%m-%dT%H:%i:%sZ'), status, rows_loaded, rows_deleted \
-                         FROM sync_runs WHERE target_table = ? AND engine = 'stream' \
-                         ORDER BY started_at DESC LIMIT 1",
-                        (&spec.target,),
-                    )
-                })
-                .unwrap_or(None);
+                let last = blocking(|| session::last_run(&mut conn, &spec.target, Some("stream")))
+                    .unwrap_or(None);
                 let last = match last {
-                    Some((at, status, loaded, deleted)) => {
-                        format!("last write {at} {status} (+{loaded} -{deleted})")
-                    }
+                    Some(run) => format!(
+                        "last write {} {} (+{} -{})",
+                        run.started_at, run.status, run.rows_loaded, run.rows_deleted
+                    ),
                     None => "no recorded writes".into(),
                 };
                 Ok(format!(
@@ -475,6 +477,14 @@ fn interval(mode: Mode) -> Duration {
     match mode {
         Mode::Once { .. } => Duration::ZERO,
         Mode::Forever { interval } => interval,
+    }
+}
+
+/// Sleeps until `next`, waking for shutdown.
+async fn sleep_until(next: Instant, shutdown: &AtomicBool) {
+    while Instant::now() < next && !shutdown.load(Ordering::SeqCst) {
+        let left = next.saturating_duration_since(Instant::now());
+        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
     }
 }
 
@@ -499,21 +509,19 @@ fn record_run(
     r: &CycleReport,
     started: chrono::DateTime<chrono::Utc>,
     error: Option<&str>,
-) -> Result<(), mysql::Error> {
-    let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.6f").to_string();
+) -> Result<(), MysqlError> {
     let run_id = format!("stream-{}", started.timestamp_micros());
-    conn.exec_drop(
-        "INSERT INTO sync_runs (run_id, target_table, engine, started_at, finished_at, status, rows_loaded, rows_deleted, error) \
-         VALUES (?, ?, 'stream', ?, ?, ?, ?, ?, ?)",
-        (
-            run_id,
-            &r.table,
-            fmt(started),
-            fmt(chrono::Utc::now()),
-            if error.is_some() { "failed" } else { "ok" },
-            r.upserted,
-            r.deleted,
+    session::record_run(
+        conn,
+        &RunRecord {
+            run_id: &run_id,
+            target_table: &r.table,
+            engine: "stream",
+            started_at: Some(started.format("%Y-%m-%d %H:%M:%S%.6f").to_string()),
+            status: if error.is_some() { "failed" } else { "ok" },
+            rows_loaded: r.upserted,
+            rows_deleted: r.deleted,
             error,
-        ),
+        },
     )
 }

@@ -270,6 +270,14 @@ impl SourceTable {
     }
 }
 
+/// Positions of the primary key columns among the source columns.
+pub(crate) fn pk_positions(src: &SourceTable) -> Vec<usize> {
+    src.primary_key
+        .iter()
+        .filter_map(|k| src.columns.iter().position(|c| c.name == k.name))
+        .collect()
+}
+
 fn join_nums<T: ToString>(v: &[T]) -> String {
     v.iter()
         .map(ToString::to_string)
@@ -286,11 +294,7 @@ pub async fn describe(
     stats: &mut FetchStats,
 ) -> Result<(Vec<Column>, SourceMeta), SyncError> {
     stats.metadata_calls += 1;
-    let t = sync_engine::retry::retry(wh.max_attempts, || {
-        wh.client.table().get(&wh.project, dataset, table, None)
-    })
-    .await
-    .map_err(|e| match &e {
+    let t = wh.get_table(dataset, table).await.map_err(|e| match &e {
         WarehouseError::Http { code: 404, .. } => {
             SyncError::Permanent(format!("warehouse table {dataset}.{table} does not exist"))
         }
@@ -308,15 +312,6 @@ pub async fn describe(
     ))
 }
 
-/// An INT64 cell of a warehouse answer (a JSON string or number).
-pub(crate) fn cell_i64(v: &Option<serde_json::Value>) -> Option<i64> {
-    match v.as_ref()? {
-        serde_json::Value::String(s) => s.parse().ok(),
-        serde_json::Value::Number(n) => n.as_i64(),
-        _ => None,
-    }
-}
-
 /// Runs the digest query.
 pub async fn digests(
     wh: &Warehouse,
@@ -330,9 +325,9 @@ pub async fn digests(
     let mut out = Digests::new();
     for r in &page.rows {
         let (Some(b), Some(c), Some(x)) = (
-            r.first().and_then(cell_i64),
-            r.get(1).and_then(cell_i64),
-            r.get(2).and_then(cell_i64),
+            r.first().and_then(sync_engine::warehouse::cell_i64),
+            r.get(1).and_then(sync_engine::warehouse::cell_i64),
+            r.get(2).and_then(sync_engine::warehouse::cell_i64),
         ) else {
             return Err(SyncError::Permanent(
                 "warehouse digest row is malformed".into(),
@@ -367,10 +362,10 @@ pub async fn iblt(
     let mut cells = Vec::with_capacity(page.rows.len());
     for r in &page.rows {
         let (Some(cell), Some(c), Some(x), Some(s)) = (
-            r.first().and_then(cell_i64),
-            r.get(1).and_then(cell_i64),
-            r.get(2).and_then(cell_i64),
-            r.get(3).and_then(cell_i64),
+            r.first().and_then(sync_engine::warehouse::cell_i64),
+            r.get(1).and_then(sync_engine::warehouse::cell_i64),
+            r.get(2).and_then(sync_engine::warehouse::cell_i64),
+            r.get(3).and_then(sync_engine::warehouse::cell_i64),
         ) else {
             return Ok(None);
         };
@@ -404,7 +399,7 @@ pub async fn keys(
                     }
                     let hash = r
                         .get(n)
-                        .and_then(cell_i64)
+                        .and_then(sync_engine::warehouse::cell_i64)
                         .ok_or_else(|| SyncError::BadRow("row hash missing".into()))?;
                     out.push(KeyHash {
                         key: crate::canon::key(parts),

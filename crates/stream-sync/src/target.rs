@@ -446,7 +446,7 @@ pub fn convert_row(
             }
         }
     }
-    let num = |i: usize| cells.get(i).and_then(crate::source::cell_i64);
+    let num = |i: usize| cells.get(i).and_then(sync_engine::warehouse::cell_i64);
     let (Some(bucket), Some(hash)) = (num(n), num(n + 1)) else {
         return Err(SyncError::Permanent(format!(
             "{table}: warehouse row without bucket or hash"

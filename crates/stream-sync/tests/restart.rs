@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{table, Fixture};
 use mysql::prelude::Queryable;
-use stream_sync::cycle::Settings;
+use stream_sync::cycle::CycleSettings;
 use stream_sync::runner::{Mode, Runner};
 
 /// `(id, name, qty)` rows.
@@ -150,7 +150,7 @@ async fn mariadb_killed_and_restarted_mid_run_the_daemon_retries_and_converges()
     )
     .await;
     let config = f.config(&table("items", &["id"], ""), "");
-    let settings = Settings {
+    let settings = CycleSettings {
         batch_rows: 20,
         ..Runner::settings_from(&config)
     };

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{ok, table, Fixture};
-use stream_sync::cycle::Settings;
+use stream_sync::cycle::CycleSettings;
 use stream_sync::runner::{Mode, Runner};
 use stream_sync::ErrorKind;
 
@@ -99,7 +99,7 @@ async fn trusted_unchanged_metadata_skips_the_cycle_without_a_query() {
     let f = Fixture::new().await;
     items(&f, 20).await;
     let config = f.config(&table("items", &["id"], ""), "");
-    let settings = Settings {
+    let settings = CycleSettings {
         trust_metadata: true,
         ..Runner::settings_from(&config)
     };
@@ -168,7 +168,7 @@ async fn the_mass_delete_guard_stops_a_cycle_that_would_empty_or_gut_the_table()
     assert!(msg.contains("returned 0 rows"), "{msg}");
     assert_eq!(f.my_count("items"), 100);
 
-    let allow = Settings {
+    let allow = CycleSettings {
         allow_mass_delete: true,
         ..Runner::settings_from(&config)
     };
@@ -312,7 +312,7 @@ async fn runner_with_buckets(
     config: &domain::config::SyncConfig,
     buckets: u32,
 ) -> Runner {
-    let settings = Settings {
+    let settings = CycleSettings {
         buckets,
         ..Runner::settings_from(config)
     };

@@ -3,71 +3,43 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, dead_code)]
 
 use domain::config::SyncConfig;
-use mysql::prelude::Queryable;
-use stream_sync::cycle::Settings;
+use stream_sync::cycle::CycleSettings;
 use stream_sync::runner::{Mode, Runner, TableOutcome};
-use sync_engine::warehouse::Warehouse;
-use test_support::{TestDataset, TestDb};
+use test_support::SyncFixture;
 
-pub struct Fixture {
-    pub ds: TestDataset,
-    pub db: TestDb,
-    pub wh: Warehouse,
+/// The shared [`SyncFixture`] (dataset, database, config over both) and stream-sync's own
+/// helpers on top of it.
+pub struct Fixture(SyncFixture);
+
+impl std::ops::Deref for Fixture {
+    type Target = SyncFixture;
+    fn deref(&self) -> &SyncFixture {
+        &self.0
+    }
 }
 
 impl Fixture {
     pub async fn new() -> Fixture {
-        let ds = TestDataset::new().await;
-        let db = TestDb::empty();
-        let wh = Warehouse::new(ds.client.clone(), ds.project.clone());
-        Fixture { ds, db, wh }
-    }
-
-    /// Runs warehouse SQL; `{ds}` stands for the dataset.
-    pub async fn bq(&self, sql: &str) -> Vec<Vec<Option<serde_json::Value>>> {
-        let sql = sql.replace("{ds}", &self.ds.dataset);
-        self.wh
-            .query_all(&sql)
-            .await
-            .unwrap_or_else(|e| panic!("warehouse SQL failed: {e}\n{sql}"))
-            .rows
+        Fixture(SyncFixture::new().await)
     }
 
     pub fn my(&self) -> mysql::Conn {
-        sync_engine::session::connect(&self.db.url).expect("connect to the test database")
+        self.mysql()
     }
 
     /// Rows of a MySQL query, each column as text (NULL as "NULL").
     pub fn my_rows(&self, sql: &str) -> Vec<Vec<String>> {
-        let rows: Vec<mysql::Row> = self.my().query(sql).expect(sql);
-        rows.into_iter()
-            .map(|r| {
-                r.unwrap()
-                    .into_iter()
-                    .map(|v| match v {
-                        mysql::Value::NULL => "NULL".to_string(),
-                        mysql::Value::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
-                        other => other.as_sql(true),
-                    })
-                    .collect()
-            })
-            .collect()
+        self.mysql_text_rows(sql)
     }
 
     pub fn my_count(&self, table: &str) -> u64 {
-        let n: Option<u64> = self
-            .my()
-            .query_first(format!("SELECT COUNT(*) FROM `{table}`"))
-            .expect("count");
-        n.unwrap_or(0)
+        self.mysql_count(table)
+            .unwrap_or_else(|| panic!("table {table} does not exist"))
     }
 
     /// Rows of `table`, or `None` while it does not exist.
     pub fn my_count_if_exists(&self, table: &str) -> Option<u64> {
-        self.my()
-            .query_first(format!("SELECT COUNT(*) FROM `{table}`"))
-            .ok()
-            .flatten()
+        self.mysql_count(table)
     }
 
     /// A config with the given `[[tables]]` TOML and extra `[stream_sync]` lines.
@@ -76,30 +48,15 @@ impl Fixture {
             .expect("test config parses")
     }
 
-    /// The TOML of [`Fixture::config`]; the MySQL DSN is read from `STREAM_SYNC_TEST_URL`.
+    /// The TOML of [`Fixture::config`]: 64 buckets unless `stream_sync` says otherwise.
     pub fn config_text(&self, tables: &str, stream_sync: &str) -> String {
-        format!(
-            r#"
-[mysql]
-url_env = "STREAM_SYNC_TEST_URL"
-[warehouse]
-project = "{project}"
-dataset = "{dataset}"
-endpoint = "{endpoint}"
-credentials = "none"
-change_detection = "fingerprint"
-[stream_sync]
-buckets = 64
-{stream_sync}
-{tables}
-"#,
-            project = self.ds.project,
-            dataset = self.ds.dataset,
-            endpoint = self.ds.env.bigquery_url,
+        self.0.config_text(
+            None,
+            &format!("[stream_sync]\nbuckets = 64\n{stream_sync}\n{tables}"),
         )
     }
 
-    pub async fn runner(&self, config: &SyncConfig, settings: Option<Settings>) -> Runner {
+    pub async fn runner(&self, config: &SyncConfig, settings: Option<CycleSettings>) -> Runner {
         let settings = settings.unwrap_or_else(|| Runner::settings_from(config));
         Runner::new(config, self.db.url.clone(), settings, None)
             .await
