@@ -16,7 +16,7 @@ use object_store::path::Path;
 use partition_sync::load::{self, PartitionLoad, TableWork};
 use partition_sync::partition::{Granularity, Scheme};
 use partition_sync::plan::{Reason, SourcePartition};
-use partition_sync::source::SourceTable;
+use partition_sync::source::PartitionedSource;
 
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -91,7 +91,7 @@ fn main() {
         required: true,
         varchar,
     };
-    let table = SourceTable {
+    let table = PartitionedSource {
         spec: TableSpec {
             source: "recipe_daily_stats".into(),
             target: "recipe_daily_stats".into(),

@@ -3,15 +3,15 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
-use mysql::prelude::Queryable;
 use prometheus::{Encoder, GaugeVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use sync_engine::session;
 
 use crate::plan;
-use crate::runner::{read_state, selected_groups, Context, Options, RunSummary};
+use crate::runner::{selected_groups, Context, GroupReport, Options, RunSummary};
 use crate::source;
-use crate::verify::{self, Mismatch};
+use crate::state::{last_synced_at, read_state};
+use crate::verify::{self, PartitionMismatch};
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TableStatus {
@@ -40,26 +40,28 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
         .collect();
     let t2 = targets.clone();
     type Runs = BTreeMap<String, (Option<String>, Option<String>, Option<String>)>;
-    let (state, runs): (BTreeMap<String, Vec<plan::SyncedPartition>>, Runs) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let mut conn = session::connect(&url).context("connecting to MySQL")?;
-        session::ensure_state_tables(&mut conn)?;
-        let state = read_state(&mut conn, &t2)?;
-        let mut runs = BTreeMap::new();
-        for t in &t2 {
-            let last: Option<(Option<String>, String)> = conn.exec_first(
-                "SELECT DATE_FORMAT(finished_at, '%Y-%m-%dT%H:%i:%sZ'), status FROM sync_runs WHERE target_table = ? \
-                 ORDER BY started_at DESC LIMIT 1",
-                (t,),
-            )?;
-            let synced: Option<Option<String>> = conn.exec_first(
-                "SELECT DATE_FORMAT(MAX(synced_at), '%Y-%m-%dT%H:%i:%sZ') FROM sync_partitions WHERE target_table = ?",
-                (t,),
-            )?;
-            runs.insert(t.clone(), (last.as_ref().and_then(|l| l.0.clone()), last.map(|l| l.1), synced.flatten()));
-        }
-        Ok((state, runs))
-    })
-    .await??;
+    let (state, runs): (BTreeMap<String, Vec<plan::SyncedPartition>>, Runs) =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut conn = session::connect(&url).context("connecting to MySQL")?;
+            session::ensure_state_tables(&mut conn)?;
+            let state = read_state(&mut conn, &t2)?;
+            let mut runs = BTreeMap::new();
+            for t in &t2 {
+                let last =
+                    session::last_run(&mut conn, t, None)?.map(|run| (run.finished_at, run.status));
+                let synced = last_synced_at(&mut conn, t)?;
+                runs.insert(
+                    t.clone(),
+                    (
+                        last.as_ref().and_then(|l| l.0.clone()),
+                        last.map(|l| l.1),
+                        synced,
+                    ),
+                );
+            }
+            Ok((state, runs))
+        })
+        .await??;
     let now = chrono::Utc::now().timestamp_micros();
     let mut out = Vec::new();
     for g in &groups {
@@ -105,7 +107,7 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
 }
 
 /// Compares every selected table's partitions between the warehouse and MySQL.
-pub async fn verify(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<Mismatch>> {
+pub async fn verify(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<PartitionMismatch>> {
     let mut mismatches = Vec::new();
     for g in selected_groups(&ctx.config, opts)? {
         for spec in g.tables.iter().filter(|t| {
@@ -136,7 +138,8 @@ pub async fn verify(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<Mismatc
 }
 
 /// Pushes a run's metrics to the Pushgateway with push-add (POST), one grouping key per
-/// table so that a failed table keeps its last success time.
+/// table so that a failed table keeps its last success time
+/// (`docs/sync.md#partition-sync-metrics`).
 pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
@@ -146,59 +149,7 @@ pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()>
         let tables = g.targets.clone();
         for t in tables {
             let reg = Registry::new();
-            let gauge = |name: &str, help: &str| -> anyhow::Result<GaugeVec> {
-                let v = GaugeVec::new(Opts::new(name, help), &["table"])?;
-                reg.register(Box::new(v.clone()))?;
-                Ok(v)
-            };
-            let outcome = g.tables.iter().find(|o| o.table == t);
-            if g.status != "failed" && !summary.dry_run {
-                gauge(
-                    "partition_sync_last_success_timestamp_seconds",
-                    "Unix time of the last successful run for the table",
-                )?
-                .with_label_values(&[&t])
-                .set(chrono::Utc::now().timestamp() as f64);
-            }
-            if let Some(o) = outcome {
-                gauge(
-                    "partition_sync_last_run_partitions_synced",
-                    "Partitions loaded by the last run",
-                )?
-                .with_label_values(&[&t])
-                .set(o.partitions_loaded as f64);
-                gauge(
-                    "partition_sync_last_run_rows_loaded",
-                    "Rows inserted by the last run",
-                )?
-                .with_label_values(&[&t])
-                .set(o.rows_loaded as f64);
-                gauge(
-                    "partition_sync_last_run_rows_deleted",
-                    "Rows deleted by the last run",
-                )?
-                .with_label_values(&[&t])
-                .set(o.rows_deleted as f64);
-            }
-            if let Some(lag) = g.lag_seconds.get(&t) {
-                gauge(
-                    "partition_sync_lag_seconds",
-                    "Seconds since the oldest unsynced modification",
-                )?
-                .with_label_values(&[&t])
-                .set(*lag);
-            }
-            let errors = IntGaugeVec::new(
-                Opts::new(
-                    "partition_sync_last_run_errors",
-                    "Errors of the last run by kind",
-                ),
-                &["table", "kind"],
-            )?;
-            reg.register(Box::new(errors.clone()))?;
-            errors
-                .with_label_values(&[t.as_str(), g.error_kind.unwrap_or("none")])
-                .set(i64::from(g.status == "failed"));
+            register_table_metrics(&reg, summary, g, &t)?;
             send(
                 &http,
                 &format!("{base}/metrics/job/partition_sync/table/{t}"),
@@ -208,6 +159,75 @@ pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()>
         }
     }
     let reg = Registry::new();
+    register_run_metrics(&reg, summary)?;
+    send(&http, &format!("{base}/metrics/job/partition_sync"), &reg).await
+}
+
+/// The metrics of one table `t` of group `g`, labelled with the table.
+fn register_table_metrics(
+    reg: &Registry,
+    summary: &RunSummary,
+    g: &GroupReport,
+    t: &str,
+) -> anyhow::Result<()> {
+    let gauge = |name: &str, help: &str| -> anyhow::Result<GaugeVec> {
+        let v = GaugeVec::new(Opts::new(name, help), &["table"])?;
+        reg.register(Box::new(v.clone()))?;
+        Ok(v)
+    };
+    let outcome = g.tables.iter().find(|o| o.table == t);
+    if g.status != "failed" && !summary.dry_run {
+        gauge(
+            "partition_sync_last_success_timestamp_seconds",
+            "Unix time of the last successful run for the table",
+        )?
+        .with_label_values(&[t])
+        .set(chrono::Utc::now().timestamp() as f64);
+    }
+    if let Some(o) = outcome {
+        gauge(
+            "partition_sync_last_run_partitions_synced",
+            "Partitions loaded by the last run",
+        )?
+        .with_label_values(&[t])
+        .set(o.partitions_loaded as f64);
+        gauge(
+            "partition_sync_last_run_rows_loaded",
+            "Rows inserted by the last run",
+        )?
+        .with_label_values(&[t])
+        .set(o.rows_loaded as f64);
+        gauge(
+            "partition_sync_last_run_rows_deleted",
+            "Rows deleted by the last run",
+        )?
+        .with_label_values(&[t])
+        .set(o.rows_deleted as f64);
+    }
+    if let Some(lag) = g.lag_seconds.get(t) {
+        gauge(
+            "partition_sync_lag_seconds",
+            "Seconds since the oldest unsynced modification",
+        )?
+        .with_label_values(&[t])
+        .set(*lag);
+    }
+    let errors = IntGaugeVec::new(
+        Opts::new(
+            "partition_sync_last_run_errors",
+            "Errors of the last run by kind",
+        ),
+        &["table", "kind"],
+    )?;
+    reg.register(Box::new(errors.clone()))?;
+    errors
+        .with_label_values(&[t, g.error_kind.unwrap_or("none")])
+        .set(i64::from(g.status == "failed"));
+    Ok(())
+}
+
+/// The metrics of the run as a whole.
+fn register_run_metrics(reg: &Registry, summary: &RunSummary) -> anyhow::Result<()> {
     let d = prometheus::Gauge::new(
         "partition_sync_last_run_duration_seconds",
         "Duration of the last run",
@@ -220,7 +240,7 @@ pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()>
     )?;
     b.set(summary.warehouse_bytes_processed as f64);
     reg.register(Box::new(b))?;
-    send(&http, &format!("{base}/metrics/job/partition_sync"), &reg).await
+    Ok(())
 }
 
 async fn send(http: &reqwest::Client, url: &str, reg: &Registry) -> anyhow::Result<()> {

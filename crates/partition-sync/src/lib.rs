@@ -1,11 +1,20 @@
 //! partition-sync: finds the warehouse partitions modified since they were last synced,
 //! exports each to the staging bucket and loads each group of tables into MySQL in one
-//! transaction together with the partitions' watermarks (DESIGN 5.2).
+//! transaction together with the partitions' watermarks (`docs/sync.md#partition-sync`;
+//! the sequence of a run is in `docs/architecture.md#partition-sync-sequence`).
 
 pub mod commands;
+mod export;
+mod group_plan;
+mod insert;
 pub mod load;
+mod load_data;
 pub mod partition;
 pub mod plan;
+mod readers;
+mod rows;
 pub mod runner;
 pub mod source;
+pub mod state;
+pub mod target_ddl;
 pub mod verify;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use domain::config::SyncConfig;
 use partition_sync::commands;
 use partition_sync::load::Progress;
-use partition_sync::runner::{self, Context, Force, Options};
+use partition_sync::runner::{self, Context, Force, Options, RunSummary};
 
 /// Keeps partitioned warehouse tables in sync with MySQL.
 ///
@@ -130,10 +130,11 @@ fn shard() -> Option<(u64, u64)> {
     Some((index, count))
 }
 
+/// One function per sub-command (`docs/sync.md#partition-sync-commands`).
 async fn dispatch(config: SyncConfig, command: Command, json: bool) -> anyhow::Result<ExitCode> {
     let pushgateway = config.metrics.pushgateway.clone();
     let ctx = Context::new(config).await?;
-    let mut opts = Options {
+    let opts = Options {
         shard: shard(),
         ..Options::default()
     };
@@ -144,10 +145,14 @@ async fn dispatch(config: SyncConfig, command: Command, json: bool) -> anyhow::R
             dry_run,
             allow_mass_delete,
         } => {
-            opts.group = group;
-            opts.table = table;
-            opts.dry_run = dry_run;
-            opts.allow_mass_delete = allow_mass_delete;
+            let opts = Options {
+                group,
+                table,
+                dry_run,
+                allow_mass_delete,
+                ..opts
+            };
+            run(&ctx, &opts, pushgateway.as_deref(), json).await
         }
         Command::Resync {
             table,
@@ -155,90 +160,124 @@ async fn dispatch(config: SyncConfig, command: Command, json: bool) -> anyhow::R
             all,
             dry_run,
         } => {
-            for p in &partitions {
-                if !partition_sync::partition::plausible_id(p) {
-                    anyhow::bail!("`{p}` is not a partition id (YYYYMMDD, YYYYMMDDHH, YYYYMM, YYYY or __NULL__)");
-                }
-            }
-            opts.table = Some(table.clone());
-            opts.dry_run = dry_run;
-            opts.force = Some((
-                table,
-                if all {
-                    Force::All
-                } else {
-                    Force::Partitions(partitions)
-                },
-            ));
+            let opts = resync_options(opts, table, partitions, all, dry_run)?;
+            run(&ctx, &opts, pushgateway.as_deref(), json).await
         }
-        Command::Status { table } => {
-            opts.table = table;
-            let rows = commands::status(&ctx, &opts).await?;
-            if json {
-                println!("{}", serde_json::to_string(&rows)?);
-            } else {
-                println!(
-                    "{:<28} {:<14} {:>7} {:>12} {:>8} {:>9} {:>10}  last run",
-                    "table", "group", "synced", "rows", "pending", "vanished", "lag"
-                );
-                for r in &rows {
-                    let lag = r
-                        .lag_seconds
-                        .map_or("-".to_string(), |l| format!("{l:.0}s"));
-                    println!(
-                        "{:<28} {:<14} {:>7} {:>12} {:>8} {:>9} {:>10}  {} {}",
-                        r.table,
-                        r.group,
-                        r.partitions_synced,
-                        r.rows_synced,
-                        r.partitions_pending,
-                        r.partitions_vanished,
-                        lag,
-                        r.last_run.as_deref().unwrap_or("never"),
-                        r.last_run_status.as_deref().unwrap_or("")
-                    );
-                    if let Some(e) = &r.error {
-                        println!("  error: {e}");
-                    }
-                }
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        Command::Verify { table } => {
-            opts.table = table;
-            let mismatches = commands::verify(&ctx, &opts).await?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"in_sync": mismatches.is_empty(), "mismatches": mismatches})
-                );
-            } else if mismatches.is_empty() {
-                println!("in sync");
-            } else {
-                println!("{} partition(s) differ:", mismatches.len());
-                for m in &mismatches {
-                    println!(
-                        "  {} {}: {} (warehouse {} rows, MySQL {} rows)",
-                        m.table, m.partition, m.detail, m.warehouse_rows, m.mysql_rows
-                    );
-                }
-            }
-            return Ok(if mismatches.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
+        Command::Status { table } => status(&ctx, &Options { table, ..opts }, json).await,
+        Command::Verify { table } => verify(&ctx, &Options { table, ..opts }, json).await,
+    }
+}
+
+/// `resync`: a run of one table with the given partitions, or all of them, forced.
+fn resync_options(
+    opts: Options,
+    table: String,
+    partitions: Vec<String>,
+    all: bool,
+    dry_run: bool,
+) -> anyhow::Result<Options> {
+    for p in &partitions {
+        if !partition_sync::partition::plausible_id(p) {
+            anyhow::bail!(
+                "`{p}` is not a partition id (YYYYMMDD, YYYYMMDDHH, YYYYMM, YYYY or __NULL__)"
+            );
         }
     }
+    Ok(Options {
+        table: Some(table.clone()),
+        dry_run,
+        force: Some((
+            table,
+            if all {
+                Force::All
+            } else {
+                Force::Partitions(partitions)
+            },
+        )),
+        ..opts
+    })
+}
 
+/// `status`: per table, partitions synced and pending, lag, last run.
+async fn status(ctx: &Context, opts: &Options, json: bool) -> anyhow::Result<ExitCode> {
+    let rows = commands::status(ctx, opts).await?;
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        print_status(&rows);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(rows: &[commands::TableStatus]) {
+    println!(
+        "{:<28} {:<14} {:>7} {:>12} {:>8} {:>9} {:>10}  last run",
+        "table", "group", "synced", "rows", "pending", "vanished", "lag"
+    );
+    for r in rows {
+        let lag = r
+            .lag_seconds
+            .map_or("-".to_string(), |l| format!("{l:.0}s"));
+        println!(
+            "{:<28} {:<14} {:>7} {:>12} {:>8} {:>9} {:>10}  {} {}",
+            r.table,
+            r.group,
+            r.partitions_synced,
+            r.rows_synced,
+            r.partitions_pending,
+            r.partitions_vanished,
+            lag,
+            r.last_run.as_deref().unwrap_or("never"),
+            r.last_run_status.as_deref().unwrap_or("")
+        );
+        if let Some(e) = &r.error {
+            println!("  error: {e}");
+        }
+    }
+}
+
+/// `verify`: the partitions that differ between the warehouse and MySQL; exit 1 on any.
+async fn verify(ctx: &Context, opts: &Options, json: bool) -> anyhow::Result<ExitCode> {
+    let mismatches = commands::verify(ctx, opts).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"in_sync": mismatches.is_empty(), "mismatches": mismatches})
+        );
+    } else if mismatches.is_empty() {
+        println!("in sync");
+    } else {
+        println!("{} partition(s) differ:", mismatches.len());
+        for m in &mismatches {
+            println!(
+                "  {} {}: {} (warehouse {} rows, MySQL {} rows)",
+                m.table, m.partition, m.detail, m.warehouse_rows, m.mysql_rows
+            );
+        }
+    }
+    Ok(if mismatches.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `run` and `resync`: runs the groups with a progress bar (or log lines), pushes the metrics
+/// unless it was a dry run, and prints the summary. Exit 1 when a group failed.
+async fn run(
+    ctx: &Context,
+    opts: &Options,
+    pushgateway: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let (progress, bar) = progress_bar();
-    let summary = runner::run(&ctx, &opts, progress).await;
+    let summary = runner::run(ctx, opts, progress).await;
     // Clear the bar before printing, so that it can't overwrite the summary.
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     let summary = summary?;
-    if let Some(url) = &pushgateway {
+    if let Some(url) = pushgateway {
         if !opts.dry_run {
             if let Err(e) = commands::push_metrics(url, &summary).await {
                 tracing::warn!(error = %format!("{e:#}"), "could not push metrics");
@@ -248,51 +287,51 @@ async fn dispatch(config: SyncConfig, command: Command, json: bool) -> anyhow::R
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
-        for g in &summary.groups {
-            println!("group {}: {}", g.group, g.status);
-            // Long plans (a first sync of a long history) are summarised.
-            const SHOWN: usize = 12;
-            if g.plan.len() > SHOWN {
-                println!(
-                    "  … {} more partitions planned (--output json lists every one)",
-                    g.plan.len() - SHOWN
-                );
-            }
-            for p in g.plan.iter().rev().take(SHOWN).rev() {
-                println!(
-                    "  {} {} {} ({} rows): {}",
-                    p.action, p.table, p.partition, p.rows, p.reason
-                );
-            }
-            for t in &g.tables {
-                println!(
-                    "  {}: {} partitions loaded, {} removed, {} rows loaded, {} rows deleted",
-                    t.table,
-                    t.partitions_loaded,
-                    t.partitions_removed,
-                    t.rows_loaded,
-                    t.rows_deleted
-                );
-            }
-            if let Some(e) = &g.error {
-                println!("  error: {e}");
-            }
-        }
-        println!(
-            "run {}: {} in {:.1}s — {} partitions, {} rows loaded, {} rows deleted",
-            summary.run_id,
-            if summary.ok { "ok" } else { "FAILED" },
-            summary.duration_ms as f64 / 1000.0,
-            summary.partitions_loaded,
-            summary.rows_loaded,
-            summary.rows_deleted
-        );
+        print_summary(&summary);
     }
     Ok(if summary.ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+fn print_summary(summary: &RunSummary) {
+    for g in &summary.groups {
+        println!("group {}: {}", g.group, g.status);
+        // Long plans (a first sync of a long history) are summarised.
+        const SHOWN: usize = 12;
+        if g.plan.len() > SHOWN {
+            println!(
+                "  … {} more partitions planned (--output json lists every one)",
+                g.plan.len() - SHOWN
+            );
+        }
+        for p in g.plan.iter().rev().take(SHOWN).rev() {
+            println!(
+                "  {} {} {} ({} rows): {}",
+                p.action, p.table, p.partition, p.rows, p.reason
+            );
+        }
+        for t in &g.tables {
+            println!(
+                "  {}: {} partitions loaded, {} removed, {} rows loaded, {} rows deleted",
+                t.table, t.partitions_loaded, t.partitions_removed, t.rows_loaded, t.rows_deleted
+            );
+        }
+        if let Some(e) = &g.error {
+            println!("  error: {e}");
+        }
+    }
+    println!(
+        "run {}: {} in {:.1}s — {} partitions, {} rows loaded, {} rows deleted",
+        summary.run_id,
+        if summary.ok { "ok" } else { "FAILED" },
+        summary.duration_ms as f64 / 1000.0,
+        summary.partitions_loaded,
+        summary.rows_loaded,
+        summary.rows_deleted
+    );
 }
 
 /// A progress bar on a terminal; log lines per partition otherwise.

@@ -2,6 +2,7 @@
 //! `INFORMATION_SCHEMA.PARTITIONS` spells it: `20260101`, `2026010112`, `202601`, `2026`,
 //! `__NULL__`, `__UNPARTITIONED__`), and the filters that select one partition in the
 //! warehouse (for export and fingerprints) and in MySQL (for the delete). Pure functions.
+//! See `docs/sync.md#partition-ids`.
 
 use chrono::{NaiveDate, NaiveDateTime};
 

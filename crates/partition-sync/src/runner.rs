@@ -1,24 +1,30 @@
-//! Orchestration of a run: per group, take the advisory lock, read the state, ask the
-//! warehouse what changed, export the changed partitions, load them in one transaction, clean
-//! the staging prefix. A failing group is reported and the others go on.
+//! Orchestration of a run: per group (`docs/sync.md#groups`), take the advisory lock, read the
+//! state, ask the warehouse what changed, export the changed partitions, load them in one
+//! transaction, clean the staging prefix (`docs/architecture.md#partition-sync-sequence`). A
+//! failing group is reported and the others go on (`docs/architecture.md#error-handling`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures::{StreamExt, TryStreamExt};
-use mysql::prelude::Queryable;
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-use domain::config::{Group, SyncConfig, TableSpec};
+use domain::config::{Group, SyncConfig};
 use sync_engine::session;
 use sync_engine::warehouse::Warehouse;
 
-use crate::load::{self, LoadError, PartitionLoad, Progress, TableOutcome, TableWork};
-use crate::plan::{self, Plan, SyncedPartition};
-use crate::source::{self, SourceError, SourceTable};
+use crate::export::{clean_staging, export_group};
+use crate::group_plan::{plan_group, plan_report, GroupPlan};
+use crate::load::{self, LoadError, Progress, TableLoadSummary, TableWork};
+use crate::plan::{Plan, SyncedPartition};
+use crate::source::{PartitionedSource, SourceError};
+use crate::state::read_state;
+use crate::target_ddl::prepare_targets;
+
+/// The progress callback of a run.
+type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
 /// Everything a run needs, built once from the config.
 pub struct Context {
@@ -82,7 +88,7 @@ impl Context {
         })
     }
 
-    fn dataset(&self) -> &str {
+    pub(crate) fn dataset(&self) -> &str {
         &self.config.warehouse.dataset
     }
 }
@@ -125,7 +131,7 @@ pub struct GroupReport {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_kind: Option<&'static str>,
-    pub tables: Vec<TableOutcome>,
+    pub tables: Vec<TableLoadSummary>,
     pub plan: Vec<PlannedPartition>,
     /// Lag per table: seconds since the oldest unsynced modification (metadata detection).
     #[serde(skip)]
@@ -243,33 +249,6 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// Reads the state rows of `targets`.
-pub fn read_state(
-    conn: &mut mysql::Conn,
-    targets: &[String],
-) -> Result<BTreeMap<String, Vec<SyncedPartition>>, session::MysqlError> {
-    let mut out = BTreeMap::new();
-    for t in targets {
-        let rows: Vec<(String, i64, Option<i64>, Option<i64>)> = conn.exec(
-            "SELECT partition_id, row_count, CAST(ROUND(UNIX_TIMESTAMP(source_modified_at) * 1000000) AS SIGNED), fingerprint \
-             FROM sync_partitions WHERE target_table = ?",
-            (t,),
-        )?;
-        out.insert(
-            t.clone(),
-            rows.into_iter()
-                .map(|(id, rows, modified_micros, fingerprint)| SyncedPartition {
-                    id,
-                    rows,
-                    modified_micros,
-                    fingerprint,
-                })
-                .collect(),
-        );
-    }
-    Ok(out)
-}
-
 /// Runs every selected group. Never fails as a whole: each group's error is in its report.
 pub async fn run(
     ctx: &Context,
@@ -284,40 +263,17 @@ pub async fn run(
     for group in &groups {
         let span = tracing::info_span!("group", group.name = %group.name, run.id = %run_id);
         let _enter = span.enter();
-        // A group is atomic and idempotent, so a transient MySQL failure (lost connection,
-        // deadlock, lock wait timeout, server restarting) is retried after a pause. Warehouse
-        // calls are already retried inside `Warehouse`.
-        let mut attempt = 1;
-        let result = loop {
-            match run_group(ctx, group, opts, &run_id, progress.clone(), &mut bytes).await {
-                Err(e) if e.mysql_transient() && attempt < GROUP_ATTEMPTS => {
-                    let delay = sync_engine::retry::backoff(attempt + 2);
-                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "group failed on a transient MySQL error; retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                other => break other,
-            }
-        };
+        let result = run_group_retrying(ctx, group, opts, &run_id, &progress, &mut bytes).await;
         let report = match result {
             Ok(report) => report,
             Err(e) => {
                 tracing::error!(error = %e, kind = e.kind(), "group failed; MySQL is unchanged for it");
-                GroupReport {
-                    group: group.name.clone(),
-                    status: "failed",
-                    error: Some(e.to_string()),
-                    error_kind: Some(e.kind()),
-                    tables: Vec::new(),
-                    plan: Vec::new(),
-                    lag_seconds: BTreeMap::new(),
-                    targets: group.tables.iter().map(|t| t.target.clone()).collect(),
-                }
+                failed_report(group, &e)
             }
         };
         reports.push(report);
     }
-    let sum = |f: &dyn Fn(&TableOutcome) -> u64| {
+    let sum = |f: &dyn Fn(&TableLoadSummary) -> u64| {
         reports
             .iter()
             .flat_map(|g| g.tables.iter())
@@ -338,26 +294,76 @@ pub async fn run(
     })
 }
 
-fn table_selected(spec: &TableSpec, opts: &Options) -> bool {
-    opts.table
-        .as_ref()
-        .is_none_or(|t| &spec.target == t || &spec.source == t)
+/// Runs a group, and again from the start after a transient MySQL failure (lost connection,
+/// deadlock, lock wait timeout, server restarting), up to `GROUP_ATTEMPTS` attempts: a group
+/// is atomic and idempotent (`docs/sync.md#guarantees`). Warehouse calls are already retried
+/// inside `Warehouse`.
+async fn run_group_retrying(
+    ctx: &Context,
+    group: &Group,
+    opts: &Options,
+    run_id: &str,
+    progress: &ProgressFn,
+    bytes: &mut u64,
+) -> Result<GroupReport, GroupError> {
+    let mut attempt = 1;
+    loop {
+        match run_group(ctx, group, opts, run_id, progress.clone(), bytes).await {
+            Err(e) if e.mysql_transient() && attempt < GROUP_ATTEMPTS => {
+                let delay = sync_engine::retry::backoff(attempt + 2);
+                tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "group failed on a transient MySQL error; retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
+/// One attempt at a group, as the steps of `docs/architecture.md#partition-sync-sequence`:
+/// lock and read the state, plan, export, load, clean the staging prefix.
 async fn run_group(
     ctx: &Context,
     group: &Group,
     opts: &Options,
     run_id: &str,
-    progress: Arc<dyn Fn(Progress) + Send + Sync>,
+    progress: ProgressFn,
     bytes: &mut u64,
 ) -> Result<GroupReport, GroupError> {
-    // 1. Lock the group and read its state. The lock lives as long as this connection.
+    let LockedGroup {
+        mut conn,
+        lock,
+        state,
+    } = lock_group(ctx, group).await?;
+    let GroupPlan { tables, lag } = plan_group(ctx, group, opts, &state, bytes).await?;
+    let plan = plan_report(&tables);
+    if opts.dry_run || tables.iter().all(|(_, p)| p.is_empty()) {
+        let _ = tokio::task::spawn_blocking(move || session::release_lock(&mut conn, &lock)).await;
+        let status = if opts.dry_run { "planned" } else { "unchanged" };
+        return Ok(group_report(group, status, Vec::new(), plan, lag));
+    }
+    // The staging files are cleaned whether the export and load succeeded or not.
+    let loaded = export_and_load(ctx, run_id, tables, conn, lock, &progress, bytes).await;
+    clean_staging(ctx, run_id).await;
+    let outcomes = loaded?;
+    Ok(group_report(group, "ok", outcomes, plan, lag))
+}
+
+/// A group's advisory lock, held by the session that took it, and the group's recorded state.
+struct LockedGroup {
+    conn: mysql::Conn,
+    lock: String,
+    state: BTreeMap<String, Vec<SyncedPartition>>,
+}
+
+/// Step 1: takes the group's advisory lock and reads the group's state. The lock lives as long
+/// as the returned connection.
+async fn lock_group(ctx: &Context, group: &Group) -> Result<LockedGroup, GroupError> {
     let url = ctx.mysql_url.clone();
     let group_name = group.name.clone();
-    let targets: Vec<String> = group.tables.iter().map(|t| t.target.clone()).collect();
+    let targets = targets(group);
     let timeout = Duration::from_secs(ctx.config.partition_sync.lock_timeout_secs);
-    let (mut conn, state, lock) = tokio::task::spawn_blocking(move || -> Result<_, GroupError> {
+    tokio::task::spawn_blocking(move || -> Result<_, GroupError> {
         let sink_err = |context: &str| {
             let context = context.to_string();
             move |source| GroupError::Load(LoadError::Sink { context, source })
@@ -373,210 +379,102 @@ async fn run_group(
         }
         session::ensure_state_tables(&mut conn).map_err(sink_err("creating the state tables"))?;
         let state = read_state(&mut conn, &targets).map_err(sink_err("reading the sync state"))?;
-        Ok((conn, state, lock))
+        Ok(LockedGroup { conn, lock, state })
     })
     .await
-    .map_err(blocking_err)??;
+    .map_err(blocking_err)?
+}
 
-    // 2. Ask the warehouse what changed. A table filtered out by --table still joins the
-    // group's transaction, with nothing to do.
-    let mut planned: Vec<(SourceTable, Plan)> = Vec::new();
-    let now_micros = chrono::Utc::now().timestamp_micros();
-    let mut lag = BTreeMap::new();
-    for spec in &group.tables {
-        let table = source::describe(&ctx.warehouse, ctx.dataset(), spec).await?;
-        let plan = if table_selected(spec, opts) {
-            let how = spec
-                .change_detection
-                .unwrap_or(ctx.config.warehouse.change_detection);
-            let (parts, b) = source::detect(&ctx.warehouse, ctx.dataset(), &table, how).await?;
-            *bytes += b;
-            let forced: Vec<String> = match &opts.force {
-                Some((t, Force::All)) if t == &spec.target || t == &spec.source => {
-                    parts.iter().map(|p| p.id.clone()).collect()
-                }
-                Some((t, Force::Partitions(ids))) if t == &spec.target || t == &spec.source => {
-                    ids.clone()
-                }
-                _ => Vec::new(),
-            };
-            let synced = state.get(&spec.target).cloned().unwrap_or_default();
-            let plan = plan::plan(&parts, &synced, &forced);
-            lag.insert(
-                spec.target.clone(),
-                plan.lag_seconds(now_micros).unwrap_or(0.0),
-            );
-            plan
-        } else {
-            Plan::default()
-        };
-        let cap = spec
-            .max_vanished_partitions
-            .unwrap_or(ctx.config.partition_sync.max_vanished_partitions);
-        if plan.vanished.len() > cap && !opts.allow_mass_delete {
-            return Err(GroupError::MassDelete {
-                table: spec.target.clone(),
-                count: plan.vanished.len(),
-                cap,
-                ids: plan.vanished.join(", "),
-            });
-        }
-        planned.push((table, plan));
-    }
-    let plan_report: Vec<PlannedPartition> = planned
-        .iter()
-        .flat_map(|(t, p)| {
-            p.loads
-                .iter()
-                .map(|l| PlannedPartition {
-                    table: t.spec.target.clone(),
-                    partition: l.partition.id.clone(),
-                    rows: l.partition.rows,
-                    action: "load".into(),
-                    reason: l.reason.to_string(),
-                })
-                .chain(p.vanished.iter().map(|id| PlannedPartition {
-                    table: t.spec.target.clone(),
-                    partition: id.clone(),
-                    rows: 0,
-                    action: "delete".into(),
-                    reason: "vanished from the warehouse".into(),
-                }))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let nothing = planned.iter().all(|(_, p)| p.is_empty());
-    if opts.dry_run || nothing {
-        let _ = tokio::task::spawn_blocking(move || session::release_lock(&mut conn, &lock)).await;
-        return Ok(GroupReport {
-            group: group.name.clone(),
-            status: if opts.dry_run { "planned" } else { "unchanged" },
-            error: None,
-            error_kind: None,
-            tables: Vec::new(),
-            plan: plan_report,
-            lag_seconds: lag,
-            targets: group.tables.iter().map(|t| t.target.clone()).collect(),
-        });
-    }
+/// Steps 3 and 4: exports the changed partitions (`docs/sync.md#export`), then loads the group
+/// in one transaction (`docs/sync.md#load`). Takes the locked session: it is closed, and the
+/// lock with it, when this returns.
+async fn export_and_load(
+    ctx: &Context,
+    run_id: &str,
+    tables: Vec<(PartitionedSource, Plan)>,
+    conn: mysql::Conn,
+    lock: String,
+    progress: &ProgressFn,
+    bytes: &mut u64,
+) -> Result<Vec<TableLoadSummary>, GroupError> {
+    let work = export_group(ctx, run_id, tables, progress, bytes).await?;
+    load_exported(ctx, run_id, conn, lock, work, progress).await
+}
 
-    // 3. Export the changed partitions, a few at a time (each is a warehouse job), and
-    // 4. load the group in one transaction. The staging files are cleaned either way.
-    let exported_and_loaded = async {
-        let mut work = Vec::new();
-        let to_export: usize = planned.iter().map(|(_, p)| p.loads.len()).sum();
-        let started = std::sync::atomic::AtomicUsize::new(0);
-        for (table, plan) in planned {
-            let exports = futures::stream::iter(plan.loads.iter().map(|l| {
-                let (table, started, progress) = (&table, &started, &progress);
-                async move {
-                    let done = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    progress(Progress::Exporting {
-                        table: table.spec.target.clone(),
-                        partition: l.partition.id.clone(),
-                        done,
-                        total: to_export,
-                    });
-                    let rel = format!("{run_id}/{}/{}", table.spec.target, l.partition.id);
-                    let uri = format!("{}/{rel}", ctx.export_uri);
-                    tracing::debug!(table.name = %table.spec.target, partition.id = %l.partition.id, reason = %l.reason, "exporting");
-                    let b = source::export(&ctx.warehouse, table, &l.partition.id, &uri, ctx.format).await?;
-                    let prefix = join(&ctx.store_prefix, &rel);
-                    let mut files: Vec<Path> = ctx
-                        .store
-                        .list(Some(&prefix))
-                        .map_ok(|m| m.location)
-                        .try_collect()
-                        .await
-                        .map_err(|e| GroupError::Staging(format!("listing {uri}: {e}")))?;
-                    files.sort();
-                    Ok::<_, GroupError>((b, PartitionLoad { partition: l.partition.clone(), reason: l.reason, files }))
-                }
-            }))
-            .buffered(EXPORT_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-            let mut loads = Vec::new();
-            for e in exports {
-                let (b, load) = e?;
-                *bytes += b;
-                loads.push(load);
-            }
-            work.push(TableWork { table, loads, vanished: plan.vanished });
-        }
-
-        let store = ctx.store.clone();
-        let rt = tokio::runtime::Handle::current();
-        let run = run_id.to_string();
-        let loader = ctx.config.partition_sync.loader;
-        let progress = progress.clone();
-        let outcomes = tokio::task::spawn_blocking(move || -> Result<Vec<TableOutcome>, LoadError> {
+/// Step 4: on a blocking thread, creates or checks the targets (DDL, before the transaction),
+/// loads the group in one transaction and releases the lock.
+async fn load_exported(
+    ctx: &Context,
+    run_id: &str,
+    mut conn: mysql::Conn,
+    lock: String,
+    work: Vec<TableWork>,
+    progress: &ProgressFn,
+) -> Result<Vec<TableLoadSummary>, GroupError> {
+    let store = ctx.store.clone();
+    let rt = tokio::runtime::Handle::current();
+    let run = run_id.to_string();
+    let loader = ctx.config.partition_sync.loader;
+    let progress = progress.clone();
+    let outcomes =
+        tokio::task::spawn_blocking(move || -> Result<Vec<TableLoadSummary>, LoadError> {
             let mut work = work;
-            for w in &mut work {
-                load::ensure_target(&mut conn, &mut w.table)?;
-                if w.table.spec.mysql_partitioning {
-                    let ids: Vec<String> = w.loads.iter().map(|l| l.partition.id.clone()).collect();
-                    load::ensure_mysql_partitions(&mut conn, &w.table, &ids)?;
-                }
-            }
+            prepare_targets(&mut conn, &mut work)?;
             let result = load::load_group(&mut conn, &store, &rt, &run, &work, loader, &*progress);
             let _ = session::release_lock(&mut conn, &lock);
             result
         })
         .await
         .map_err(blocking_err)??;
-        Ok::<_, GroupError>(outcomes)
-    }
-    .await;
+    Ok(outcomes)
+}
 
-    // 5. Clean the run's staging prefix (best effort: a lifecycle rule can do it too).
-    let keep = ctx.config.staging.as_ref().is_some_and(|s| s.keep_files);
-    if !keep {
-        let prefix = join(&ctx.store_prefix, run_id);
-        let paths: Vec<Path> = ctx
-            .store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .unwrap_or_default();
-        for p in paths {
-            if let Err(e) = ctx.store.delete(&p).await {
-                tracing::warn!(error = %e, path = %p, "could not delete a staging file");
-            }
-        }
-    }
-    let outcomes = exported_and_loaded?;
-    Ok(GroupReport {
+/// Every target table of the group.
+fn targets(group: &Group) -> Vec<String> {
+    group.tables.iter().map(|t| t.target.clone()).collect()
+}
+
+/// The report of a group that did not fail.
+fn group_report(
+    group: &Group,
+    status: &'static str,
+    tables: Vec<TableLoadSummary>,
+    plan: Vec<PlannedPartition>,
+    lag: BTreeMap<String, f64>,
+) -> GroupReport {
+    GroupReport {
         group: group.name.clone(),
-        status: "ok",
+        status,
         error: None,
         error_kind: None,
-        tables: outcomes,
-        plan: plan_report,
+        tables,
+        plan,
         lag_seconds: lag,
-        targets: group.tables.iter().map(|t| t.target.clone()).collect(),
-    })
+        targets: targets(group),
+    }
+}
+
+/// The report of a group that failed: MySQL is unchanged for it.
+fn failed_report(group: &Group, e: &GroupError) -> GroupReport {
+    GroupReport {
+        group: group.name.clone(),
+        status: "failed",
+        error: Some(e.to_string()),
+        error_kind: Some(e.kind()),
+        tables: Vec::new(),
+        plan: Vec::new(),
+        lag_seconds: BTreeMap::new(),
+        targets: targets(group),
+    }
 }
 
 /// Attempts of a group that fails on transient MySQL errors.
 const GROUP_ATTEMPTS: u32 = 3;
 
-/// Export jobs of one table that run at once.
-const EXPORT_CONCURRENCY: usize = 4;
-
 /// The advisory lock of a group: per database, so runs against different databases on one
 /// server never wait for each other.
 pub fn lock_name(database: &str, group: &str) -> String {
     format!("partition-sync:{database}:{group}")
-}
-
-fn join(prefix: &Path, rel: &str) -> Path {
-    if prefix.as_ref().is_empty() {
-        Path::from(rel)
-    } else {
-        Path::from(format!("{}/{rel}", prefix.as_ref()))
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use domain::config::{ChangeDetection, TableSpec};
 use domain::ident::quote as quote_ident;
 use domain::schema::Column;
+use sync_engine::warehouse::{cell_i64, cell_str};
 use sync_engine::warehouse::{Warehouse, WarehouseError};
 
 use crate::partition::{Granularity, Scheme, NULL_PARTITION};
@@ -28,9 +29,9 @@ impl SourceError {
     }
 }
 
-/// What the sync needs to know about a warehouse table.
+/// What the sync needs to know about a time-partitioned warehouse table.
 #[derive(Debug, Clone)]
-pub struct SourceTable {
+pub struct PartitionedSource {
     pub spec: TableSpec,
     /// Fully qualified, quoted: `` `project.dataset.table` ``.
     pub qualified: String,
@@ -40,7 +41,7 @@ pub struct SourceTable {
     pub scheme: Scheme,
 }
 
-impl SourceTable {
+impl PartitionedSource {
     /// `SELECT` list exporting every target column in canonical form.
     pub fn select_list(&self) -> String {
         self.columns
@@ -78,17 +79,14 @@ pub async fn describe(
     wh: &Warehouse,
     dataset: &str,
     spec: &TableSpec,
-) -> Result<SourceTable, SourceError> {
-    let table = sync_engine::retry::retry(wh.max_attempts, || {
-        wh.client
-            .table()
-            .get(&wh.project, dataset, &spec.source, None)
-    })
-    .await
-    .map_err(|source| SourceError::Warehouse {
-        table: spec.source.clone(),
-        source,
-    })?;
+) -> Result<PartitionedSource, SourceError> {
+    let table = wh
+        .get_table(dataset, &spec.source)
+        .await
+        .map_err(|source| SourceError::Warehouse {
+            table: spec.source.clone(),
+            source,
+        })?;
     let schema_err = |message: String| SourceError::Schema {
         table: spec.source.clone(),
         message,
@@ -105,22 +103,7 @@ pub async fn describe(
     })?;
     let granularity = Granularity::parse(&tp.r#type).map_err(schema_err)?;
     let configured = spec.partition_column.as_deref().unwrap_or_default();
-    let ingestion = configured.eq_ignore_ascii_case("_PARTITIONDATE")
-        || configured.eq_ignore_ascii_case("_PARTITIONTIME");
-    match (&tp.field, ingestion) {
-        (Some(field), false) if field != configured => {
-            return Err(schema_err(format!("is partitioned by `{field}`, but partition_column is `{configured}`")))
-        }
-        (Some(field), true) => {
-            return Err(schema_err(format!("is partitioned by column `{field}`, not by ingestion time ({configured})")))
-        }
-        (None, false) => {
-            return Err(schema_err(format!(
-                "is partitioned by ingestion time: set partition_column to _PARTITIONDATE or _PARTITIONTIME, not `{configured}`"
-            )))
-        }
-        _ => {}
-    }
+    check_partition_column(tp.field.as_deref(), configured).map_err(schema_err)?;
     let column_type = columns.iter().find(|c| c.name == configured).map(|c| c.bq);
     let scheme = Scheme::new(configured, column_type, granularity).map_err(schema_err)?;
     if scheme.ingestion_time {
@@ -147,7 +130,7 @@ pub async fn describe(
             )));
         }
     }
-    Ok(SourceTable {
+    Ok(PartitionedSource {
         spec: spec.clone(),
         qualified: format!("`{}.{}.{}`", wh.project, dataset, spec.source),
         columns,
@@ -155,19 +138,22 @@ pub async fn describe(
     })
 }
 
-fn cell_i64(v: &Option<serde_json::Value>) -> Option<i64> {
-    match v {
-        Some(serde_json::Value::String(s)) => s.parse().ok(),
-        Some(serde_json::Value::Number(n)) => n.as_i64(),
-        _ => None,
-    }
-}
-
-fn cell_str(v: &Option<serde_json::Value>) -> Option<String> {
-    match v {
-        Some(serde_json::Value::String(s)) => Some(s.clone()),
-        Some(other) => Some(other.to_string()),
-        None => None,
+/// Checks that the configured `partition_column` names how the table is partitioned:
+/// `field`, the warehouse's partitioning column, or ingestion time when there is none.
+fn check_partition_column(field: Option<&str>, configured: &str) -> Result<(), String> {
+    let ingestion = configured.eq_ignore_ascii_case("_PARTITIONDATE")
+        || configured.eq_ignore_ascii_case("_PARTITIONTIME");
+    match (field, ingestion) {
+        (Some(field), false) if field != configured => Err(format!(
+            "is partitioned by `{field}`, but partition_column is `{configured}`"
+        )),
+        (Some(field), true) => Err(format!(
+            "is partitioned by column `{field}`, not by ingestion time ({configured})"
+        )),
+        (None, false) => Err(format!(
+            "is partitioned by ingestion time: set partition_column to _PARTITIONDATE or _PARTITIONTIME, not `{configured}`"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -176,7 +162,7 @@ fn cell_str(v: &Option<serde_json::Value>) -> Option<String> {
 pub async fn detect(
     wh: &Warehouse,
     dataset: &str,
-    table: &SourceTable,
+    table: &PartitionedSource,
     how: ChangeDetection,
 ) -> Result<(Vec<SourcePartition>, u64), SourceError> {
     let werr = |source| SourceError::Warehouse {
@@ -235,7 +221,7 @@ pub async fn detect(
 /// `uri_prefix/*.parquet`. Returns the bytes the export processed.
 pub async fn export(
     wh: &Warehouse,
-    table: &SourceTable,
+    table: &PartitionedSource,
     partition: &str,
     uri_prefix: &str,
     format: domain::config::StagingFormat,

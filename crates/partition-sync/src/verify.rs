@@ -14,7 +14,7 @@ use domain::schema::{convert, Column};
 use sync_engine::warehouse::Warehouse;
 
 use crate::partition::{Granularity, Scheme, NULL_PARTITION};
-use crate::source::SourceTable;
+use crate::source::PartitionedSource;
 
 /// Count and digest of one partition's rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -32,8 +32,9 @@ impl Digest {
     }
 }
 
+/// A partition whose rows differ between the warehouse and MySQL.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct Mismatch {
+pub struct PartitionMismatch {
     pub table: String,
     pub partition: String,
     pub warehouse_rows: u64,
@@ -75,7 +76,7 @@ fn partition_of(scheme: &Scheme, value: &[u8]) -> String {
 /// Digests of the warehouse's rows per partition.
 pub async fn warehouse_digests(
     wh: &Warehouse,
-    table: &SourceTable,
+    table: &PartitionedSource,
 ) -> Result<BTreeMap<String, Digest>, String> {
     let sql = format!("SELECT {} FROM {}", table.select_list(), table.qualified);
     let pcol = table
@@ -123,7 +124,7 @@ pub async fn warehouse_digests(
 /// Digests of MySQL's rows per partition (text protocol, streamed).
 pub fn mysql_digests(
     conn: &mut mysql::Conn,
-    table: &SourceTable,
+    table: &PartitionedSource,
 ) -> Result<BTreeMap<String, Digest>, mysql::Error> {
     let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let pcol = table
@@ -159,7 +160,7 @@ pub fn compare(
     table: &str,
     warehouse: &BTreeMap<String, Digest>,
     mysql: &BTreeMap<String, Digest>,
-) -> Vec<Mismatch> {
+) -> Vec<PartitionMismatch> {
     let mut ids: Vec<&String> = warehouse.keys().chain(mysql.keys()).collect();
     ids.sort();
     ids.dedup();
@@ -178,7 +179,7 @@ pub fn compare(
             } else {
                 "contents differ"
             };
-            Some(Mismatch {
+            Some(PartitionMismatch {
                 table: table.to_string(),
                 partition: id.clone(),
                 warehouse_rows: w.rows,

@@ -1,0 +1,177 @@
+//! DDL of the target tables, run before a group's transaction because DDL commits implicitly in
+//! MySQL (`docs/sync.md#load`): a missing target is created from the warehouse schema, an
+//! existing one is checked against it and its columns' limits adopted, and a target partitioned
+//! in MySQL gets a partition for each new range (`docs/sync.md#mysql_partitioning`).
+
+use mysql::prelude::Queryable;
+use mysql::Conn;
+
+use domain::ident::quote as quote_ident;
+use domain::schema::{create_table_sql, schema_drift};
+use sync_engine::session;
+
+use crate::load::{my_err, sink_err, LoadError, TableWork};
+use crate::source::PartitionedSource;
+
+/// Makes every target of a group ready for its transaction: created or checked, and (with
+/// `mysql_partitioning`) given the partitions the load needs.
+pub(crate) fn prepare_targets(conn: &mut Conn, work: &mut [TableWork]) -> Result<(), LoadError> {
+    for w in work.iter_mut() {
+        ensure_target(conn, &mut w.table)?;
+        if w.table.spec.mysql_partitioning {
+            let ids: Vec<String> = w.loads.iter().map(|l| l.partition.id.clone()).collect();
+            ensure_mysql_partitions(conn, &w.table, &ids)?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates the target when missing (with the partition column indexed); otherwise checks that
+/// its columns can hold the warehouse's. Returns whether it was created. DDL commits
+/// implicitly in MySQL, so this runs before the group's transaction.
+/// For an existing target, the columns' own limits (NOT NULL, VARCHAR length) are adopted so
+/// that a value MySQL would reject is caught while decoding, naming its row.
+pub fn ensure_target(conn: &mut Conn, table: &mut PartitionedSource) -> Result<bool, LoadError> {
+    let target = table.spec.target.clone();
+    match session::table_columns(conn, &target)
+        .map_err(sink_err(format!("table {target}: reading its columns")))?
+    {
+        Some(have) => {
+            let problems = schema_drift(&target, &table.columns, &have);
+            if !problems.is_empty() {
+                return Err(LoadError::SchemaDrift {
+                    table: target,
+                    problems,
+                });
+            }
+            adopt_column_limits(conn, table)?;
+            Ok(false)
+        }
+        None => {
+            create_target(conn, table)?;
+            Ok(true)
+        }
+    }
+}
+
+/// Adopts an existing target's NOT NULL and VARCHAR/CHAR lengths into the table's columns.
+fn adopt_column_limits(conn: &mut Conn, table: &mut PartitionedSource) -> Result<(), LoadError> {
+    let target = table.spec.target.clone();
+    let limits: Vec<(String, String, String, Option<u64>)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, IS_NULLABLE, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+            (&target,),
+        )
+        .map_err(my_err(format!("table {target}: reading its columns")))?;
+    for (name, nullable, data_type, max_chars) in limits {
+        if let Some(col) = table
+            .columns
+            .iter_mut()
+            .find(|c| c.name.eq_ignore_ascii_case(&name))
+        {
+            col.required |= nullable == "NO";
+            if matches!(data_type.as_str(), "varchar" | "char") {
+                col.varchar = max_chars.map(|n| n.min(u64::from(u32::MAX)) as u32);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `CREATE TABLE` for a missing target, from the warehouse schema; with `mysql_partitioning`,
+/// partitioned by `RANGE COLUMNS` on the partition column.
+fn create_target(conn: &mut Conn, table: &PartitionedSource) -> Result<(), LoadError> {
+    let target = table.spec.target.clone();
+    let mut ddl = create_table_sql(
+        &target,
+        &table.columns,
+        &table.spec.primary_key,
+        Some(&table.scheme.target_column),
+    )
+    .map_err(|message| LoadError::Create {
+        table: target.clone(),
+        message,
+    })?;
+    if table.spec.mysql_partitioning {
+        // A first partition below any real value holds NULL partition keys; the
+        // warehouse's partitions are added by `ensure_mysql_partitions`.
+        let floor = if table.scheme.column_type == domain::schema::BqType::Date {
+            "1000-01-01"
+        } else {
+            "1000-01-01 00:00:00"
+        };
+        ddl.push_str(&format!(
+            " PARTITION BY RANGE COLUMNS({}) (PARTITION p_floor VALUES LESS THAN ('{floor}'))",
+            quote_ident(&table.scheme.target_column)
+        ));
+    }
+    conn.query_drop(ddl)
+        .map_err(my_err(format!("table {target}: CREATE TABLE")))?;
+    tracing::info!(table.name = %target, "created target table from the warehouse schema");
+    Ok(())
+}
+
+/// For a target partitioned in MySQL (`RANGE COLUMNS` on the partition column), adds a
+/// partition for every warehouse partition about to load whose range ends above the highest
+/// existing bound. DDL: runs before the group's transaction.
+pub fn ensure_mysql_partitions(
+    conn: &mut Conn,
+    table: &PartitionedSource,
+    partitions: &[String],
+) -> Result<usize, LoadError> {
+    let target = &table.spec.target;
+    let bounds: Vec<Option<String>> = conn
+        .exec(
+            "SELECT PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = ? AND PARTITION_NAME IS NOT NULL ORDER BY PARTITION_ORDINAL_POSITION",
+            (target,),
+        )
+        .map_err(my_err(format!("table {target}: reading its MySQL partitions")))?;
+    if bounds.is_empty() {
+        // Not partitioned in MySQL (created before the option was set): leave it.
+        return Ok(0);
+    }
+    let mut max = bounds
+        .iter()
+        .flatten()
+        .map(|b| b.trim_matches('\'').to_string())
+        .max()
+        .unwrap_or_default();
+    let mut ends: Vec<(String, String)> = Vec::new();
+    for pid in partitions
+        .iter()
+        .filter(|p| p.as_str() != crate::partition::NULL_PARTITION)
+    {
+        let (_, end) = table
+            .scheme
+            .range(pid)
+            .map_err(|message| LoadError::Create {
+                table: target.clone(),
+                message,
+            })?;
+        let end = if table.scheme.column_type == domain::schema::BqType::Date {
+            end.format("%Y-%m-%d").to_string()
+        } else {
+            end.format("%Y-%m-%d %H:%M:%S").to_string()
+        };
+        ends.push((pid.clone(), end));
+    }
+    ends.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut added = 0;
+    for (pid, end) in ends {
+        if end > max {
+            conn.query_drop(format!(
+                "ALTER TABLE {} ADD PARTITION (PARTITION {} VALUES LESS THAN ('{end}'))",
+                quote_ident(target),
+                quote_ident(&format!("p{pid}"))
+            ))
+            .map_err(my_err(format!(
+                "table {target}: adding MySQL partition for {pid}"
+            )))?;
+            max = end;
+            added += 1;
+        }
+    }
+    Ok(added)
+}
