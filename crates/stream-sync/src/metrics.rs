@@ -25,11 +25,7 @@ pub struct Metrics {
     table_up: IntGaugeVec,
 }
 
-fn name(n: &str) -> String {
-    format!("stream_sync_{n}")
-}
-
-/// Builds metric family `n` (prefixed) with its help text and registers it in `registry`.
+/// Builds metric family `n` (its full name, so it can be found by grep) with its help text and registers it in `registry`.
 fn family<M>(
     registry: &Registry,
     n: &str,
@@ -39,7 +35,7 @@ fn family<M>(
 where
     M: prometheus::core::Collector + Clone + 'static,
 {
-    let m = build(Opts::new(name(n), help))?;
+    let m = build(Opts::new(n, help))?;
     registry.register(Box::new(m.clone()))?;
     Ok(m)
 }
@@ -52,19 +48,19 @@ impl Metrics {
         Ok(Metrics {
             last_success: family(
                 &registry,
-                "last_success_timestamp_seconds",
+                "stream_sync_last_success_timestamp_seconds",
                 "Unix time of the table's last successful cycle",
                 |o| GaugeVec::new(o, table),
             )?,
             lag: family(
                 &registry,
-                "lag_seconds",
+                "stream_sync_lag_seconds",
                 "Seconds since the table's last successful cycle",
                 |o| GaugeVec::new(o, table),
             )?,
             cycle_duration: family(
                 &registry,
-                "cycle_duration_seconds",
+                "stream_sync_cycle_duration_seconds",
                 "Duration of one cycle",
                 |o| {
                     let buckets = vec![
@@ -75,43 +71,43 @@ impl Metrics {
             )?,
             cycles: family(
                 &registry,
-                "cycles_total",
+                "stream_sync_cycles_total",
                 "Cycles by outcome (skipped, unchanged, changed, failed)",
                 |o| IntCounterVec::new(o, &["table", "outcome"]),
             )?,
             rows_applied: family(
                 &registry,
-                "rows_applied_total",
+                "stream_sync_rows_applied_total",
                 "Rows applied to MySQL by operation (insert, update, upsert, delete)",
                 |o| IntCounterVec::new(o, &["table", "op"]),
             )?,
             rows_fetched: family(
                 &registry,
-                "warehouse_rows_fetched_total",
+                "stream_sync_warehouse_rows_fetched_total",
                 "Rows read from the warehouse by kind (digest, cell, key, row)",
                 |o| IntCounterVec::new(o, &["table", "kind"]),
             )?,
             buckets_differing: family(
                 &registry,
-                "buckets_differing",
+                "stream_sync_buckets_differing",
                 "Buckets that differed in the last full-diff cycle",
                 |o| IntGaugeVec::new(o, table),
             )?,
             errors: family(
                 &registry,
-                "errors_total",
+                "stream_sync_errors_total",
                 "Failed cycles by kind (transient, permanent, cycle)",
                 |o| IntCounterVec::new(o, &["table", "kind"]),
             )?,
             bytes: family(
                 &registry,
-                "warehouse_bytes_processed_total",
+                "stream_sync_warehouse_bytes_processed_total",
                 "Bytes the warehouse processed for this table's queries",
                 |o| IntCounterVec::new(o, table),
             )?,
             table_up: family(
                 &registry,
-                "table_up",
+                "stream_sync_table_up",
                 "1 while the table syncs, 0 once a permanent error stopped it",
                 |o| IntGaugeVec::new(o, table),
             )?,

@@ -39,7 +39,10 @@ fn a_run_recorded_twice_keeps_its_last_outcome_and_the_latest_run_is_read_back()
     stream.started_at = Some("2999-01-01 00:00:00.000000".into());
     session::record_run(&mut conn, &stream).unwrap();
     let any = session::last_run(&mut conn, "t", None).unwrap().unwrap();
-    assert_eq!((any.rows_loaded, any.started_at.as_str()), (3, "2999-01-01T00:00:00Z"));
+    assert_eq!(
+        (any.rows_loaded, any.started_at.as_str()),
+        (3, "2999-01-01T00:00:00Z")
+    );
     let partition = session::last_run(&mut conn, "t", Some("partition"))
         .unwrap()
         .unwrap();
