@@ -74,7 +74,7 @@ pub fn of_text(col: &Column, s: &str) -> String {
 }
 
 /// `12.500` → `12.5`, `3.000` → `3`, `-0.0` → `0`.
-pub fn decimal(s: &str) -> String {
+fn decimal(s: &str) -> String {
     let t = if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.')
     } else {
