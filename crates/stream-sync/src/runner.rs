@@ -47,7 +47,7 @@ struct TableRun {
     attempt: u32,
     due: Instant,
     done: bool,
-    /// Stopped by a permanent error; the daemon re-checks it every [`PERMANENT_RECHECK`].
+    /// Stopped by a permanent error; the daemon re-checks it after `Runner::permanent_recheck`.
     parked: bool,
     last: Option<TableOutcome>,
 }
@@ -62,6 +62,8 @@ pub struct Runner {
     pub metrics: Metrics,
     pub health: Health,
     shutdown: Arc<AtomicBool>,
+    /// How long a parked table waits before its re-check ([`PERMANENT_RECHECK`]).
+    permanent_recheck: Duration,
 }
 
 impl Runner {
@@ -121,6 +123,7 @@ impl Runner {
             metrics,
             health,
             shutdown: Arc::new(AtomicBool::new(false)),
+            permanent_recheck: PERMANENT_RECHECK,
         })
     }
 
@@ -145,6 +148,11 @@ impl Runner {
     /// Set it to stop after the current batch.
     pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
         self.shutdown.clone()
+    }
+
+    /// Shortens the re-check of tables stopped by a permanent error (tests).
+    pub fn set_permanent_recheck(&mut self, after: Duration) {
+        self.permanent_recheck = after;
     }
 
     /// The warehouse adapter, e.g. to raise its query timeout (the benchmark).
@@ -218,13 +226,13 @@ impl Runner {
                 (format!("retrying: {e}"), delay)
             }
             Some((ErrorKind::Permanent, e)) => {
-                tracing::error!(table.name = %table, error = %e, recheck_after_s = PERMANENT_RECHECK.as_secs(), "permanent error: this table stops, the others go on");
+                tracing::error!(table.name = %table, error = %e, recheck_after_s = self.permanent_recheck.as_secs(), "permanent error: this table stops, the others go on");
                 // --once gives up; the daemon parks the table and re-checks it on a
                 // long backoff (a fixed permission or schema heals it, no restart).
                 t.done = matches!(mode, Mode::Once { .. });
                 t.parked = true;
                 self.metrics.set_up(&table, false);
-                (format!("stopped: {e}"), PERMANENT_RECHECK)
+                (format!("stopped: {e}"), self.permanent_recheck)
             }
             Some((ErrorKind::Cycle, e)) => {
                 tracing::error!(table.name = %table, error = %e, "cycle refused; trying again next interval");

@@ -219,6 +219,86 @@ async fn a_schema_mismatch_stops_its_table_with_a_clear_error_while_another_keep
     assert_eq!(health["items"], "ok");
 }
 
+/// `stream_sync_table_up{table}` as the daemon exports it.
+fn table_up(runner_metrics: &stream_sync::metrics::Metrics, table: &str) -> Option<f64> {
+    runner_metrics
+        .registry
+        .gather()
+        .iter()
+        .find(|m| m.name() == "stream_sync_table_up")?
+        .get_metric()
+        .iter()
+        .find(|m| m.get_label().iter().any(|l| l.value() == table))
+        .map(|m| m.get_gauge().get_value())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_rechecks_a_stopped_table_and_it_heals_once_the_cause_is_fixed() {
+    let f = Fixture::new().await;
+    items(&f, 10).await;
+    f.bq("CREATE TABLE {ds}.prices (id INT64 NOT NULL, price FLOAT64)")
+        .await;
+    f.bq("INSERT INTO {ds}.prices (id, price) VALUES (1, 1.5), (2, 2.5)")
+        .await;
+    {
+        use mysql::prelude::Queryable;
+        f.my()
+            .query_drop("CREATE TABLE prices (id BIGINT PRIMARY KEY, price DATE NULL)")
+            .unwrap();
+    }
+    let config = f.config(
+        &format!(
+            "{}{}",
+            table("prices", &["id"], ""),
+            table("items", &["id"], "")
+        ),
+        "",
+    );
+    let mut runner = f.runner(&config, None).await;
+    runner.set_permanent_recheck(std::time::Duration::from_secs(1));
+    let (stop, health, metrics) = (
+        runner.shutdown_flag(),
+        runner.health.clone(),
+        runner.metrics.clone(),
+    );
+    let daemon = tokio::spawn(async move {
+        runner
+            .run(Mode::Forever {
+                interval: std::time::Duration::from_millis(200),
+            })
+            .await
+    });
+    let state = |t: &str| health.lock().unwrap().get(t).cloned().unwrap_or_default();
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait("prices to stop", &|| state("prices").starts_with("stopped"));
+    assert_eq!(table_up(&metrics, "prices"), Some(0.0));
+    assert_eq!(state("items"), "ok");
+    assert!(
+        !daemon.is_finished(),
+        "one stopped table must not end the daemon"
+    );
+
+    // The operator fixes the schema: the next re-check syncs the table, no restart.
+    {
+        use mysql::prelude::Queryable;
+        f.my().query_drop("DROP TABLE prices").unwrap();
+    }
+    wait("prices to heal", &|| state("prices") == "ok");
+    assert_eq!(f.my_count("prices"), 2);
+    assert_eq!(table_up(&metrics, "prices"), Some(1.0));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    daemon.await.unwrap();
+}
+
 #[tokio::test]
 async fn verify_reports_a_row_changed_behind_the_syncs_back() {
     let f = Fixture::new().await;
