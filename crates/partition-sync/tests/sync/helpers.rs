@@ -41,9 +41,7 @@ impl Fixture {
     }
 
     pub fn write_config(&self, tables: &str) -> std::path::PathBuf {
-        let p = self.dir.join("sync.toml");
-        std::fs::write(&p, self.config_text(tables)).unwrap();
-        p
+        self.base.write_config(Some(self.format.get()), tables)
     }
 
     pub async fn run(&self, tables: &str, opts: Options) -> RunSummary {
