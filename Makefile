@@ -57,7 +57,7 @@ fmt: ## format the code
 	$(CARGO) fmt --all
 
 .PHONY: k8s-check
-k8s-check: toolchain ## render the k8s/ overlays, validate them offline (API schemas, DESIGN §6, sync.toml keys, alert rules)
+k8s-check: toolchain ## render the k8s/ overlays, validate them offline (API schemas, deployment rules, sync.toml keys, alert rules)
 	@deploy/k8s-check.sh
 
 .PHONY: bench-api

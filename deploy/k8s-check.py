@@ -7,7 +7,7 @@
 3. Each rendered built-in object validates against the Kubernetes API schema (the pydantic
    models of the `kubernetes` Python client: unknown fields, wrong types, missing required
    fields are errors); the Prometheus Operator objects against a hand-written subset.
-4. What the deployment needs (DESIGN §6): probes, resources, non-root, read-only root FS,
+4. What the deployment needs (docs/architecture.md#deployment): probes, resources, non-root, read-only root FS,
    no capabilities, CronJob limits, Recreate for stream-sync, Indexed-Job consistency, and
    cross-references (Service/PDB/monitor selectors match pods, named ports exist, service
    accounts and ConfigMaps exist, only the documented Secrets are used, pinned images).
@@ -539,10 +539,10 @@ def rust_schema() -> tuple[dict, dict]:
         structs[name] = fields
     if "SyncConfig" not in structs:
         problem(str(CONFIG_RS.relative_to(ROOT)), "struct SyncConfig not found: update deploy/k8s-check.py")
-    scalars = {"String", "bool", "u8", "u16", "u32", "u64", "usize", "f32", "f64"}
+    scalars = {"String", "Ident", "bool", "u8", "u16", "u32", "u64", "usize", "f32", "f64"}
 
     def known(ty: str) -> bool:
-        if m := re.fullmatch(r"(?:Option|Vec)<(.+)>|BTreeMap<String,\s*(.+)>", ty.strip()):
+        if m := re.fullmatch(r"(?:Option|Vec)<(.+)>|BTreeMap<(?:String|Ident),\s*(.+)>", ty.strip()):
             return known(m[1] or m[2])
         return ty.strip() in scalars or ty.strip() in structs or ty.strip() in enums
 
@@ -569,15 +569,20 @@ def check_value(file: str, path: str, value, ty: str, structs: dict, enums: dict
         for i, v in enumerate(value):
             check_value(file, f"{path}[{i}]", v, m[1], structs, enums)
         return
-    if m := re.fullmatch(r"BTreeMap<String,\s*(.+)>", ty):
+    if m := re.fullmatch(r"BTreeMap<(String|Ident),\s*(.+)>", ty):
         if not isinstance(value, dict):
             return at("must be a table")
         for k, v in value.items():
-            check_value(file, f"{path}.{k}", v, m[1], structs, enums)
+            if m[1] == "Ident":
+                check_value(file, f"{path} key", k, "Ident", structs, enums)
+            check_value(file, f"{path}.{k}", v, m[2], structs, enums)
         return
     if ty == "String":
         if not isinstance(value, str):
             at(f"must be a string, is {value!r}")
+    elif ty == "Ident":  # domain::ident::is_valid
+        if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$]{0,63}", value):
+            at(f"must be an identifier (letters, digits, _ and $, 1..=64, no leading digit), is {value!r}")
     elif ty in ("u8", "u16", "u32", "u64", "usize"):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             at(f"must be a non-negative integer, is {value!r}")

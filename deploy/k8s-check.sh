@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Offline validation of the Kubernetes manifests (k8s/): renders the base, both overlays and
 # prod with the Indexed-Job component through `kubectl kustomize`, validates every object
-# against the Kubernetes API schema, checks what DESIGN §6 asks of each workload, checks every
+# against the Kubernetes API schema, checks what docs/architecture.md#deployment asks of each workload, checks every
 # sync.toml against crates/domain/src/config.rs, and runs `promtool check rules` on the
 # PrometheusRule (which must equal deploy/prometheus/alerts.yml). See deploy/k8s-check.py.
 #

@@ -99,7 +99,7 @@ mod tests {
 
     fn col(bq: BqType) -> Column {
         Column {
-            name: "c".into(),
+            name: crate::ident::Ident::parse("c").unwrap(),
             bq,
             required: false,
             varchar: None,

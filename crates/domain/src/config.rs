@@ -7,6 +7,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::ident::Ident;
+
 /// Errors loading the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -78,7 +80,7 @@ pub struct WarehouseConfig {
     #[serde(default)]
     pub kind: WarehouseKind,
     pub project: String,
-    pub dataset: String,
+    pub dataset: Ident,
     #[serde(default)]
     pub location: Option<String>,
     /// REST base URL, e.g. `http://127.0.0.1:9050/bigquery/v2` for the emulator.
@@ -240,25 +242,25 @@ pub enum SyncMode {
 #[serde(deny_unknown_fields)]
 pub struct TableSpec {
     /// Warehouse table (in `warehouse.dataset`).
-    pub source: String,
+    pub source: Ident,
     /// MySQL table.
-    pub target: String,
+    pub target: Ident,
     pub mode: SyncMode,
     /// Column the warehouse partitions by, or `_PARTITIONDATE` / `_PARTITIONTIME` for
     /// ingestion-time tables.
     #[serde(default)]
-    pub partition_column: Option<String>,
+    pub partition_column: Option<Ident>,
     #[serde(default)]
-    pub primary_key: Vec<String>,
+    pub primary_key: Vec<Ident>,
     /// Tables of one group load in one transaction (default: the target's name).
     #[serde(default)]
     pub group: Option<String>,
     /// Targets in the same group that this table references (loaded before it, deleted after).
     #[serde(default)]
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<Ident>,
     /// `VARCHAR(n)` lengths for STRING columns (default `LONGTEXT`).
     #[serde(default)]
-    pub varchar: BTreeMap<String, u32>,
+    pub varchar: BTreeMap<Ident, u32>,
     /// Per-table override of `warehouse.change_detection`.
     #[serde(default)]
     pub change_detection: Option<ChangeDetection>,
@@ -267,7 +269,7 @@ pub struct TableSpec {
     pub max_vanished_partitions: Option<usize>,
     /// stream mode: column for cheap incremental fetches.
     #[serde(default)]
-    pub cursor_column: Option<String>,
+    pub cursor_column: Option<Ident>,
     /// partition mode: create the MySQL target `PARTITION BY RANGE COLUMNS(<partition column>)`
     /// and add partitions as the warehouse's appear. The primary key must include the
     /// partition column, and partitioned InnoDB tables can't have foreign keys.
@@ -321,12 +323,6 @@ impl SyncConfig {
     }
 
     fn validate_warehouse(&self) -> Result<(), String> {
-        let dataset = &self.warehouse.dataset;
-        if !crate::ident::is_valid(dataset) {
-            return Err(format!(
-                "warehouse.dataset `{dataset}` is not a valid identifier"
-            ));
-        }
         let project = &self.warehouse.project;
         if project.is_empty()
             || !project
@@ -421,21 +417,6 @@ impl SyncConfig {
 /// One table's own rules: identifiers, what its mode needs, `mysql_partitioning`, varchar
 /// lengths. Messages leave out the table, which the caller adds.
 fn validate_table(t: &TableSpec) -> Result<(), String> {
-    for (field, name) in [("source", &t.source), ("target", &t.target)] {
-        if !crate::ident::is_valid(name) {
-            return Err(format!("{field} `{name}` is not a valid identifier"));
-        }
-    }
-    for c in t
-        .primary_key
-        .iter()
-        .chain(t.varchar.keys())
-        .chain(t.cursor_column.iter())
-    {
-        if !crate::ident::is_valid(c) {
-            return Err(format!("column `{c}` is not a valid identifier"));
-        }
-    }
     if t.target.starts_with("sync_") {
         return Err("target names starting with `sync_` are reserved for the sync's state".into());
     }
@@ -454,9 +435,6 @@ fn validate_mode(t: &TableSpec) -> Result<(), String> {
     match t.mode {
         SyncMode::Partition => match t.partition_column.as_deref() {
             None => Err("mode = \"partition\" needs partition_column".into()),
-            Some(c) if !crate::ident::is_valid(c) => {
-                Err(format!("partition_column `{c}` is not a valid identifier"))
-            }
             Some(_) => Ok(()),
         },
         SyncMode::Stream if t.primary_key.is_empty() => {

@@ -87,6 +87,24 @@ impl PartialEq<String> for Ident {
     }
 }
 
+impl PartialEq<Ident> for String {
+    fn eq(&self, other: &Ident) -> bool {
+        *self == other.name
+    }
+}
+
+impl PartialEq<Ident> for str {
+    fn eq(&self, other: &Ident) -> bool {
+        self == other.name
+    }
+}
+
+impl From<Ident> for String {
+    fn from(id: Ident) -> String {
+        id.name
+    }
+}
+
 impl fmt::Display for Ident {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)

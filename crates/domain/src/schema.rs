@@ -1,4 +1,4 @@
-//! Warehouse → MySQL type mapping (DESIGN 5.4): BigQuery column types, the MySQL column each
+//! Warehouse → MySQL type mapping (docs/sync.md#type-map): BigQuery column types, the MySQL column each
 //! becomes, the canonical form each is exported in, the conversion of exported values into
 //! MySQL values with checks that name the column, DDL for missing targets and schema-drift
 //! detection for existing ones. Pure functions only.
@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
-use crate::ident::quote as quote_ident;
+use crate::ident::{quote as quote_ident, Ident};
 
 /// A BigQuery column type as far as the sync cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ impl BqType {
 /// One column of a synced table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
-    pub name: String,
+    pub name: Ident,
     pub bq: BqType,
     /// `REQUIRED` in the warehouse: `NOT NULL` in MySQL.
     pub required: bool,
@@ -64,7 +64,7 @@ pub struct Column {
 }
 
 impl Column {
-    /// The MySQL column type (DESIGN 5.4).
+    /// The MySQL column type (docs/sync.md#type-map).
     pub fn mysql_type(&self) -> String {
         match self.bq {
             BqType::Int64 => "BIGINT".into(),
@@ -94,7 +94,7 @@ impl Column {
         let null = if self.required { " NOT NULL" } else { " NULL" };
         format!(
             "{} {}{charset}{null}",
-            quote_ident(&self.name),
+            self.name.quoted(),
             self.mysql_type()
         )
     }
@@ -104,7 +104,7 @@ impl Column {
     /// microseconds, bytes as base64, decimals as strings, datetimes with 6 fraction digits.
     pub fn export_expr(&self, source_expr: &str) -> String {
         let c = source_expr;
-        let name = quote_ident(&self.name);
+        let name = self.name.quoted();
         match self.bq {
             BqType::Int64 | BqType::Float64 | BqType::Bool | BqType::String | BqType::Date => {
                 format!("{c} AS {name}")
@@ -172,27 +172,22 @@ impl WarehouseField {
 /// identifier, and a `varchar` entry that names no column (a typo would otherwise be ignored).
 pub fn columns_from_schema(
     fields: &[WarehouseField],
-    varchar: &std::collections::BTreeMap<String, u32>,
+    varchar: &std::collections::BTreeMap<Ident, u32>,
 ) -> Result<Vec<Column>, String> {
     let columns = fields
         .iter()
         .map(|f| {
-            if !crate::ident::is_valid(&f.name) {
-                return Err(format!(
-                    "column name `{}` is not a valid identifier",
-                    f.name
-                ));
-            }
+            let name = Ident::parse(&f.name).map_err(|e| format!("column name {e}"))?;
             let bq = BqType::parse(&f.type_name, f.mode.as_deref())
                 .map_err(|e| format!("column {}: {e}", f.name))?;
             Ok(Column {
-                name: f.name.clone(),
+                name,
                 bq,
                 required: f
                     .mode
                     .as_deref()
                     .is_some_and(|m| m.eq_ignore_ascii_case("REQUIRED")),
-                varchar: varchar.get(&f.name).copied(),
+                varchar: varchar.get(f.name.as_str()).copied(),
             })
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -379,10 +374,10 @@ pub fn check_decimal(s: &str, int_max: usize, frac_max: usize) -> Result<(), Str
 /// `CREATE TABLE` for a missing target: the columns, the primary key, an index on the
 /// partition column. utf8mb4, InnoDB.
 pub fn create_table_sql(
-    table: &str,
+    table: &Ident,
     columns: &[Column],
-    primary_key: &[String],
-    index: Option<&str>,
+    primary_key: &[Ident],
+    index: Option<&Ident>,
 ) -> Result<String, String> {
     let mut parts: Vec<String> = columns.iter().map(Column::mysql_definition).collect();
     for k in primary_key {
@@ -403,21 +398,21 @@ pub fn create_table_sql(
         }
     }
     if !primary_key.is_empty() {
-        let pk: Vec<String> = primary_key.iter().map(|k| quote_ident(k)).collect();
+        let pk: Vec<&str> = primary_key.iter().map(Ident::quoted).collect();
         parts.push(format!("PRIMARY KEY ({})", pk.join(", ")));
     }
     if let Some(ix) = index {
-        if primary_key.first().map(String::as_str) != Some(ix) {
+        if primary_key.first() != Some(ix) {
             parts.push(format!(
                 "KEY {} ({})",
                 quote_ident(&format!("{ix}_idx")),
-                quote_ident(ix)
+                ix.quoted()
             ));
         }
     }
     Ok(format!(
         "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
-        quote_ident(table),
+        table.quoted(),
         parts.join(",\n  ")
     ))
 }
@@ -472,7 +467,7 @@ mod tests {
 
     fn col(bq: BqType) -> Column {
         Column {
-            name: "c".into(),
+            name: crate::ident::Ident::parse("c").unwrap(),
             bq,
             required: false,
             varchar: None,
@@ -565,10 +560,10 @@ mod tests {
             WarehouseField::new("name", "STRING", Some("NULLABLE")),
         ];
         let mut varchar = std::collections::BTreeMap::new();
-        varchar.insert("name".to_string(), 20);
+        varchar.insert(Ident::parse("name").unwrap(), 20);
         let cols = columns_from_schema(&fields, &varchar).unwrap();
         assert_eq!(cols[1].varchar, Some(20));
-        varchar.insert("nmae".to_string(), 20);
+        varchar.insert(Ident::parse("nmae").unwrap(), 20);
         assert!(columns_from_schema(&fields, &varchar)
             .unwrap_err()
             .contains("`nmae`"));
@@ -582,51 +577,52 @@ mod tests {
     fn ddl_quotes_names_and_rejects_unindexable_keys() {
         let cols = vec![
             Column {
-                name: "id".into(),
+                name: crate::ident::Ident::parse("id").unwrap(),
                 bq: BqType::Int64,
                 required: true,
                 varchar: None,
             },
             Column {
-                name: "day".into(),
+                name: crate::ident::Ident::parse("day").unwrap(),
                 bq: BqType::Date,
                 required: false,
                 varchar: None,
             },
             Column {
-                name: "name".into(),
+                name: crate::ident::Ident::parse("name").unwrap(),
                 bq: BqType::String,
                 required: false,
                 varchar: None,
             },
         ];
-        let sql = create_table_sql("t", &cols, &["id".into()], Some("day")).unwrap();
+        let id = |s: &str| Ident::parse(s).unwrap();
+        let sql = create_table_sql(&id("t"), &cols, &[id("id")], Some(&id("day"))).unwrap();
         assert!(sql.contains("`id` BIGINT NOT NULL"), "{sql}");
         assert!(sql.contains("PRIMARY KEY (`id`)"), "{sql}");
         assert!(sql.contains("KEY `day_idx` (`day`)"), "{sql}");
-        assert!(create_table_sql("t", &cols, &["name".into()], None)
+        assert!(create_table_sql(&id("t"), &cols, &[id("name")], None)
             .unwrap_err()
             .contains("varchar"));
-        assert!(create_table_sql("t", &cols, &["zz".into()], None).is_err());
+        assert!(create_table_sql(&id("t"), &cols, &[id("zz")], None).is_err());
     }
 
     #[test]
     fn drift_names_each_column() {
         let want = vec![
             Column {
-                name: "id".into(),
+                name: crate::ident::Ident::parse("id").unwrap(),
                 bq: BqType::Int64,
                 required: true,
                 varchar: None,
             },
             Column {
-                name: "v".into(),
+                name: crate::ident::Ident::parse("v").unwrap(),
                 bq: BqType::Float64,
                 required: false,
                 varchar: None,
             },
             Column {
-                name: "gone".into(),
+                name: crate::ident::Ident::parse("gone").unwrap(),
                 bq: BqType::Date,
                 required: false,
                 varchar: None,

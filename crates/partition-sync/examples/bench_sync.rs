@@ -85,19 +85,20 @@ fn main() {
     admin.query_drop(format!("CREATE DATABASE `{db}`")).unwrap();
     let url = format!("{}/{db}", env.mysql_url);
 
+    let id = |s: &str| domain::ident::Ident::parse(s).unwrap();
     let col = |name: &str, bq, varchar| Column {
-        name: name.into(),
+        name: id(name),
         bq,
         required: true,
         varchar,
     };
     let table = PartitionedSource {
         spec: TableSpec {
-            source: "recipe_daily_stats".into(),
-            target: "recipe_daily_stats".into(),
+            source: id("recipe_daily_stats"),
+            target: id("recipe_daily_stats"),
             mode: SyncMode::Partition,
-            partition_column: Some("day".into()),
-            primary_key: vec!["recipe_id".into(), "day".into()],
+            partition_column: Some(id("day")),
+            primary_key: vec![id("recipe_id"), id("day")],
             group: None,
             depends_on: vec![],
             varchar: Default::default(),
@@ -116,7 +117,7 @@ fn main() {
             col("note", BqType::String, Some(200)),
             col("updated_at", BqType::Timestamp, None),
         ],
-        scheme: Scheme::new("day", Some(BqType::Date), Granularity::Day).unwrap(),
+        scheme: Scheme::new(&id("day"), Some(BqType::Date), Granularity::Day).unwrap(),
     };
     // The same shape for both: INT for cooks as in recipe_daily_stats.
     let ddl = |name: &str| {

@@ -36,7 +36,7 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
     let groups = selected_groups(&ctx.config, opts)?;
     let targets: Vec<String> = groups
         .iter()
-        .flat_map(|g| g.tables.iter().map(|t| t.target.clone()))
+        .flat_map(|g| g.tables.iter().map(|t| t.target.to_string()))
         .collect();
     let t2 = targets.clone();
     type Runs = BTreeMap<String, (Option<String>, Option<String>, Option<String>)>;
@@ -66,11 +66,11 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
     let mut out = Vec::new();
     for g in &groups {
         for spec in &g.tables {
-            let synced = state.get(&spec.target).cloned().unwrap_or_default();
+            let synced = state.get(spec.target.as_str()).cloned().unwrap_or_default();
             let (last_run, last_status, last_synced) =
-                runs.get(&spec.target).cloned().unwrap_or_default();
+                runs.get(spec.target.as_str()).cloned().unwrap_or_default();
             let mut st = TableStatus {
-                table: spec.target.clone(),
+                table: spec.target.to_string(),
                 group: g.name.clone(),
                 partitions_synced: synced.len(),
                 rows_synced: synced.iter().map(|s| s.rows).sum(),

@@ -66,7 +66,7 @@ async fn export_partition(
 ) -> Result<(u64, PartitionLoad), GroupError> {
     let done = started.fetch_add(1, Ordering::Relaxed) + 1;
     progress(Progress::Exporting {
-        table: table.spec.target.clone(),
+        table: table.spec.target.to_string(),
         partition: l.partition.id.clone(),
         done,
         total,

@@ -34,7 +34,7 @@ pub(crate) async fn plan_group(
         let plan = if table_selected(spec, opts) {
             let plan = plan_table(ctx, spec, opts, &table, state, bytes).await?;
             lag.insert(
-                spec.target.clone(),
+                spec.target.to_string(),
                 plan.lag_seconds(now_micros).unwrap_or(0.0),
             );
             plan
@@ -63,7 +63,7 @@ async fn plan_table(
     let (parts, b) = source::detect(&ctx.warehouse, ctx.dataset(), table, how).await?;
     *bytes += b;
     let forced = forced_partitions(spec, opts, &parts);
-    let synced = state.get(&spec.target).cloned().unwrap_or_default();
+    let synced = state.get(spec.target.as_str()).cloned().unwrap_or_default();
     Ok(plan::plan(&parts, &synced, &forced))
 }
 
@@ -91,7 +91,7 @@ fn check_vanished(
         .unwrap_or(ctx.config.partition_sync.max_vanished_partitions);
     if plan.vanished.len() > cap && !opts.allow_mass_delete {
         return Err(GroupError::MassDelete {
-            table: spec.target.clone(),
+            table: spec.target.to_string(),
             count: plan.vanished.len(),
             cap,
             ids: plan.vanished.join(", "),
@@ -108,14 +108,14 @@ pub(crate) fn plan_report(tables: &[(PartitionedSource, Plan)]) -> Vec<PlannedPa
             p.loads
                 .iter()
                 .map(|l| PlannedPartition {
-                    table: t.spec.target.clone(),
+                    table: t.spec.target.to_string(),
                     partition: l.partition.id.clone(),
                     rows: l.partition.rows,
                     action: "load".into(),
                     reason: l.reason.to_string(),
                 })
                 .chain(p.vanished.iter().map(|id| PlannedPartition {
-                    table: t.spec.target.clone(),
+                    table: t.spec.target.to_string(),
                     partition: id.clone(),
                     rows: 0,
                     action: "delete".into(),

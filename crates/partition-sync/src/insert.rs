@@ -38,7 +38,7 @@ pub(crate) fn insert_rows(
             .and_then(|r| key_at(store, rt, &work.table, &load.files, r + 1));
         match (key, e.column) {
             (Some(key), Some(column)) => LoadError::BadRow {
-                table: target.clone(),
+                table: target.to_string(),
                 partition: pid.clone(),
                 key,
                 column,

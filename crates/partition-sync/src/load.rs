@@ -12,7 +12,6 @@ use mysql::{Conn, TxOpts};
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-use domain::ident::quote as quote_ident;
 use sync_engine::session;
 use sync_engine::session::MysqlError;
 
@@ -173,7 +172,7 @@ pub fn load_group(
     let mut outcomes: Vec<TableLoadSummary> = tables
         .iter()
         .map(|t| TableLoadSummary {
-            table: t.table.spec.target.clone(),
+            table: t.table.spec.target.to_string(),
             ..Default::default()
         })
         .collect();
@@ -211,11 +210,11 @@ fn delete_partitions(
                     .scheme
                     .mysql_filter(id)
                     .map_err(|message| LoadError::Create {
-                        table: target.clone(),
+                        table: target.to_string(),
                         message,
                     })?;
             tx.exec_drop(
-                format!("DELETE FROM {} WHERE {cond}", quote_ident(target)),
+                format!("DELETE FROM {} WHERE {cond}", target.quoted()),
                 params,
             )
             .map_err(my_err(format!("table {target}, partition {id}: DELETE")))?;
@@ -234,17 +233,22 @@ fn load_partitions(
     outcome: &mut TableLoadSummary,
 ) -> Result<(), LoadError> {
     let target = &work.table.spec.target;
-    let names: Vec<String> = work.table.columns.iter().map(|c| c.name.clone()).collect();
+    let names: Vec<String> = work
+        .table
+        .columns
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
     for load in &work.loads {
         let pid = &load.partition.id;
         (writer.progress)(Progress::PartitionStarted {
-            table: target.clone(),
+            table: target.to_string(),
             partition: pid.clone(),
             rows: load.partition.rows,
         });
         let loaded = writer.write(tx, work, load, &names)?;
         (writer.progress)(Progress::PartitionDone {
-            table: target.clone(),
+            table: target.to_string(),
             partition: pid.clone(),
             rows: loaded,
         });

@@ -12,7 +12,6 @@ use mysql::Conn;
 use object_store::path::Path;
 use object_store::ObjectStore;
 
-use domain::ident::quote as quote_ident;
 use domain::schema::SqlValue;
 use sync_engine::batch;
 use sync_engine::session::MysqlError;
@@ -193,11 +192,11 @@ fn feed_rows(
 
 /// The LOAD DATA statement reading the fed text into the target's columns.
 fn load_data_sql(table: &PartitionedSource) -> String {
-    let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let cols: Vec<&str> = table.columns.iter().map(|c| c.name.quoted()).collect();
     format!(
         "LOAD DATA LOCAL INFILE 'partition-sync' INTO TABLE {} CHARACTER SET utf8mb4 \
          FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
-        quote_ident(&table.spec.target),
+        table.spec.target.quoted(),
         cols.join(", ")
     )
 }
@@ -234,7 +233,7 @@ fn rejected_row(
         .and_then(|r| key_at(store, rt, &work.table, &load.files, r))
         .unwrap_or_else(|| "(unknown)".into());
     LoadError::BadRow {
-        table: target,
+        table: target.to_string(),
         partition: load.partition.id.clone(),
         key,
         column: column.unwrap_or_else(|| "(unknown)".into()),

@@ -6,7 +6,7 @@
 
 use chrono::{NaiveDate, NaiveDateTime};
 
-use domain::ident::quote as quote_ident;
+use domain::ident::Ident;
 use domain::schema::BqType;
 
 /// Partition id of rows whose partition column is NULL.
@@ -37,11 +37,11 @@ impl Granularity {
 /// How a table is partitioned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scheme {
-    /// Warehouse expression of the partition value: a column, or `_PARTITIONTIME`.
+    /// Warehouse expression of the partition value: a quoted column, or `_PARTITIONTIME`.
     pub source_column: String,
     /// The MySQL column holding the partition value (ingestion-time tables get a real
     /// column `partition_date` or `partition_time`).
-    pub target_column: String,
+    pub target_column: Ident,
     /// DATE, DATETIME or TIMESTAMP.
     pub column_type: BqType,
     pub granularity: Granularity,
@@ -53,21 +53,21 @@ impl Scheme {
     /// The scheme for a configured `partition_column` and the warehouse's partitioning.
     /// `column_type` is the column's type for column-partitioned tables (ignored otherwise).
     pub fn new(
-        partition_column: &str,
+        partition_column: &Ident,
         column_type: Option<BqType>,
         granularity: Granularity,
     ) -> Result<Scheme, String> {
         match partition_column.to_ascii_uppercase().as_str() {
             "_PARTITIONDATE" => Ok(Scheme {
                 source_column: "_PARTITIONDATE".into(),
-                target_column: "partition_date".into(),
+                target_column: Ident::parse("partition_date").map_err(|e| e.to_string())?,
                 column_type: BqType::Date,
                 granularity,
                 ingestion_time: true,
             }),
             "_PARTITIONTIME" => Ok(Scheme {
                 source_column: "_PARTITIONTIME".into(),
-                target_column: "partition_time".into(),
+                target_column: Ident::parse("partition_time").map_err(|e| e.to_string())?,
                 column_type: BqType::Timestamp,
                 granularity,
                 ingestion_time: true,
@@ -87,8 +87,8 @@ impl Scheme {
                     ));
                 }
                 Ok(Scheme {
-                    source_column: partition_column.into(),
-                    target_column: partition_column.into(),
+                    source_column: partition_column.quoted().to_string(),
+                    target_column: partition_column.clone(),
                     column_type: t,
                     granularity,
                     ingestion_time: false,
@@ -98,11 +98,7 @@ impl Scheme {
     }
 
     fn source_expr(&self) -> String {
-        if self.ingestion_time {
-            self.source_column.clone()
-        } else {
-            quote_ident(&self.source_column)
-        }
+        self.source_column.clone()
     }
 
     /// BigQuery expression computing a row's partition id (NULL for the NULL partition).
@@ -187,7 +183,7 @@ impl Scheme {
 
     /// MySQL `WHERE` condition selecting partition `id` in the target, with its parameters.
     pub fn mysql_filter(&self, id: &str) -> Result<(String, Vec<String>), String> {
-        let c = quote_ident(&self.target_column);
+        let c = self.target_column.quoted();
         if id == NULL_PARTITION {
             return Ok((format!("{c} IS NULL"), vec![]));
         }
@@ -205,10 +201,10 @@ impl Scheme {
             return None;
         }
         Some(match self.column_type {
-            BqType::Date => format!("_PARTITIONDATE AS {}", quote_ident(&self.target_column)),
+            BqType::Date => format!("_PARTITIONDATE AS {}", self.target_column.quoted()),
             _ => format!(
                 "UNIX_MICROS(_PARTITIONTIME) AS {}",
-                quote_ident(&self.target_column)
+                self.target_column.quoted()
             ),
         })
     }
@@ -235,7 +231,12 @@ mod tests {
     use super::*;
 
     fn day_scheme() -> Scheme {
-        Scheme::new("day", Some(BqType::Date), Granularity::Day).unwrap()
+        Scheme::new(
+            &domain::ident::Ident::parse("day").unwrap(),
+            Some(BqType::Date),
+            Granularity::Day,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -258,17 +259,32 @@ mod tests {
 
     #[test]
     fn hour_month_and_year_ranges() {
-        let h = Scheme::new("ts", Some(BqType::Timestamp), Granularity::Hour).unwrap();
+        let h = Scheme::new(
+            &domain::ident::Ident::parse("ts").unwrap(),
+            Some(BqType::Timestamp),
+            Granularity::Hour,
+        )
+        .unwrap();
         assert_eq!(
             h.warehouse_filter("2026123123").unwrap(),
             "`ts` >= TIMESTAMP '2026-12-31 23:00:00+00' AND `ts` < TIMESTAMP '2027-01-01 00:00:00+00'"
         );
-        let m = Scheme::new("d", Some(BqType::Date), Granularity::Month).unwrap();
+        let m = Scheme::new(
+            &domain::ident::Ident::parse("d").unwrap(),
+            Some(BqType::Date),
+            Granularity::Month,
+        )
+        .unwrap();
         assert_eq!(
             m.mysql_filter("202612").unwrap().1,
             vec!["2026-12-01", "2027-01-01"]
         );
-        let y = Scheme::new("dt", Some(BqType::Datetime), Granularity::Year).unwrap();
+        let y = Scheme::new(
+            &domain::ident::Ident::parse("dt").unwrap(),
+            Some(BqType::Datetime),
+            Granularity::Year,
+        )
+        .unwrap();
         assert_eq!(
             y.mysql_filter("2026").unwrap().1,
             vec!["2026-01-01 00:00:00", "2027-01-01 00:00:00"]
@@ -285,7 +301,12 @@ mod tests {
 
     #[test]
     fn ingestion_time_tables_get_a_real_column() {
-        let s = Scheme::new("_PARTITIONDATE", None, Granularity::Day).unwrap();
+        let s = Scheme::new(
+            &domain::ident::Ident::parse("_PARTITIONDATE").unwrap(),
+            None,
+            Granularity::Day,
+        )
+        .unwrap();
         assert_eq!(s.target_column, "partition_date");
         assert_eq!(
             s.warehouse_filter("20260101").unwrap(),
@@ -295,7 +316,12 @@ mod tests {
             s.materialised_column().unwrap(),
             "_PARTITIONDATE AS `partition_date`"
         );
-        let t = Scheme::new("_PARTITIONTIME", None, Granularity::Hour).unwrap();
+        let t = Scheme::new(
+            &domain::ident::Ident::parse("_PARTITIONTIME").unwrap(),
+            None,
+            Granularity::Hour,
+        )
+        .unwrap();
         assert_eq!(t.target_column, "partition_time");
         assert!(t
             .materialised_column()
@@ -305,9 +331,24 @@ mod tests {
 
     #[test]
     fn unsupported_partition_columns_are_errors() {
-        assert!(Scheme::new("n", Some(BqType::Int64), Granularity::Day).is_err());
-        assert!(Scheme::new("d", Some(BqType::Date), Granularity::Hour).is_err());
-        assert!(Scheme::new("missing", None, Granularity::Day).is_err());
+        assert!(Scheme::new(
+            &domain::ident::Ident::parse("n").unwrap(),
+            Some(BqType::Int64),
+            Granularity::Day
+        )
+        .is_err());
+        assert!(Scheme::new(
+            &domain::ident::Ident::parse("d").unwrap(),
+            Some(BqType::Date),
+            Granularity::Hour
+        )
+        .is_err());
+        assert!(Scheme::new(
+            &domain::ident::Ident::parse("missing").unwrap(),
+            None,
+            Granularity::Day
+        )
+        .is_err());
     }
 
     #[test]

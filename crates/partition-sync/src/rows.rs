@@ -22,12 +22,14 @@ pub(crate) fn decode(
     let target = &table.spec.target;
     let mut row = Vec::with_capacity(table.columns.len());
     for col in &table.columns {
-        let v = obj.get(&col.name).unwrap_or(&serde_json::Value::Null);
+        let v = obj
+            .get(col.name.as_str())
+            .unwrap_or(&serde_json::Value::Null);
         let value = convert(col, v).map_err(|message| LoadError::BadRow {
-            table: target.clone(),
+            table: target.to_string(),
             partition: pid.to_string(),
             key: key_of(table, obj),
-            column: col.name.clone(),
+            column: col.name.to_string(),
             message,
         })?;
         row.push(value);
@@ -65,7 +67,7 @@ fn key_of(table: &PartitionedSource, obj: &serde_json::Map<String, serde_json::V
         .spec
         .primary_key
         .iter()
-        .map(|k| match obj.get(k) {
+        .map(|k| match obj.get(k.as_str()) {
             Some(serde_json::Value::String(s)) => format!("{k}={s}"),
             Some(v) => format!("{k}={v}"),
             None => format!("{k}=NULL"),

@@ -431,7 +431,7 @@ async fn load_exported(
 
 /// Every target table of the group.
 fn targets(group: &Group) -> Vec<String> {
-    group.tables.iter().map(|t| t.target.clone()).collect()
+    group.tables.iter().map(|t| t.target.to_string()).collect()
 }
 
 /// The report of a group that did not fail.

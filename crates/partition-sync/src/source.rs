@@ -2,7 +2,6 @@
 //! (metadata or fingerprints), and `EXPORT DATA` of one partition to the staging bucket.
 
 use domain::config::{ChangeDetection, TableSpec};
-use domain::ident::quote as quote_ident;
 use domain::schema::Column;
 use sync_engine::warehouse::{cell_i64, cell_str};
 use sync_engine::warehouse::{Warehouse, WarehouseError};
@@ -50,7 +49,7 @@ impl PartitionedSource {
                 if self.scheme.ingestion_time && c.name == self.scheme.target_column {
                     self.scheme.materialised_column().unwrap_or_default()
                 } else {
-                    c.export_expr(&quote_ident(&c.name))
+                    c.export_expr(c.name.quoted())
                 }
             })
             .collect::<Vec<_>>()
@@ -63,7 +62,7 @@ impl PartitionedSource {
             self.scheme
                 .warehouse_filter(partition)
                 .map_err(|message| SourceError::Schema {
-                    table: self.spec.source.clone(),
+                    table: self.spec.source.to_string(),
                     message,
                 })?;
         Ok(format!(
@@ -84,11 +83,11 @@ pub async fn describe(
         .get_table(dataset, &spec.source)
         .await
         .map_err(|source| SourceError::Warehouse {
-            table: spec.source.clone(),
+            table: spec.source.to_string(),
             source,
         })?;
     let schema_err = |message: String| SourceError::Schema {
-        table: spec.source.clone(),
+        table: spec.source.to_string(),
         message,
     };
     let mut columns = domain::schema::columns_from_schema(
@@ -102,9 +101,12 @@ pub async fn describe(
         )
     })?;
     let granularity = Granularity::parse(&tp.r#type).map_err(schema_err)?;
-    let configured = spec.partition_column.as_deref().unwrap_or_default();
+    let configured = spec
+        .partition_column
+        .as_ref()
+        .ok_or_else(|| schema_err("has no partition_column configured".to_string()))?;
     check_partition_column(tp.field.as_deref(), configured).map_err(schema_err)?;
-    let column_type = columns.iter().find(|c| c.name == configured).map(|c| c.bq);
+    let column_type = columns.iter().find(|c| c.name == *configured).map(|c| c.bq);
     let scheme = Scheme::new(configured, column_type, granularity).map_err(schema_err)?;
     if scheme.ingestion_time {
         if columns
@@ -166,7 +168,7 @@ pub async fn detect(
     how: ChangeDetection,
 ) -> Result<(Vec<SourcePartition>, u64), SourceError> {
     let werr = |source| SourceError::Warehouse {
-        table: table.spec.source.clone(),
+        table: table.spec.source.to_string(),
         source,
     };
     match how {
@@ -239,7 +241,7 @@ pub async fn export(
         .query_all(&sql)
         .await
         .map_err(|source| SourceError::Warehouse {
-            table: table.spec.source.clone(),
+            table: table.spec.source.to_string(),
             source,
         })?;
     Ok(page.bytes_processed)

@@ -40,7 +40,7 @@ pub fn ensure_target(conn: &mut Conn, table: &mut PartitionedSource) -> Result<b
             let problems = schema_drift(&target, &table.columns, &have);
             if !problems.is_empty() {
                 return Err(LoadError::SchemaDrift {
-                    table: target,
+                    table: target.to_string(),
                     problems,
                 });
             }
@@ -61,7 +61,7 @@ fn adopt_column_limits(conn: &mut Conn, table: &mut PartitionedSource) -> Result
         .exec(
             "SELECT COLUMN_NAME, IS_NULLABLE, DATA_TYPE, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS \
              WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-            (&target,),
+            (target.as_str(),),
         )
         .map_err(my_err(format!("table {target}: reading its columns")))?;
     for (name, nullable, data_type, max_chars) in limits {
@@ -90,7 +90,7 @@ fn create_target(conn: &mut Conn, table: &PartitionedSource) -> Result<(), LoadE
         Some(&table.scheme.target_column),
     )
     .map_err(|message| LoadError::Create {
-        table: target.clone(),
+        table: target.to_string(),
         message,
     })?;
     if table.spec.mysql_partitioning {
@@ -103,7 +103,7 @@ fn create_target(conn: &mut Conn, table: &PartitionedSource) -> Result<(), LoadE
         };
         ddl.push_str(&format!(
             " PARTITION BY RANGE COLUMNS({}) (PARTITION p_floor VALUES LESS THAN ('{floor}'))",
-            quote_ident(&table.scheme.target_column)
+            table.scheme.target_column.quoted()
         ));
     }
     conn.query_drop(ddl)
@@ -125,7 +125,7 @@ pub fn ensure_mysql_partitions(
         .exec(
             "SELECT PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
              AND TABLE_NAME = ? AND PARTITION_NAME IS NOT NULL ORDER BY PARTITION_ORDINAL_POSITION",
-            (target,),
+            (target.as_str(),),
         )
         .map_err(my_err(format!("table {target}: reading its MySQL partitions")))?;
     if bounds.is_empty() {
@@ -147,7 +147,7 @@ pub fn ensure_mysql_partitions(
             .scheme
             .range(pid)
             .map_err(|message| LoadError::Create {
-                table: target.clone(),
+                table: target.to_string(),
                 message,
             })?;
         let end = if table.scheme.column_type == domain::schema::BqType::Date {
@@ -163,7 +163,7 @@ pub fn ensure_mysql_partitions(
         if end > max {
             conn.query_drop(format!(
                 "ALTER TABLE {} ADD PARTITION (PARTITION {} VALUES LESS THAN ('{end}'))",
-                quote_ident(target),
+                target.quoted(),
                 quote_ident(&format!("p{pid}"))
             ))
             .map_err(my_err(format!(

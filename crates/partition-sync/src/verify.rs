@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use mysql::prelude::Queryable;
 
 use domain::canon;
-use domain::ident::quote as quote_ident;
 use domain::schema::{convert, Column};
 use sync_engine::warehouse::Warehouse;
 
@@ -126,7 +125,7 @@ pub fn mysql_digests(
     conn: &mut mysql::Conn,
     table: &PartitionedSource,
 ) -> Result<BTreeMap<String, Digest>, mysql::Error> {
-    let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let cols: Vec<&str> = table.columns.iter().map(|c| c.name.quoted()).collect();
     let pcol = table
         .columns
         .iter()
@@ -136,7 +135,7 @@ pub fn mysql_digests(
     let result = conn.query_iter(format!(
         "SELECT {} FROM {}",
         cols.join(", "),
-        quote_ident(&table.spec.target)
+        table.spec.target.quoted()
     ))?;
     for row in result {
         let row = row?;
@@ -217,10 +216,20 @@ mod tests {
 
     #[test]
     fn partition_ids_come_from_the_partition_value() {
-        let s = Scheme::new("d", Some(BqType::Date), Granularity::Day).unwrap();
+        let s = Scheme::new(
+            &domain::ident::Ident::parse("d").unwrap(),
+            Some(BqType::Date),
+            Granularity::Day,
+        )
+        .unwrap();
         assert_eq!(partition_of(&s, b"2026-01-02"), "20260102");
         assert_eq!(partition_of(&s, canon::NULL.as_bytes()), NULL_PARTITION);
-        let h = Scheme::new("t", Some(BqType::Timestamp), Granularity::Hour).unwrap();
+        let h = Scheme::new(
+            &domain::ident::Ident::parse("t").unwrap(),
+            Some(BqType::Timestamp),
+            Granularity::Hour,
+        )
+        .unwrap();
         assert_eq!(
             partition_of(&h, b"2026-01-02 13:04:05.000000"),
             "2026010213"

@@ -3,6 +3,7 @@
 //! then stale rows are deleted `batch_rows` per transaction. Shutdown is honoured between
 //! batches (the current one commits).
 
+use domain::ident::Ident;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,7 +16,7 @@ use crate::{blocking, target, SyncError};
 
 /// Upserts rows in transactions of `batch_rows`; after each full batch, stops on shutdown.
 struct Upserter<'a> {
-    table: &'a str,
+    table: &'a Ident,
     columns: Vec<String>,
     max_packet: usize,
     batch: usize,
@@ -26,7 +27,12 @@ struct Upserter<'a> {
 }
 
 impl<'a> Upserter<'a> {
-    fn new(env: &'a Env<'_>, src: &SourceTable, table: &'a str, max_packet: usize) -> Upserter<'a> {
+    fn new(
+        env: &'a Env<'_>,
+        src: &SourceTable,
+        table: &'a Ident,
+        max_packet: usize,
+    ) -> Upserter<'a> {
         let batch = env.settings.batch_rows.max(1);
         Upserter {
             table,
@@ -78,7 +84,7 @@ pub(crate) async fn fetch_and_apply(
     report: &mut CycleReport,
 ) -> Result<(), SyncError> {
     let pk_idx = pk_positions(src);
-    let table = report.table.clone();
+    let table = src.target.clone();
     let mut up = Upserter::new(env, src, &table, max_packet);
     let mut fetched = 0u64;
     report.fetch.queries += 1;
@@ -123,7 +129,7 @@ pub(crate) fn upsert_rows(
     env: &Env<'_>,
     src: &SourceTable,
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     max_packet: usize,
     rows: Vec<Vec<mysql::Value>>,
     report: &mut CycleReport,
@@ -171,7 +177,7 @@ pub(crate) fn delete_rows(
     env: &Env<'_>,
     src: &SourceTable,
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     deletes: &[StaleRow],
     raw_keys: &HashMap<String, Vec<mysql::Value>>,
     report: &mut CycleReport,

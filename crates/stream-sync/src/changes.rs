@@ -4,6 +4,7 @@
 //! from the key scan: `(key, hash)` of the mixed buckets on both sides, diffed (see
 //! `docs/sync.md#key-scan`). Every MySQL row of a bucket the warehouse no longer has is a delete.
 
+use domain::ident::Ident;
 use std::collections::{HashMap, HashSet};
 
 use mysql::Conn;
@@ -30,7 +31,7 @@ pub(crate) async fn find_changes(
     env: &Env<'_>,
     src: &SourceTable,
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     split: &BucketSplit,
     (wh, my): (&Digests, &Digests),
     report: &mut CycleReport,
@@ -63,7 +64,7 @@ async fn key_scan(
     env: &Env<'_>,
     src: &SourceTable,
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     split: &BucketSplit,
     report: &mut CycleReport,
 ) -> Result<Changes, SyncError> {
@@ -99,7 +100,7 @@ async fn iblt_plan(
     (wh, my): (&Digests, &Digests),
     report: &mut CycleReport,
 ) -> Result<Option<IbltFound>, SyncError> {
-    let table = report.table.clone();
+    let table = src.target.clone();
     let size = IbltSize::of(split, wh, my);
     if split.mixed.is_empty() || !size.worth(size.m) {
         return Ok(None);
@@ -213,7 +214,7 @@ async fn decode(
     env: &Env<'_>,
     src: &SourceTable,
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     only: Option<&[u16]>,
     size: &IbltSize,
     report: &mut CycleReport,
@@ -258,7 +259,7 @@ async fn decode(
 /// The warehouse's IBLT from its answer, or `None` (logged) when the key scan must do instead.
 fn warehouse_iblt(
     answer: Result<Option<iblt::Iblt>, SyncError>,
-    table: &str,
+    table: &Ident,
 ) -> Result<Option<iblt::Iblt>, SyncError> {
     match answer {
         Ok(Some(t)) => Ok(Some(t)),
@@ -325,7 +326,7 @@ fn plan_difference(
 /// warehouse has that key twice. True when MySQL holds exactly `updates` of the keys of `rows`.
 fn new_keys_are_new(
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     src: &SourceTable,
     pk_idx: &[usize],
     rows: &[(String, Vec<mysql::Value>)],
@@ -343,7 +344,7 @@ fn new_keys_are_new(
 async fn rows_by_hash(
     env: &Env<'_>,
     src: &SourceTable,
-    table: &str,
+    table: &Ident,
     pk_idx: &[usize],
     hashes: &[i64],
     stats: &mut FetchStats,

@@ -12,9 +12,9 @@ use crate::{apply, blocking, target, SyncError};
 /// The cursor column when this cycle is a cursor cycle: the table has one, and this is not a
 /// full-diff cycle (the first, then every `full_diff_every`-th).
 pub(crate) fn due_cursor(env: &Env<'_>, state: &TableState) -> Option<String> {
-    let cursor = state.spec.cursor_column.clone()?;
+    let cursor = state.spec.cursor_column.as_ref()?;
     let every = env.settings.full_diff_every.max(1);
-    (state.cycles % every != 0).then_some(cursor)
+    (state.cycles % every != 0).then(|| cursor.to_string())
 }
 
 /// Cursor mode: rows past MySQL's largest cursor value, upserted.
@@ -31,8 +31,7 @@ pub(crate) async fn cursor_cycle(
             "cursor_column `{cursor}` is not in the warehouse table"
         )));
     };
-    let target = report.table.clone();
-    let watermark = blocking(|| target::cursor_watermark(conn, &target, &col))?;
-    let sql = src.cursor_sql(cursor, watermark.as_deref());
+    let watermark = blocking(|| target::cursor_watermark(conn, &src.target, &col))?;
+    let sql = src.cursor_sql(&col.name, watermark.as_deref());
     apply::fetch_and_apply(env, src, conn, max_packet, &sql, None, report).await
 }

@@ -7,6 +7,7 @@
 //! cursor-mode cycle (module `cursor`) replaces (1) to (4) on most cycles of a table with a
 //! cursor column. `verify` is in [`crate::verify`].
 
+use domain::ident::Ident;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
@@ -196,7 +197,7 @@ pub async fn run_cycle(
     report: &mut CycleReport,
 ) -> Result<(), SyncError> {
     let started = Instant::now();
-    report.table = state.spec.target.clone();
+    report.table = state.spec.target.to_string();
     let result = cycle_inner(env, state, conn, report).await;
     report.duration = started.elapsed();
     if result.is_ok() {
@@ -244,7 +245,7 @@ async fn rewrite_all(
     state: &mut TableState,
     src: &SourceTable,
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     max_packet: usize,
     report: &mut CycleReport,
 ) -> Result<(), SyncError> {
@@ -273,7 +274,7 @@ fn skip_unchanged(
     state: &TableState,
     meta: &SourceMeta,
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     report: &mut CycleReport,
 ) -> Result<bool, SyncError> {
     let trust = state.trust_metadata.unwrap_or(env.settings.trust_metadata);
@@ -295,7 +296,7 @@ async fn full_diff(
     env: &Env<'_>,
     src: &SourceTable,
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     max_packet: usize,
     report: &mut CycleReport,
 ) -> Result<Digests, SyncError> {
@@ -334,7 +335,7 @@ async fn bucket_digests(
     env: &Env<'_>,
     src: &SourceTable,
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     report: &mut CycleReport,
 ) -> Result<(Digests, Digests), SyncError> {
     let (wh, my) = overlapped(

@@ -81,7 +81,7 @@ impl Runner {
         let specs: Vec<TableSpec> = config
             .stream_tables()
             .into_iter()
-            .filter(|t| only.is_none_or(|o| o == t.target || o == t.source))
+            .filter(|t| only.is_none_or(|o| *o == t.target || *o == t.source))
             .collect();
         if let Some(o) = only {
             anyhow::ensure!(
@@ -97,7 +97,7 @@ impl Runner {
             .map(|spec| {
                 metrics.set_up(&spec.target, true);
                 if let Ok(mut h) = health.lock() {
-                    h.insert(spec.target.clone(), "starting".into());
+                    h.insert(spec.target.to_string(), "starting".into());
                 }
                 let mut state = TableState::new(spec.clone());
                 state.trust_metadata = spec
@@ -116,7 +116,7 @@ impl Runner {
             .collect();
         Ok(Runner {
             warehouse,
-            dataset: config.warehouse.dataset.clone(),
+            dataset: config.warehouse.dataset.to_string(),
             settings,
             mysql_url,
             tables,
@@ -249,7 +249,7 @@ impl Runner {
         t.due = Instant::now() + next;
         t.last = Some(outcome);
         if let Ok(mut h) = self.health.lock() {
-            h.insert(table, health);
+            h.insert(table.to_string(), health);
         }
         false
     }
@@ -324,7 +324,7 @@ async fn attempt_table(shared: &Shared, t: &mut TableRun) -> TableOutcome {
         shutdown: &shared.shutdown,
     };
     let mut report = CycleReport {
-        table: t.state.spec.target.clone(),
+        table: t.state.spec.target.to_string(),
         ..CycleReport::default()
     };
     let started = chrono::Utc::now();

@@ -2,7 +2,7 @@
 //! the queries, counted in [`FetchStats`] so tests and the benchmark can see what was read.
 
 use domain::config::TableSpec;
-use domain::ident::quote as quote_ident;
+use domain::ident::Ident;
 use domain::schema::{BqType, Column};
 use sync_engine::warehouse::{Warehouse, WarehouseError};
 
@@ -32,6 +32,8 @@ pub struct FetchStats {
 pub struct SourceTable {
     /// `` `project.dataset.table` ``
     pub path: String,
+    /// The MySQL table it syncs into.
+    pub target: Ident,
     pub columns: Vec<Column>,
     pub primary_key: Vec<Column>,
     pub buckets: u32,
@@ -81,6 +83,7 @@ impl SourceTable {
         }
         Ok(SourceTable {
             path: format!("`{project}.{dataset}.{}`", spec.source),
+            target: spec.target.clone(),
             columns,
             primary_key,
             buckets,
@@ -96,7 +99,7 @@ impl SourceTable {
         let mut cols = String::new();
         if pk {
             for c in &self.primary_key {
-                cols.push_str(&format!("t.{}, ", quote_ident(&c.name)));
+                cols.push_str(&format!("t.{}, ", c.name.quoted()));
             }
         }
         self.hashed_with(&cols)
@@ -107,7 +110,7 @@ impl SourceTable {
         let key: Vec<String> = self
             .primary_key
             .iter()
-            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .map(|c| format!("t.{}", c.name.quoted()))
             .collect();
         format!(
             "(SELECT {columns}MOD(MOD(FARM_FINGERPRINT(TO_JSON_STRING(STRUCT({key}))), {b}) + {b}, {b}) AS _sync_bucket, \
@@ -131,7 +134,7 @@ impl SourceTable {
         let cols: Vec<String> = self
             .primary_key
             .iter()
-            .map(|c| c.export_expr(&quote_ident(&c.name)))
+            .map(|c| c.export_expr(c.name.quoted()))
             .collect();
         format!(
             "SELECT {}, _sync_hash FROM {} WHERE _sync_bucket IN ({})",
@@ -197,7 +200,7 @@ impl SourceTable {
         let key: Vec<String> = self
             .primary_key
             .iter()
-            .map(|c| format!("t.{}", quote_ident(&c.name)))
+            .map(|c| format!("t.{}", c.name.quoted()))
             .collect();
         format!(
             "MOD(MOD(FARM_FINGERPRINT(TO_JSON_STRING(STRUCT({}))), {b}) + {b}, {b})",
@@ -241,8 +244,8 @@ impl SourceTable {
     }
 
     /// Full rows past a cursor watermark (`None`: every row with a non-NULL cursor).
-    pub fn cursor_sql(&self, cursor: &str, after: Option<&str>) -> String {
-        let c = format!("t.{}", quote_ident(cursor));
+    pub fn cursor_sql(&self, cursor: &Ident, after: Option<&str>) -> String {
+        let c = format!("t.{}", cursor.quoted());
         let filter = match after {
             Some(lit) => format!("{c} > {lit}"),
             None => format!("{c} IS NOT NULL"),
@@ -264,7 +267,7 @@ impl SourceTable {
     fn select_list(&self) -> String {
         self.columns
             .iter()
-            .map(|c| c.export_expr(&format!("t.{}", quote_ident(&c.name))))
+            .map(|c| c.export_expr(&format!("t.{}", c.name.quoted())))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -290,7 +293,7 @@ pub async fn describe(
     wh: &Warehouse,
     dataset: &str,
     table: &str,
-    varchar: &std::collections::BTreeMap<String, u32>,
+    varchar: &std::collections::BTreeMap<domain::ident::Ident, u32>,
     stats: &mut FetchStats,
 ) -> Result<(Vec<Column>, SourceMeta), SyncError> {
     stats.metadata_calls += 1;

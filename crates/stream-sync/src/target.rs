@@ -3,7 +3,7 @@
 //! batch is one transaction: a crash leaves whole batches, and the next cycle converges.
 
 use domain::config::TableSpec;
-use domain::ident::quote as quote_ident;
+use domain::ident::{quote as quote_ident, Ident};
 use domain::schema::{create_table_sql, schema_drift, Column};
 use mysql::prelude::Queryable;
 use mysql::{Conn, TxOpts, Value};
@@ -26,7 +26,7 @@ pub fn ensure_table(
     spec: &TableSpec,
     columns: &[Column],
 ) -> Result<(), SyncError> {
-    let table = quote_ident(&spec.target);
+    let table = spec.target.quoted();
     let have = match table_columns(conn, &spec.target)? {
         Some(h) => h,
         None => {
@@ -55,11 +55,11 @@ pub fn ensure_table(
     let index: Option<String> = conn.exec_first(
         "SELECT INDEX_NAME FROM information_schema.STATISTICS \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ? LIMIT 1",
-        (&spec.target, SYNC_INDEX),
+        (spec.target.as_str(), SYNC_INDEX),
     )?;
     if index.is_none() {
         let mut cols = vec!["`_sync_bucket`".to_string()];
-        cols.extend(spec.primary_key.iter().map(|k| quote_ident(k)));
+        cols.extend(spec.primary_key.iter().map(|k| k.quoted().to_string()));
         cols.push("`_sync_hash`".into());
         adds.push(format!(
             "ADD KEY {} ({})",
@@ -88,7 +88,7 @@ fn table_comment(conn: &mut Conn, table: &str) -> Result<String, MysqlError> {
 }
 
 /// The bucket count recorded on the table, if any.
-pub fn bucket_marker(conn: &mut Conn, table: &str) -> Result<Option<u32>, MysqlError> {
+pub fn bucket_marker(conn: &mut Conn, table: &Ident) -> Result<Option<u32>, MysqlError> {
     Ok(parse_marker(&table_comment(conn, table)?))
 }
 
@@ -131,33 +131,29 @@ pub fn with_marker(comment: &str, buckets: u32) -> String {
 /// Records `buckets` on the table (a metadata-only change). The ALTER needs the table's
 /// metadata lock: it gives up after 10 s (a transient error, retried) rather than queueing
 /// readers behind a long transaction.
-pub fn set_bucket_marker(conn: &mut Conn, table: &str, buckets: u32) -> Result<(), MysqlError> {
+pub fn set_bucket_marker(conn: &mut Conn, table: &Ident, buckets: u32) -> Result<(), MysqlError> {
     let text = with_marker(&table_comment(conn, table)?, buckets);
     // A literal (DDL takes no parameters): the text is digits and the table's own comment,
     // quoted by the client library's rules (the sessions never set NO_BACKSLASH_ESCAPES).
     let quoted = mysql::Value::from(text).as_sql(false);
     conn.query_drop("SET SESSION lock_wait_timeout = 10")?;
-    let altered = conn.query_drop(format!(
-        "ALTER TABLE {} COMMENT = {quoted}",
-        quote_ident(table)
-    ));
+    let altered = conn.query_drop(format!("ALTER TABLE {} COMMENT = {quoted}", table.quoted()));
     conn.query_drop("SET SESSION lock_wait_timeout = DEFAULT")?;
     altered?;
     Ok(())
 }
 
 /// Whether the table has no rows.
-pub fn is_empty(conn: &mut Conn, table: &str) -> Result<bool, MysqlError> {
-    let any: Option<u8> =
-        conn.query_first(format!("SELECT 1 FROM {} LIMIT 1", quote_ident(table)))?;
+pub fn is_empty(conn: &mut Conn, table: &Ident) -> Result<bool, MysqlError> {
+    let any: Option<u8> = conn.query_first(format!("SELECT 1 FROM {} LIMIT 1", table.quoted()))?;
     Ok(any.is_none())
 }
 
 /// Per-bucket `COUNT(*)` and `BIT_XOR(_sync_hash)`: an index-only scan.
-pub fn digests(conn: &mut Conn, table: &str) -> Result<Digests, MysqlError> {
+pub fn digests(conn: &mut Conn, table: &Ident) -> Result<Digests, MysqlError> {
     let rows: Vec<(u16, u64, u64)> = conn.query(format!(
         "SELECT `_sync_bucket`, COUNT(*), BIT_XOR(`_sync_hash`) FROM {} GROUP BY `_sync_bucket`",
-        quote_ident(table)
+        table.quoted()
     ))?;
     Ok(rows
         .into_iter()
@@ -166,10 +162,10 @@ pub fn digests(conn: &mut Conn, table: &str) -> Result<Digests, MysqlError> {
 }
 
 /// The whole table's count and XOR (for the no-cost skip).
-pub fn table_digest(conn: &mut Conn, table: &str) -> Result<BucketDigest, MysqlError> {
+pub fn table_digest(conn: &mut Conn, table: &Ident) -> Result<BucketDigest, MysqlError> {
     let row: Option<(u64, u64)> = conn.query_first(format!(
         "SELECT COUNT(*), BIT_XOR(`_sync_hash`) FROM {}",
-        quote_ident(table)
+        table.quoted()
     ))?;
     let (count, xor) = row.unwrap_or((0, 0));
     Ok(BucketDigest { count, xor })
@@ -178,18 +174,18 @@ pub fn table_digest(conn: &mut Conn, table: &str) -> Result<BucketDigest, MysqlE
 /// `(key, hash)` of the rows in `buckets`.
 pub fn keys(
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     pk: &[Column],
     buckets: &[u16],
 ) -> Result<MysqlKeys, MysqlError> {
-    let cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
+    let cols: Vec<&str> = pk.iter().map(|c| c.name.quoted()).collect();
     let mut out = MysqlKeys::default();
     for chunk in buckets.chunks(4096) {
         let list: Vec<String> = chunk.iter().map(u16::to_string).collect();
         let sql = format!(
             "SELECT {}, `_sync_hash` FROM {} WHERE `_sync_bucket` IN ({})",
             cols.join(", "),
-            quote_ident(table),
+            table.quoted(),
             list.join(",")
         );
         collect_keys(conn.query(sql)?, pk, &mut out);
@@ -200,18 +196,18 @@ pub fn keys(
 /// The row hashes of `buckets` (`None`: the whole table), an index-only read.
 pub fn hashes(
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     buckets: Option<&[u16]>,
 ) -> Result<Vec<i64>, MysqlError> {
     let Some(buckets) = buckets else {
-        let sql = format!("SELECT `_sync_hash` FROM {}", quote_ident(table));
+        let sql = format!("SELECT `_sync_hash` FROM {}", table.quoted());
         return Ok(conn.query_map(sql, |h: i64| h)?);
     };
     let mut out = Vec::new();
     for chunk in buckets.chunks(4096) {
         let sql = format!(
             "SELECT `_sync_hash` FROM {} WHERE `_sync_bucket` IN ({})",
-            quote_ident(table),
+            table.quoted(),
             join_u16(chunk)
         );
         out.extend(conn.query_map(sql, |h: i64| h)?);
@@ -222,19 +218,19 @@ pub fn hashes(
 /// `(key, hash)` of the rows of `buckets` that have one of `hashes`.
 pub fn keys_with_hashes(
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     pk: &[Column],
     buckets: &[u16],
     hashes: &[i64],
 ) -> Result<MysqlKeys, MysqlError> {
     let mut out = MysqlKeys::default();
-    let cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
+    let cols: Vec<&str> = pk.iter().map(|c| c.name.quoted()).collect();
     for chunk in hashes.chunks(10_000) {
         let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
         let sql = format!(
             "SELECT {}, `_sync_hash` FROM {} WHERE `_sync_bucket` IN ({}) AND `_sync_hash` IN ({})",
             cols.join(", "),
-            quote_ident(table),
+            table.quoted(),
             join_u16(buckets),
             list.join(",")
         );
@@ -246,17 +242,17 @@ pub fn keys_with_hashes(
 /// How many of `keys` (key values as an upsert binds them) MySQL has.
 pub fn count_existing(
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     pk: &[Column],
     keys: &[Vec<Value>],
 ) -> Result<u64, MysqlError> {
-    let cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
+    let cols: Vec<&str> = pk.iter().map(|c| c.name.quoted()).collect();
     let tuple = format!("({})", vec!["?"; pk.len()].join(", "));
     let mut n = 0u64;
     for chunk in keys.chunks(1000) {
         let sql = format!(
             "SELECT COUNT(*) FROM {} WHERE ({}) IN ({})",
-            quote_ident(table),
+            table.quoted(),
             cols.join(", "),
             vec![tuple.as_str(); chunk.len()].join(", ")
         );
@@ -307,7 +303,7 @@ pub struct MysqlKeys {
 
 /// Column names written by an upsert: the warehouse's plus bucket and hash.
 pub fn write_columns(columns: &[Column]) -> Vec<String> {
-    let mut names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
+    let mut names: Vec<String> = columns.iter().map(|c| c.name.to_string()).collect();
     names.push("_sync_bucket".into());
     names.push("_sync_hash".into());
     names
@@ -316,7 +312,7 @@ pub fn write_columns(columns: &[Column]) -> Vec<String> {
 /// Upserts `rows` (values in [`write_columns`] order) in one transaction.
 pub fn upsert_batch(
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     columns: &[String],
     max_packet: usize,
     rows: Vec<Vec<Value>>,
@@ -350,7 +346,7 @@ fn insert_error(table: &str, e: sync_engine::batch::InsertError) -> SyncError {
 /// with (a row an upsert just rewrote stays). Returns rows deleted.
 pub fn delete_batch(
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     pk: &[Column],
     rows: &[StaleRow],
     raw: &std::collections::HashMap<String, Vec<Value>>,
@@ -358,12 +354,12 @@ pub fn delete_batch(
     if rows.is_empty() {
         return Ok(0);
     }
-    let mut cols: Vec<String> = pk.iter().map(|c| quote_ident(&c.name)).collect();
-    cols.push("`_sync_hash`".into());
+    let mut cols: Vec<&str> = pk.iter().map(|c| c.name.quoted()).collect();
+    cols.push("`_sync_hash`");
     let tuple = format!("({})", vec!["?"; cols.len()].join(", "));
     let sql = format!(
         "DELETE FROM {} WHERE ({}) IN ({})",
-        quote_ident(table),
+        table.quoted(),
         cols.join(", "),
         vec![tuple.as_str(); rows.len()].join(", ")
     );
@@ -385,14 +381,14 @@ pub fn delete_batch(
 /// MySQL's largest cursor value, as a BigQuery literal; `None` when the table is empty.
 pub fn cursor_watermark(
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     cursor: &Column,
 ) -> Result<Option<String>, MysqlError> {
     use domain::schema::BqType;
     let v: Option<Value> = conn.query_first(format!(
         "SELECT MAX({}) FROM {}",
-        quote_ident(&cursor.name),
-        quote_ident(table)
+        cursor.name.quoted(),
+        table.quoted()
     ))?;
     let Some(v) = v.filter(|v| *v != Value::NULL) else {
         return Ok(None);
@@ -409,7 +405,7 @@ pub fn cursor_watermark(
 /// Converts one exported warehouse row (columns, then bucket and hash) into MySQL values;
 /// a bad value is an error naming table, key and column.
 pub fn convert_row(
-    table: &str,
+    table: &Ident,
     columns: &[Column],
     pk_idx: &[usize],
     cells: Vec<Option<serde_json::Value>>,

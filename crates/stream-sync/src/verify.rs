@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use domain::config::TableSpec;
-use domain::ident::quote as quote_ident;
+use domain::ident::Ident;
 use domain::schema::{Column, MysqlColumn};
 use mysql::prelude::Queryable;
 use mysql::Conn;
@@ -111,7 +111,7 @@ async fn source_table(
 /// A table-level mismatch: the MySQL table (its columns `have`) is missing, or its columns are
 /// not the warehouse's plus the sync columns.
 fn schema_problem(
-    table: &str,
+    table: &Ident,
     src: &SourceTable,
     have: Option<&[MysqlColumn]>,
 ) -> Option<Mismatch> {
@@ -160,7 +160,7 @@ fn bucket_groups(wh_digests: &Digests, my_digests: &Digests) -> Vec<Vec<u16>> {
 /// The warehouse rows of the buckets `group`, as MySQL would hold them, canonical.
 async fn warehouse_rows(
     env: &Env<'_>,
-    table: &str,
+    table: &Ident,
     src: &SourceTable,
     pk_idx: &[usize],
     group: &[u16],
@@ -184,7 +184,7 @@ async fn warehouse_rows(
 /// Adds the mismatches of one group of buckets to `out`: rows only one side has, and rows whose
 /// values or stored hash differ.
 fn compare_rows(
-    table: &str,
+    table: &Ident,
     columns: &[Column],
     pk_idx: &[usize],
     wh_rows: &CanonRows,
@@ -244,16 +244,16 @@ fn row_problem(
 /// Rows of `buckets` from MySQL: canonical values of `columns`, and the stored hash.
 fn mysql_rows(
     conn: &mut Conn,
-    table: &str,
+    table: &Ident,
     columns: &[Column],
     buckets: &[u16],
 ) -> Result<Vec<(Vec<String>, i64)>, SyncError> {
-    let cols: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let cols: Vec<&str> = columns.iter().map(|c| c.name.quoted()).collect();
     let list: Vec<String> = buckets.iter().map(u16::to_string).collect();
     let sql = format!(
         "SELECT {}, `_sync_hash` FROM {} WHERE `_sync_bucket` IN ({})",
         cols.join(", "),
-        quote_ident(table),
+        table.quoted(),
         list.join(",")
     );
     let rows: Vec<mysql::Row> = conn.exec(sql, ())?;

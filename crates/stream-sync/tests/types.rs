@@ -1,4 +1,4 @@
-//! Every type of DESIGN 5.4 that the emulator has (no GEOGRAPHY there, and BIGNUMERIC tables
+//! Every type of the type map (docs/sync.md#type-map) that the emulator has (no GEOGRAPHY there, and BIGNUMERIC tables
 //! can't be created in it) round-trips with NULLs, unicode and extreme values.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 

@@ -54,7 +54,7 @@ mod tests {
 
     fn col(bq: BqType) -> Column {
         Column {
-            name: "c".into(),
+            name: domain::ident::Ident::parse("c").unwrap(),
             bq,
             required: false,
             varchar: None,
