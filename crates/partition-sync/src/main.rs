@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use domain::config::SyncConfig;
 use partition_sync::commands;
@@ -46,6 +46,14 @@ enum OutputFormat {
     Json,
 }
 
+/// `--table`: restricts a report to one table.
+#[derive(Args, Debug)]
+struct OneTable {
+    /// Only this table (target or source name); default: every partitioned table.
+    #[arg(long)]
+    table: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Sync every changed partition (all groups, or one group or table).
@@ -64,16 +72,10 @@ enum Command {
         allow_mass_delete: bool,
     },
     /// Per table: partitions synced and pending, lag, last run.
-    Status {
-        #[arg(long)]
-        table: Option<String>,
-    },
+    Status(OneTable),
     /// Compare warehouse and MySQL per partition (row count and content digest); exit 1 on
     /// any mismatch.
-    Verify {
-        #[arg(long)]
-        table: Option<String>,
-    },
+    Verify(OneTable),
     /// Reload partitions of one table whatever their recorded state.
     Resync {
         #[arg(long)]
@@ -163,8 +165,8 @@ async fn dispatch(config: SyncConfig, command: Command, json: bool) -> anyhow::R
             let opts = resync_options(opts, table, partitions, all, dry_run)?;
             run(&ctx, &opts, pushgateway.as_deref(), json).await
         }
-        Command::Status { table } => status(&ctx, &Options { table, ..opts }, json).await,
-        Command::Verify { table } => verify(&ctx, &Options { table, ..opts }, json).await,
+        Command::Status(OneTable { table }) => status(&ctx, &Options { table, ..opts }, json).await,
+        Command::Verify(OneTable { table }) => verify(&ctx, &Options { table, ..opts }, json).await,
     }
 }
 

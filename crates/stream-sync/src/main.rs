@@ -66,11 +66,13 @@ enum Command {
     },
     /// Per table: whether warehouse and MySQL agree (bucket digests), row counts, last write.
     Status {
+        /// Only this table (target or source name); default: every stream table.
         #[arg(long)]
         table: Option<String>,
     },
     /// Compares every row's values in MySQL with the warehouse; exit 1 and list mismatches.
     Verify {
+        /// Only this table (target or source name); default: every stream table.
         #[arg(long)]
         table: Option<String>,
         /// Most mismatches listed per table.
