@@ -38,7 +38,7 @@ demo-change: services ## change the demo warehouse (a stats partition, nutrition
 	  echo "  curl -s http://127.0.0.1:8080/v1/ingredients/1   (and /v1/ingredients/29: nutrition null)"
 
 test: services ## install what is missing, start the services, run every crate's tests
-	.dev/venv/bin/python deploy/dev/test_bqemu.py
+	.dev/venv/bin/python -m unittest discover -s deploy/dev/emulator -t deploy/dev
 	@$(LOAD_ENV); $(CARGO) test --workspace --all-targets -- --skip the_demo_warehouse_reaches_the_api
 	@echo "end to end (demo dataset → partition-sync/stream-sync → recipe-api), latency printed:"
 	@$(LOAD_ENV); $(CARGO) test --workspace --test e2e -- --nocapture

@@ -1,7 +1,7 @@
-"""Checks deploy/dev/bqemu.py's FARM_FINGERPRINT against FarmHash's published Fingerprint64
+"""Checks deploy/dev/emulator/farmhash.py's FARM_FINGERPRINT against FarmHash's published Fingerprint64
 test vectors, short and long (the emulator's own pure-Python version fails past 64 bytes),
 and against the emulator's version where that one is right (up to 64 bytes).
-Run by `make test` with the dev venv's python: python deploy/dev/test_bqemu.py
+Run by `make test` (python -m unittest discover -s deploy/dev/emulator).
 """
 
 import os
@@ -9,9 +9,9 @@ import random
 import sys
 import unittest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import bqemu  # noqa: E402
+from emulator import farmhash as bqemu  # noqa: E402
 from bqemulator.sql import builtin_udfs  # noqa: E402
 
 # (unsigned Fingerprint64, input): FarmHash's reference values.
@@ -57,7 +57,7 @@ class FarmFingerprint(unittest.TestCase):
     def test_patched_engine_computes_it_in_sql(self):
         import duckdb
 
-        bqemu.patch()
+        bqemu.install()
         connection = duckdb.connect()
         builtin_udfs.register_builtin_udfs(connection)
         connection.execute("CREATE TABLE t (i INTEGER, s VARCHAR)")
