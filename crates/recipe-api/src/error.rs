@@ -215,6 +215,9 @@ pub fn classify(error: &DieselError) -> DbErrorClass {
         DieselError::DatabaseError(_, info) if is_lock_wait_timeout(info.message()) => {
             DbErrorClass::Contention
         }
+        DieselError::DatabaseError(_, info) if is_statement_timeout(info.message()) => {
+            DbErrorClass::Unavailable
+        }
         _ => DbErrorClass::Other,
     }
 }
@@ -233,6 +236,13 @@ fn is_connection_loss(message: &str) -> bool {
         || m.contains("lost connection")
         || m.contains("can't connect")
         || m.contains("connection refused")
+}
+
+/// True for a statement stopped by the session's time limit: MariaDB 1969
+/// (`max_statement_time exceeded`), MySQL 3024 (`maximum statement execution time exceeded`).
+fn is_statement_timeout(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("max_statement_time exceeded") || m.contains("maximum statement execution time")
 }
 
 /// True for MySQL error 1205 (`Lock wait timeout exceeded`), which diesel gives no kind.
@@ -337,6 +347,16 @@ mod tests {
                 DatabaseErrorKind::Unknown,
                 "Lock wait timeout exceeded; try restarting transaction",
                 DbErrorClass::Contention,
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "Query execution was interrupted (max_statement_time exceeded)",
+                DbErrorClass::Unavailable,
+            ),
+            (
+                DatabaseErrorKind::Unknown,
+                "Query execution was interrupted, maximum statement execution time exceeded",
+                DbErrorClass::Unavailable,
             ),
             (
                 DatabaseErrorKind::UniqueViolation,

@@ -2,6 +2,7 @@
 //! [`Application::build`] is used by `main` and by the integration tests alike.
 
 pub mod auth;
+pub mod commit_gate;
 pub mod config;
 pub mod error;
 pub mod executor;
@@ -45,7 +46,13 @@ impl Application {
             .port();
         let state = web::Data::new(
             AppState::new(
-                models::pool(&config.database_url, config.pool_size, config.db_timeout),
+                &config.database_url,
+                models::pool(
+                    &config.database_url,
+                    config.pool_size,
+                    config.db_timeout,
+                    config.query_timeout,
+                ),
                 config.db_timeout,
                 config.query_timeout,
                 config.body_limit,

@@ -208,6 +208,17 @@ fn representation(row: RecipeRow, ingredients: Vec<RecipeIngredient>) -> Recipe 
     }
 }
 
+/// Bumps the version (and so the ETag) of every recipe that uses the ingredient, whose
+/// representation shows the ingredient's name (docs/api.md#etags). Returns the recipes bumped.
+pub fn bump_versions_using(conn: &mut MysqlConnection, ingredient_id: i64) -> QueryResult<usize> {
+    let using = recipe_ingredients::table
+        .filter(recipe_ingredients::ingredient_id.eq(ingredient_id))
+        .select(recipe_ingredients::recipe_id);
+    diesel::update(recipes::table.filter(recipes::id.eq_any(using)))
+        .set(recipes::version.eq(recipes::version + 1))
+        .execute(conn)
+}
+
 /// Inserts a recipe row and returns its id.
 pub fn insert(conn: &mut MysqlConnection, new: &NewRecipe<'_>) -> QueryResult<i64> {
     diesel::insert_into(recipes::table)

@@ -1,11 +1,9 @@
 //! `/healthz` (the process is up) and `/readyz` (the database answers).
 
 use actix_web::{web, HttpResponse};
-use diesel::connection::SimpleConnection;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::db::db;
 use super::state::AppState;
 use crate::error::{ApiError, Problem};
 
@@ -23,7 +21,8 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// Readiness: a pooled database connection answers `SELECT 1`.
+/// Readiness: the database answers `SELECT 1` on the probe's own connection (not a pooled
+/// one: readiness must not wait behind busy request threads), at most 1 s old.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "The database is reachable", body = Health),
@@ -31,10 +30,11 @@ pub async fn healthz() -> HttpResponse {
             headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    db(&state, |conn| {
-        conn.batch_execute("SELECT 1")
-            .map_err(|e| ApiError::Unavailable(e.into()))
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(Health { status: "ready" }))
+    if state.readiness.check().await {
+        Ok(HttpResponse::Ok().json(Health { status: "ready" }))
+    } else {
+        Err(ApiError::Unavailable(anyhow::anyhow!(
+            "the database does not answer SELECT 1"
+        )))
+    }
 }

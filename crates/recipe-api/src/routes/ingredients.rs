@@ -14,6 +14,7 @@ use crate::auth::Authenticated;
 use crate::error::{classify, ApiError, DbErrorClass, Problem};
 use crate::models;
 use crate::models::ingredients::{self as model, NewIngredient};
+use crate::models::recipes as recipe_model;
 use crate::models::synced;
 use crate::resources::{Ingredient, IngredientBody, IngredientPage, RecipePage};
 use crate::validation;
@@ -205,11 +206,13 @@ pub async fn replace_ingredient(
     let input = validation::ingredient_input(&body).map_err(ApiError::Validation)?;
     let ingredient = db(&state, move |conn| {
         models::transaction(conn, |conn| {
-            if model::find(conn, id)?.is_none() {
-                return Err(not_found(id));
-            }
+            let before = model::find(conn, id)?.ok_or_else(|| not_found(id))?;
             model::rename(conn, id, &input.name, models::now())
                 .map_err(|e| unique_name(e, &input.name))?;
+            if before.name != input.name {
+                // The recipes that show this name have a new representation: new ETags.
+                recipe_model::bump_versions_using(conn, id)?;
+            }
             let renamed = model::find(conn, id)?
                 .map(Ingredient::from)
                 .ok_or_else(|| not_found(id))?;

@@ -13,6 +13,7 @@ pub mod ingredients;
 pub mod metrics;
 pub mod openapi;
 pub mod paging;
+pub mod readiness;
 pub mod recipes;
 pub mod state;
 

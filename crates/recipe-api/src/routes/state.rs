@@ -2,7 +2,10 @@
 //! timeouts of a request's database work and the body limit (docs/api.md#configuration,
 //! docs/api.md#database-failures).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use super::readiness::Readiness;
 
 use crate::executor::DbExecutor;
 use crate::models::DbPool;
@@ -22,10 +25,13 @@ pub struct AppState {
     pub query_timeout: Duration,
     /// Largest accepted request body in bytes.
     pub body_limit: usize,
+    /// `/readyz`'s own connection, apart from the pool and the database threads.
+    pub readiness: Arc<Readiness>,
 }
 
 impl AppState {
     pub fn new(
+        database_url: &str,
         pool: DbPool,
         db_timeout: Duration,
         query_timeout: Duration,
@@ -38,6 +44,7 @@ impl AppState {
             db_timeout,
             query_timeout,
             body_limit,
+            readiness: Readiness::new(database_url),
         })
     }
 }

@@ -12,3 +12,4 @@ mod operations;
 mod queries;
 mod recipes;
 mod synced;
+mod write_safety;
