@@ -44,3 +44,23 @@ diesel::joinable!(recipe_ingredients -> ingredients (ingredient_id));
 diesel::joinable!(recipe_ingredients -> recipes (recipe_id));
 
 diesel::allow_tables_to_appear_in_same_query!(ingredients, recipes, recipe_ingredients);
+
+// `migrations/2026-12-02-000003_create_idempotency_keys/up.sql`.
+diesel::table! {
+    idempotency_keys (principal, idem_key) {
+        #[max_length = 32]
+        principal -> Binary,
+        #[max_length = 255]
+        idem_key -> Varchar,
+        #[max_length = 32]
+        request_hash -> Binary,
+        status -> Nullable<Smallint>,
+        #[max_length = 255]
+        location -> Nullable<Varchar>,
+        #[max_length = 64]
+        etag -> Nullable<Varchar>,
+        body -> Nullable<Blob>,
+        created_at -> Datetime,
+        expires_at -> Datetime,
+    }
+}

@@ -2,6 +2,7 @@
 //! `QueryResult`. Handlers never build SQL; they call these functions through
 //! `routes::db::db`, on the database threads.
 
+pub mod idempotency;
 pub mod ingredients;
 pub mod recipes;
 pub mod synced;
@@ -129,10 +130,14 @@ const TRANSACTION_ATTEMPTS: u32 = 4;
 /// Runs `f` in a transaction, re-running it from the start when InnoDB picks it as a deadlock
 /// victim (or a lock wait times out): the rollback undid everything, so a retry is safe.
 /// Commits only if the request still waits for it ([`CommitGate`]); otherwise rolls back.
+/// Called inside another transaction, `f` joins it (the outer one commits and retries).
 pub fn transaction<T, F>(conn: &mut MysqlConnection, mut f: F) -> Result<T, ApiError>
 where
     F: FnMut(&mut MysqlConnection) -> Result<T, ApiError>,
 {
+    if in_transaction(conn) {
+        return f(conn);
+    }
     let mut attempt = 1;
     loop {
         let result = conn.transaction(|conn| {
@@ -156,4 +161,12 @@ where
             other => return other,
         }
     }
+}
+
+/// Whether the connection is inside a transaction diesel opened.
+fn in_transaction(conn: &mut MysqlConnection) -> bool {
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    AnsiTransactionManager::transaction_manager_status_mut(conn)
+        .transaction_depth()
+        .is_ok_and(|depth| depth.is_some())
 }

@@ -1,12 +1,13 @@
 //! `/v1/ingredients`: list (with a case-insensitive name-prefix search), create, read, rename,
 //! delete, and the recipes that use an ingredient.
 
-use actix_web::http::header;
+use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use diesel::mysql::MysqlConnection;
 
 use super::body::read_json;
 use super::db::db;
+use super::idempotency::{self, empty_response, json_response, IdempotencyKey};
 use super::ids::path_id;
 use super::paging::{page_params, paginate};
 use super::state::AppState;
@@ -98,6 +99,7 @@ pub async fn list_ingredients(
 /// Create an ingredient.
 #[utoipa::path(
     post, path = "/v1/ingredients", tag = "ingredients",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retrying safe: a retry with the same key and request gets the first response again instead of writing twice (docs/api.md#idempotency)", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     request_body = IngredientBody,
     security(("bearer" = [])),
     responses(
@@ -121,8 +123,9 @@ pub async fn create_ingredient(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
+    let key = IdempotencyKey::from_request(&req, Some(&body))?;
     let input = validation::ingredient_input(&body).map_err(ApiError::Validation)?;
-    let ingredient = db(&state, move |conn| {
+    let work = move |conn: &mut MysqlConnection| {
         models::transaction(conn, |conn| {
             let now = models::now();
             let new = NewIngredient {
@@ -138,15 +141,16 @@ pub async fn create_ingredient(
                 })?;
             one_with_nutrition(conn, created)
         })
+    };
+    let (response, ingredient) = idempotency::write(&state, key, work, |i: &Ingredient| {
+        let location = format!("/v1/ingredients/{}", i.id);
+        json_response(StatusCode::CREATED, Some(location), None, i)
     })
     .await?;
-    tracing::info!(ingredient.id = ingredient.id, "ingredient created");
-    Ok(HttpResponse::Created()
-        .insert_header((
-            header::LOCATION,
-            format!("/v1/ingredients/{}", ingredient.id),
-        ))
-        .json(ingredient))
+    if let Some(ingredient) = ingredient {
+        tracing::info!(ingredient.id = ingredient.id, "ingredient created");
+    }
+    Ok(response)
 }
 
 /// Read an ingredient.
@@ -177,7 +181,10 @@ pub async fn get_ingredient(
 /// Rename an ingredient.
 #[utoipa::path(
     put, path = "/v1/ingredients/{id}", tag = "ingredients",
-    params(("id" = i64, Path, description = "Ingredient id", minimum = 1)),
+    params(
+        ("id" = i64, Path, description = "Ingredient id", minimum = 1),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retrying safe: a retry with the same key and request gets the first response again instead of writing twice (docs/api.md#idempotency)", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
+    ),
     request_body = IngredientBody,
     security(("bearer" = [])),
     responses(
@@ -203,8 +210,9 @@ pub async fn replace_ingredient(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path)?;
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
+    let key = IdempotencyKey::from_request(&req, Some(&body))?;
     let input = validation::ingredient_input(&body).map_err(ApiError::Validation)?;
-    let ingredient = db(&state, move |conn| {
+    let work = move |conn: &mut MysqlConnection| {
         models::transaction(conn, |conn| {
             let before = model::find(conn, id)?.ok_or_else(|| not_found(id))?;
             model::rename(conn, id, &input.name, models::now())
@@ -218,16 +226,24 @@ pub async fn replace_ingredient(
                 .ok_or_else(|| not_found(id))?;
             one_with_nutrition(conn, renamed)
         })
+    };
+    let (response, renamed) = idempotency::write(&state, key, work, |i: &Ingredient| {
+        json_response(StatusCode::OK, None, None, i)
     })
     .await?;
-    tracing::info!(ingredient.id = id, "ingredient renamed");
-    Ok(HttpResponse::Ok().json(ingredient))
+    if renamed.is_some() {
+        tracing::info!(ingredient.id = id, "ingredient renamed");
+    }
+    Ok(response)
 }
 
 /// Delete an ingredient that no recipe uses.
 #[utoipa::path(
     delete, path = "/v1/ingredients/{id}", tag = "ingredients",
-    params(("id" = i64, Path, description = "Ingredient id", minimum = 1)),
+    params(
+        ("id" = i64, Path, description = "Ingredient id", minimum = 1),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retrying safe: a retry with the same key and request gets the first response again instead of writing twice (docs/api.md#idempotency)", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
+    ),
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted"),
@@ -236,6 +252,7 @@ pub async fn replace_ingredient(
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "No such ingredient", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A recipe uses it", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
@@ -243,21 +260,28 @@ pub async fn replace_ingredient(
 pub async fn delete_ingredient(
     _auth: Authenticated,
     state: web::Data<AppState>,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path)?;
+    let key = IdempotencyKey::from_request(&req, None)?;
     let in_use =
         move || ApiError::Conflict(format!("ingredient {id} is used by at least one recipe"));
     // One statement: the foreign key (ON DELETE RESTRICT) says "in use", zero rows "absent".
-    db(&state, move |conn| match model::delete(conn, id) {
+    let work = move |conn: &mut MysqlConnection| match model::delete(conn, id) {
         Ok(0) => Err(not_found(id)),
         Ok(_) => Ok(()),
         Err(e) if classify(&e) == DbErrorClass::ForeignKeyViolation => Err(in_use()),
         Err(e) => Err(e.into()),
+    };
+    let (response, deleted) = idempotency::write(&state, key, work, |()| {
+        empty_response(StatusCode::NO_CONTENT)
     })
     .await?;
-    tracing::info!(ingredient.id = id, "ingredient deleted");
-    Ok(HttpResponse::NoContent().finish())
+    if deleted.is_some() {
+        tracing::info!(ingredient.id = id, "ingredient deleted");
+    }
+    Ok(response)
 }
 
 /// List the recipes that use an ingredient, a page at a time.

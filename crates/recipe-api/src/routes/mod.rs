@@ -8,6 +8,7 @@ pub mod body;
 pub mod db;
 pub mod etag;
 pub mod health;
+pub mod idempotency;
 pub mod ids;
 pub mod ingredients;
 pub mod metrics;

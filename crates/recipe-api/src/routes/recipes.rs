@@ -3,7 +3,7 @@
 //! `If-Match` against the locked version, then write the row and its links: of concurrent
 //! writers holding the same ETag exactly one wins, and a failed write changes nothing.
 
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::NaiveDate;
 use diesel::mysql::MysqlConnection;
@@ -13,11 +13,13 @@ use serde_json::{json, Value};
 use super::body::read_json;
 use super::db::db;
 use super::etag::{etag, EntityTags};
+use super::idempotency::{self, empty_response, json_response, IdempotencyKey};
 use super::ids::path_id;
 use super::paging::{page_params, paginate};
 use super::state::AppState;
 use crate::auth::Authenticated;
 use crate::error::{ApiError, Problem};
+use crate::models::idempotency::StoredResponse;
 use crate::models::recipes::{self as model, NewRecipe, NewRecipeIngredient, RecipeChangeset};
 use crate::models::{self, ingredients as ingredient_model, synced};
 use crate::resources::{DailyStats, Recipe, RecipeBody, RecipePage, RecipePatchBody, RecipeStats};
@@ -30,6 +32,11 @@ fn with_etag(mut response: actix_web::HttpResponseBuilder, recipe: &Recipe) -> H
     response
         .insert_header((header::ETAG, etag(recipe.version)))
         .json(recipe)
+}
+
+/// A write's response: the recipe with its ETag.
+fn stored(status: StatusCode, location: Option<String>, recipe: &Recipe) -> StoredResponse {
+    json_response(status, location, Some(etag(recipe.version)), recipe)
 }
 
 /// List recipes, by id, a page at a time.
@@ -67,6 +74,7 @@ pub async fn list_recipes(
 /// Create a recipe.
 #[utoipa::path(
     post, path = "/v1/recipes", tag = "recipes",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retrying safe: a retry with the same key and request gets the first response again instead of writing twice (docs/api.md#idempotency)", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     request_body = RecipeBody,
     security(("bearer" = [])),
     responses(
@@ -78,6 +86,7 @@ pub async fn list_recipes(
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
@@ -89,12 +98,22 @@ pub async fn create_recipe(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
+    let key = IdempotencyKey::from_request(&req, Some(&body))?;
     let input = validation::recipe_input(&body).map_err(ApiError::Validation)?;
-    let recipe = db(&state, move |conn| create(conn, &input)).await?;
-    tracing::info!(recipe.id = recipe.id, "recipe created");
-    let mut response = HttpResponse::Created();
-    response.insert_header((header::LOCATION, format!("/v1/recipes/{}", recipe.id)));
-    Ok(with_etag(response, &recipe))
+    let (response, recipe) = idempotency::write(
+        &state,
+        key,
+        move |conn| create(conn, &input),
+        |recipe: &Recipe| {
+            let location = format!("/v1/recipes/{}", recipe.id);
+            stored(StatusCode::CREATED, Some(location), recipe)
+        },
+    )
+    .await?;
+    if let Some(recipe) = recipe {
+        tracing::info!(recipe.id = recipe.id, "recipe created");
+    }
+    Ok(response)
 }
 
 /// Read a recipe.
@@ -137,6 +156,7 @@ pub async fn get_recipe(
     params(
         ("id" = i64, Path, description = "Recipe id", minimum = 1),
         ("If-Match" = Option<String>, Header, description = "Write only if the recipe still has this ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retrying safe: a retry with the same key and request gets the first response again instead of writing twice (docs/api.md#idempotency)", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
     ),
     request_body = RecipeBody,
     security(("bearer" = [])),
@@ -151,6 +171,7 @@ pub async fn get_recipe(
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
@@ -165,17 +186,23 @@ pub async fn replace_recipe(
     let id = path_id(&path)?;
     let if_match = EntityTags::from_header(req.headers(), header::IF_MATCH);
     let body = read_json(&req, payload, state.body_limit, JSON).await?;
+    let key = IdempotencyKey::from_request(&req, Some(&body))?;
     let input = validation::recipe_input(&body).map_err(ApiError::Validation)?;
-    let recipe = db(&state, move |conn| {
-        replace(conn, id, if_match.as_ref(), &input)
-    })
+    let (response, recipe) = idempotency::write(
+        &state,
+        key,
+        move |conn| replace(conn, id, if_match.as_ref(), &input),
+        |recipe: &Recipe| stored(StatusCode::OK, None, recipe),
+    )
     .await?;
-    tracing::info!(
-        recipe.id = id,
-        recipe.version = recipe.version,
-        "recipe replaced"
-    );
-    Ok(with_etag(HttpResponse::Ok(), &recipe))
+    if let Some(recipe) = recipe {
+        tracing::info!(
+            recipe.id = id,
+            recipe.version = recipe.version,
+            "recipe replaced"
+        );
+    }
+    Ok(response)
 }
 
 /// Change some fields of a recipe with a JSON merge patch (RFC 7396).
@@ -184,6 +211,7 @@ pub async fn replace_recipe(
     params(
         ("id" = i64, Path, description = "Recipe id", minimum = 1),
         ("If-Match" = Option<String>, Header, description = "Write only if the recipe still has this ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retrying safe: a retry with the same key and request gets the first response again instead of writing twice (docs/api.md#idempotency)", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
     ),
     request_body(content = RecipePatchBody, content_type = "application/merge-patch+json"),
     security(("bearer" = [])),
@@ -198,6 +226,7 @@ pub async fn replace_recipe(
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not a merge patch or JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
@@ -212,17 +241,23 @@ pub async fn patch_recipe(
     let id = path_id(&path)?;
     let if_match = EntityTags::from_header(req.headers(), header::IF_MATCH);
     let patch = read_json(&req, payload, state.body_limit, MERGE_PATCH).await?;
+    let key = IdempotencyKey::from_request(&req, Some(&patch))?;
     validation::recipe_patch(&patch).map_err(ApiError::Validation)?;
-    let recipe = db(&state, move |conn| {
-        merge_patch(conn, id, if_match.as_ref(), &patch)
-    })
+    let (response, recipe) = idempotency::write(
+        &state,
+        key,
+        move |conn| merge_patch(conn, id, if_match.as_ref(), &patch),
+        |recipe: &Recipe| stored(StatusCode::OK, None, recipe),
+    )
     .await?;
-    tracing::info!(
-        recipe.id = id,
-        recipe.version = recipe.version,
-        "recipe patched"
-    );
-    Ok(with_etag(HttpResponse::Ok(), &recipe))
+    if let Some(recipe) = recipe {
+        tracing::info!(
+            recipe.id = id,
+            recipe.version = recipe.version,
+            "recipe patched"
+        );
+    }
+    Ok(response)
 }
 
 /// Delete a recipe.
@@ -231,6 +266,7 @@ pub async fn patch_recipe(
     params(
         ("id" = i64, Path, description = "Recipe id", minimum = 1),
         ("If-Match" = Option<String>, Header, description = "Delete only if the recipe still has this ETag"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retrying safe: a retry with the same key and request gets the first response again instead of writing twice (docs/api.md#idempotency)", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
     ),
     security(("bearer" = [])),
     responses(
@@ -240,6 +276,8 @@ pub async fn patch_recipe(
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 404, description = "No such recipe", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` is stale", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with the same Idempotency-Key is still in progress", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The Idempotency-Key was used with a different request", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = String, description = "Seconds to wait before retrying"))),
     )
@@ -252,9 +290,18 @@ pub async fn delete_recipe(
 ) -> Result<HttpResponse, ApiError> {
     let id = path_id(&path)?;
     let if_match = EntityTags::from_header(req.headers(), header::IF_MATCH);
-    db(&state, move |conn| remove(conn, id, if_match.as_ref())).await?;
-    tracing::info!(recipe.id = id, "recipe deleted");
-    Ok(HttpResponse::NoContent().finish())
+    let key = IdempotencyKey::from_request(&req, None)?;
+    let (response, deleted) = idempotency::write(
+        &state,
+        key,
+        move |conn| remove(conn, id, if_match.as_ref()),
+        |()| empty_response(StatusCode::NO_CONTENT),
+    )
+    .await?;
+    if deleted.is_some() {
+        tracing::info!(recipe.id = id, "recipe deleted");
+    }
+    Ok(response)
 }
 
 /// A page of recipes above `after` (optionally those using `ingredient`), with their

@@ -245,3 +245,153 @@ async fn readiness_answers_while_every_database_thread_is_busy() {
         assert_eq!(write.await.unwrap().unwrap().status(), StatusCode::CREATED);
     }
 }
+
+/// A POST of `body` to `path` with an `Idempotency-Key`.
+async fn post_with_key(app: &TestApp, path: &str, key: &str, body: &Value) -> reqwest::Response {
+    app.authed(Method::POST, path)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_replays_the_first_response() {
+    let app = spawn_app_with(|_| {}).await;
+    let flour = app.create_ingredient("flour").await;
+    let body = recipe_body("bread", flour);
+    let first = post_with_key(&app, "/v1/recipes", "k-1", &body).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let (location, etag) = (
+        first.headers()["location"].clone(),
+        first.headers()["etag"].clone(),
+    );
+    let first_body: Value = first.json().await.unwrap();
+
+    let retry = post_with_key(&app, "/v1/recipes", "k-1", &body).await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["location"], location);
+    assert_eq!(retry.headers()["etag"], etag);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.json::<Value>().await.unwrap(), first_body);
+    assert_eq!(app.count("recipes"), 1);
+
+    // The same key with another body is refused; another key, or another token, writes.
+    let other = post_with_key(&app, "/v1/recipes", "k-1", &recipe_body("rolls", flour)).await;
+    let problem = assert_problem(other, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(problem.to_string().contains("Idempotency-Key"), "{problem}");
+    assert_eq!(
+        post_with_key(&app, "/v1/recipes", "k-2", &body)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let other_token = app
+        .client
+        .post(app.url("/v1/recipes"))
+        .bearer_auth("second-token")
+        .header("idempotency-key", "k-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        other_token.status(),
+        StatusCode::CREATED,
+        "keys are per token"
+    );
+    assert_eq!(app.count("recipes"), 3);
+
+    let malformed = post_with_key(&app, "/v1/recipes", "has space", &body).await;
+    assert_problem(malformed, StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test]
+async fn concurrent_retries_with_one_key_create_exactly_one_recipe() {
+    let app = spawn_app_with(|_| {}).await;
+    let flour = app.create_ingredient("flour").await;
+    let body = recipe_body("bread", flour);
+    let sends: Vec<_> = (0..6)
+        .map(|_| {
+            tokio::spawn(
+                app.authed(Method::POST, "/v1/recipes")
+                    .header("idempotency-key", "same")
+                    .json(&body)
+                    .send(),
+            )
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for send in sends {
+        statuses.push(send.await.unwrap().unwrap().status());
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&StatusCode::CREATED), "{statuses:?}");
+    assert_eq!(app.count("recipes"), 1, "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_key_in_flight_is_409_and_a_failed_write_releases_its_key() {
+    let app = spawn_app_with(|c| c.query_timeout = Duration::from_secs(20)).await;
+    let flour = app.create_ingredient("flour").await;
+    let body = recipe_body("bread", flour);
+    let lock = hold_ingredient_lock(&app, flour);
+    let first = tokio::spawn(
+        app.authed(Method::POST, "/v1/recipes")
+            .header("idempotency-key", "slow")
+            .json(&body)
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let meanwhile = post_with_key(&app, "/v1/recipes", "slow", &body).await;
+    assert_problem(meanwhile, StatusCode::CONFLICT).await;
+    release(lock);
+    assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    let retry = post_with_key(&app, "/v1/recipes", "slow", &body).await;
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+
+    // A write that fails (an unknown ingredient) commits nothing and keeps no key: once the
+    // cause is fixed, the same request with the same key runs.
+    let missing = recipe_body("soup", flour + 1000);
+    let failed = post_with_key(&app, "/v1/recipes", "fails-first", &missing).await;
+    assert_problem(failed, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(app.count("idempotency_keys"), 1);
+    let deleted = app
+        .authed(Method::DELETE, &format!("/v1/ingredients/{flour}"))
+        .header("idempotency-key", "del")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(deleted, StatusCode::CONFLICT).await; // used by bread
+    assert_eq!(app.count("idempotency_keys"), 1);
+}
+
+#[tokio::test]
+async fn a_repeated_delete_with_its_key_answers_204_again_and_expired_keys_are_forgotten() {
+    let app = spawn_app_with(|_| {}).await;
+    let salt = app.create_ingredient("salt").await;
+    let delete = || {
+        app.authed(Method::DELETE, &format!("/v1/ingredients/{salt}"))
+            .header("idempotency-key", "d-1")
+            .send()
+    };
+    assert_eq!(delete().await.unwrap().status(), StatusCode::NO_CONTENT);
+    let again = delete().await.unwrap();
+    assert_eq!(again.status(), StatusCode::NO_CONTENT, "not 404");
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+
+    // Expired: the key is free again, even for another request.
+    let mut conn = app.db.as_ref().unwrap().connect();
+    diesel::sql_query("UPDATE idempotency_keys SET expires_at = '2000-01-01'")
+        .execute(&mut conn)
+        .unwrap();
+    let reused = post_with_key(&app, "/v1/ingredients", "d-1", &json!({ "name": "pepper" })).await;
+    assert_eq!(reused.status(), StatusCode::CREATED);
+}
