@@ -6,7 +6,7 @@
 # p99 and the ratio API / ceiling, and the server's resident memory under load.
 #
 # Usage: deploy/dev/bench-api.sh  (after `deploy/dev/env.sh up`; reads .dev/env)
-# Env:   BENCH_CONNECTIONS (16), BENCH_SECONDS (10), BENCH_SCENARIOS ("by-id by-ingredient write-mix"),
+# Env:   BENCH_CONNECTIONS (16), BENCH_SECONDS (10), BENCH_SCENARIOS ("by-id by-ingredient write-mix write-mix-keyed"; the keyed mix is measured against the same database ceiling as write-mix),
 #        BENCH_WORKERS (1): HTTP workers. wrk, MariaDB and the service share this machine's two
 #        cores, so the service is given one (as a pod with a 1-CPU limit would be); the pool
 #        size is its default (4 here).
@@ -26,7 +26,7 @@ fi
 
 CONNECTIONS="${BENCH_CONNECTIONS:-16}"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
-SCENARIOS="${BENCH_SCENARIOS:-by-id by-ingredient write-mix}"
+SCENARIOS="${BENCH_SCENARIOS:-by-id by-ingredient write-mix write-mix-keyed}"
 WORKERS="${BENCH_WORKERS:-1}"
 export BENCH_RECIPES=10000 BENCH_INGREDIENTS=500
 

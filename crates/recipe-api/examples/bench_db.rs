@@ -62,7 +62,7 @@ fn one_op(
         "by-ingredient" => {
             recipe_page(conn, 0, 20, Some(rng.id(ingredients)))?;
         }
-        "write-mix" => {
+        "write-mix" | "write-mix-keyed" => {
             let roll = rng.next() % 100;
             let id = rng.id(recipes);
             let result = if roll < 50 {

@@ -1,4 +1,5 @@
--- wrk script for `make bench-api`. BENCH_SCENARIO: by-id | by-ingredient | write-mix.
+-- wrk script for `make bench-api`. BENCH_SCENARIO: by-id | by-ingredient | write-mix |
+-- write-mix-keyed (the same writes, each with a fresh Idempotency-Key).
 -- BENCH_RECIPES / BENCH_INGREDIENTS: id ranges; BENCH_TOKEN: bearer token for writes.
 -- done() prints one line `WRK_JSON {...}` that deploy/dev/bench-api.sh parses.
 local scenario = os.getenv("BENCH_SCENARIO") or "by-id"
@@ -31,6 +32,19 @@ end
 
 local json_headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token }
 local patch_headers = { ["Content-Type"] = "application/merge-patch+json", ["Authorization"] = "Bearer " .. token }
+local sent = 0
+
+-- With write-mix-keyed, each write carries its own Idempotency-Key.
+local function keyed(headers)
+  if scenario ~= "write-mix-keyed" then
+    return headers
+  end
+  sent = sent + 1
+  local h = {}
+  for k, v in pairs(headers) do h[k] = v end
+  h["Idempotency-Key"] = string.format("bench-%d-%d-%d", tid or 0, os.time(), sent)
+  return h
+end
 
 function request()
   if scenario == "by-id" then
@@ -41,11 +55,11 @@ function request()
     local roll = math.random(1, 100)
     local id = math.random(1, recipes)
     if roll <= 50 then
-      return wrk.format("PATCH", "/v1/recipes/" .. id, patch_headers, string.format('{"servings":%d}', math.random(1, 100)))
+      return wrk.format("PATCH", "/v1/recipes/" .. id, keyed(patch_headers), string.format('{"servings":%d}', math.random(1, 100)))
     elseif roll <= 75 then
-      return wrk.format("POST", "/v1/recipes", json_headers, recipe_body())
+      return wrk.format("POST", "/v1/recipes", keyed(json_headers), recipe_body())
     else
-      return wrk.format("PUT", "/v1/recipes/" .. id, json_headers, recipe_body())
+      return wrk.format("PUT", "/v1/recipes/" .. id, keyed(json_headers), recipe_body())
     end
   end
 end

@@ -33,6 +33,7 @@ syncs only use it as a metric), so their cost is unchanged.
 
 import contextvars
 import copy
+import re
 
 import duckdb
 import pyarrow
@@ -68,8 +69,6 @@ class _NotChecked(BaseException):
 
 def _renumber(message):
     """DuckDB's error context of `EXPLAIN\\n<sql>` as it reads for `<sql>` (LINE n -> n-1)."""
-    import re
-
     return re.sub(r"(?m)^LINE (\d+):", lambda m: f"LINE {int(m.group(1)) - 1}:", message)
 
 
@@ -127,7 +126,11 @@ def _wrap_dry_run_response(previous):
     ):
         if not bq_sql.strip():
             raise InvalidQueryError("Empty query")
-        script = executor._parse_script_or_raise(bq_sql)  # lexer errors as in a run
+        try:
+            script = executor._parse_script_or_raise(bq_sql)  # lexer errors as in a run
+        except jobs._SQL_EXECUTION_DOMAIN_ERRORS as exc:
+            jobs._rewrite_for_dry_run(exc, bq_sql=bq_sql)
+            raise
         single = len(script.statements) == 1 and isinstance(script.statements[0], SqlStmt)
         statement_type = executor.classify_statement_type(bq_sql) if single else "SCRIPT"
         body = None

@@ -258,11 +258,13 @@ def _query_reads(query, project_id, ctx, reads, result, depth):
                 name = _column_of(column, alias, scope)
                 if name is not None:
                     used.add(name.lower())
-            for node in scope.expression.find_all(exp.Star):
-                parent = node.parent
-                if isinstance(parent, exp.Column) and parent.table == alias:
-                    parent = parent.parent
-                if parent is scope.expression and _scope_of(node, scope):
+            select = scope.expression
+            for projection in select.expressions if isinstance(select, exp.Select) else []:
+                if isinstance(projection, exp.Star) or (
+                    isinstance(projection, exp.Column)
+                    and isinstance(projection.this, exp.Star)
+                    and projection.table in ("", alias)
+                ):
                     star = True  # a `*` left unexpanded (schema unknown)
             if len(matched) > 1 or source.name.endswith("*"):
                 result.worse(UPPER_BOUND)  # _TABLE_SUFFIX filters are not applied
@@ -276,21 +278,27 @@ def _query_reads(query, project_id, ctx, reads, result, depth):
                 elif read.columns is not _ALL:
                     names = {f.name.lower(): f.name for f in meta.schema_.fields}
                     read.columns |= {names[n] for n in used if n in names}
-                read.filters.append(
-                    _partition_filter(scope.expression, alias, meta, result, qualified=True)
-                    if len(matched) == 1
-                    else None
-                )
+                scan = None
+                if len(matched) == 1:
+                    scan = _partition_filter(scope.expression, alias, meta, result, qualified=True)
+                if scan is None and _filtered_elsewhere(qualified, meta):
+                    result.worse(UPPER_BOUND)  # e.g. filtered outside the CTE that reads it
+                read.filters.append(scan)
 
 
-def _scope_of(node, scope):
-    """Whether `node` belongs to `scope` itself (not to a nested subquery)."""
-    parent = node.parent
-    while parent is not None and parent is not scope.expression:
-        if isinstance(parent, exp.Query):
-            return False
-        parent = parent.parent
-    return True
+def _filtered_elsewhere(tree, meta):
+    """Whether some WHERE of the statement names the partition column of `meta`."""
+    key = _partition_key(meta)
+    if key is None:
+        return False
+    tp = getattr(meta, "time_partitioning", None)
+    rp = getattr(meta, "range_partitioning", None)
+    names = {n for n in _PSEUDO} | {((tp.field if tp else rp.field) or "").lower()}
+    return any(
+        column.name.lower() in names
+        for where in tree.find_all(exp.Where)
+        for column in where.find_all(exp.Column)
+    )
 
 
 def _column_of(column, alias, scope):

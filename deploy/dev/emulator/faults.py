@@ -52,7 +52,9 @@ KINDS = (
     "empty_page",
 )
 
-_TROUBLESHOOT = "For more information, see https://cloud.google.com/bigquery/docs/troubleshoot-quotas"
+_TROUBLESHOOT = (
+    "For more information, see https://cloud.google.com/bigquery/docs/troubleshoot-quotas"
+)
 _ERRORS = {
     "rateLimitExceeded": (
         403,
@@ -65,7 +67,8 @@ _ERRORS = {
         403,
         "usageLimits",
         "PERMISSION_DENIED",
-        "Quota exceeded: Your project exceeded quota for free query bytes scanned. " + _TROUBLESHOOT,
+        "Quota exceeded: Your project exceeded quota for free query bytes scanned. "
+        + _TROUBLESHOOT,
     ),
     "backendError": (
         500,
@@ -81,7 +84,9 @@ CONTROL_PATH = "/_emulator/faults"
 _EXEMPT_PREFIXES = ("/_emulator/",)
 _EXEMPT_PATHS = ("/_emulator/faults", "/healthz", "/readyz", "/metrics")
 
-_JOB_PATH = re.compile(r"/projects/(?P<project>[^/]+)/(?P<kind>queries|jobs)(?:/(?P<job>[^/]+))?/?$")
+_JOB_PATH = re.compile(
+    r"/projects/(?P<project>[^/]+)/(?P<kind>queries|jobs)(?:/(?P<job>[^/]+))?/?$"
+)
 
 
 class _Rule:
@@ -141,7 +146,8 @@ class _Registry:
             return cleared
 
     def needs_sql(self):
-        return any(r.sql is not None for r in self.pending)
+        with self.lock:
+            return any(r.sql is not None for r in self.pending)
 
     def take(self, method, path, sql, job_endpoint):
         """The first pending rule this request matches, counted; None when none does."""
@@ -300,7 +306,8 @@ def _sql_of_body(scope, body):
         return None
     if isinstance(doc.get("query"), str):
         return doc["query"]
-    query = (doc.get("configuration") or {}).get("query") if isinstance(doc.get("configuration"), dict) else None
+    configuration = doc.get("configuration")
+    query = configuration.get("query") if isinstance(configuration, dict) else None
     if isinstance(query, dict) and isinstance(query.get("query"), str):
         return query["query"]
     return None
@@ -335,7 +342,9 @@ def error_document(fault):
         "error": {
             "code": code,
             "message": message,
-            "errors": [{"message": message, "domain": domain, "reason": _REASONS.get(fault, fault)}],
+            "errors": [
+                {"message": message, "domain": domain, "reason": _REASONS.get(fault, fault)}
+            ],
             "status": status,
         }
     }

@@ -119,6 +119,7 @@ class HistoryStore:
         self.engine, self.catalog, self.clock = engine, catalog, clock
         self._tables = None
         self._last_ts = None
+        self._known_columns = {}
         self.views = set()
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -137,7 +138,7 @@ class HistoryStore:
             )
             self.sql(
                 f"CREATE TABLE IF NOT EXISTS {PARTS} (key VARCHAR, partition_id VARCHAR, "
-                "last_modified TIMESTAMPTZ, PRIMARY KEY (key, partition_id))"
+                "last_modified TIMESTAMPTZ)"
             )
             rows = self.sql(f"SELECT * FROM {META}").fetchall()
             self._tables = {r[0]: TableHistory(*r) for r in rows}
@@ -200,7 +201,13 @@ class HistoryStore:
         ).fetchall()
 
     def live_columns(self, meta):
-        return self.columns(f"{meta.project_id}__{meta.dataset_id}", meta.table_id)
+        """[(name, DuckDB type)] of the table; [] when it has no DuckDB relation. Read from a
+        LIMIT 0 cursor: much cheaper than duckdb_columns(), which scans the whole catalog."""
+        try:
+            cursor = self.sql(f"SELECT * FROM {live_ref(meta)} LIMIT 0")
+        except Exception:  # noqa: BLE001 - no such relation
+            return []
+        return [(d[0], str(d[1])) for d in cursor.description]
 
     def _save_meta(self, hist):
         self.sql(
@@ -212,6 +219,7 @@ class HistoryStore:
     def drop(self, project, dataset, table):
         """Forget a table's history (it was dropped)."""
         key = table_key(project, dataset, table)
+        self._known_columns.pop(key, None)
         for what in ("shadow", "log"):
             self.sql(f"DROP TABLE IF EXISTS {rel(key, what)}")
         self.sql(f"DELETE FROM {PARTS} WHERE key = ?", [key])
@@ -263,7 +271,8 @@ class HistoryStore:
         return hist
 
     def _touch(self, key, pid_query, ts):
-        self.sql(f"INSERT OR REPLACE INTO {PARTS} SELECT ?, pid, ? FROM ({pid_query}) AS p(pid)", [key, ts])
+        """Partition `pid_query`'s ids were modified at ts (append-only: the newest row wins)."""
+        self.sql(f"INSERT INTO {PARTS} SELECT ?, pid, ? FROM ({pid_query}) AS p(pid)", [key, ts])
 
     def _set_table_modified(self, meta, ts, num_rows=None):
         update = {"last_modified_time": ts}
@@ -284,6 +293,9 @@ class HistoryStore:
         if hist is None:
             self.start(meta, known_start=False)
             return
+        self._record(meta, hist, kind, streamed)
+
+    def _record(self, meta, hist, kind, streamed):
         key = hist.key
         cols = self._sync_columns(meta, key)
         clist = ", ".join(q(c) for c in cols)
@@ -321,7 +333,6 @@ class HistoryStore:
                     f"INSERT INTO {shadow} ({clist}) SELECT {clist} "
                     "FROM bqemu_h_diff, range(bqemu_h_diff.__bqemu_n)"
                 )
-        self.sql("DROP TABLE IF EXISTS bqemu_h_diff")
         hist.last_change = ts
         count = self.sql(f"SELECT count(*) FROM {live}").fetchone()[0]
         self._set_table_modified(meta, ts, count)
@@ -371,20 +382,33 @@ class HistoryStore:
 
     def _sync_columns(self, meta, key):
         """Adds columns the table gained (ALTER TABLE ADD COLUMN) to its shadow and log; returns
-        the table's current columns."""
+        the table's current columns. What shadow and log have is cached per key."""
         live = self.live_columns(meta)
+        names = [c for c, _ in live]
+        if self._known_columns.get(key) == names:
+            return names
         for what in ("shadow", "log"):
             have = {c for c, _ in self.columns(SCHEMA, f"bqemu_h_{key}_{what}")}
             for name, dtype in live:
                 if name not in have:
                     self.sql(f"ALTER TABLE {rel(key, what)} ADD COLUMN {q(name)} {dtype}")
-        return [c for c, _ in live]
+        self._known_columns[key] = names
+        return names
+
+    def transaction(self):
+        """One DuckDB transaction around a record (one commit instead of one per statement)."""
+        return _Transaction(self)
 
     def _purge(self, hist, now):
         """Drops log entries that left the time-travel window (at most hourly)."""
         if hist.purged is not None and now - hist.purged < timedelta(hours=1):
             return
         hist.purged = now
+        self.sql(
+            f"DELETE FROM {PARTS} p WHERE key = ? AND last_modified < (SELECT max(last_modified) "
+            f"FROM {PARTS} m WHERE m.key = p.key AND m.partition_id = p.partition_id)",
+            [hist.key],
+        )
         self.sql(f"DELETE FROM {rel(hist.key, 'log')} WHERE __bqemu_ts < ?", [now - WINDOW - timedelta(days=1)])
 
     # -- partitions --------------------------------------------------------------------------
@@ -400,7 +424,8 @@ class HistoryStore:
         pid = partition_id_sql(meta, cols)
         return self.sql(
             f"SELECT p.pid, p.n, m.last_modified FROM (SELECT {pid} AS pid, count(*) AS n "
-            f"FROM {source} GROUP BY 1) p LEFT JOIN {PARTS} m ON m.key = ? AND m.partition_id = p.pid "
+            f"FROM {source} GROUP BY 1) p LEFT JOIN (SELECT partition_id, max(last_modified) AS "
+            f"last_modified FROM {PARTS} WHERE key = ? GROUP BY 1) m ON m.partition_id = p.pid "
             "ORDER BY p.pid",
             [hist.key],
         ).fetchall()
@@ -445,11 +470,11 @@ class HistoryStore:
         pt = partition_time_sql(meta, INGESTED)
         moved = self.sql(f"SELECT count(*) FROM {shadow} WHERE {PT} IS NULL").fetchone()[0]
         self.sql(
-            f"INSERT OR REPLACE INTO {PARTS} SELECT DISTINCT ?, strftime({pt}, "
+            f"INSERT INTO {PARTS} SELECT DISTINCT ?, strftime({pt}, "
             f"'{_FORMATS.get(meta.time_partitioning.type, '%Y%m%d')}'), ? FROM {shadow} WHERE {PT} IS NULL",
             [hist.key, ts],
         )
-        self.sql(f"INSERT OR REPLACE INTO {PARTS} VALUES (?, '__UNPARTITIONED__', ?)", [hist.key, ts])
+        self.sql(f"INSERT INTO {PARTS} VALUES (?, '__UNPARTITIONED__', ?)", [hist.key, ts])
         self.sql(f"UPDATE {shadow} SET {PT} = {pt} WHERE {PT} IS NULL")
         return moved
 
@@ -488,6 +513,27 @@ class HistoryStore:
         if hist.last_change is None:
             hist.last_change = self.sql(f"SELECT max(__bqemu_ts) FROM {rel(hist.key, 'log')}").fetchone()[0]
         return hist.last_change
+
+
+class _Transaction:
+    """BEGIN/COMMIT, or nothing when a transaction is already open (then the caller's commit
+    covers the record); ROLLBACK on an error."""
+
+    def __init__(self, store):
+        self.store, self.open = store, False
+
+    def __enter__(self):
+        try:
+            self.store.sql("BEGIN TRANSACTION")
+            self.open = True
+        except Exception:  # noqa: BLE001 - already in a transaction
+            self.open = False
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if self.open:
+            self.store.sql("ROLLBACK" if kind else "COMMIT")
+        return False
 
 
 def ts_literal(t):

@@ -1,5 +1,5 @@
-//! `idempotency_keys` rows (docs/api.md#idempotency): claim a key before a write, complete it
-//! in the write's transaction, release it when the write failed, replay it on a retry.
+//! `idempotency_keys` rows (docs/api.md#idempotency): claim a key and complete it in the
+//! write's transaction, replay it on a retry.
 
 use chrono::NaiveDateTime;
 use diesel::mysql::MysqlConnection;
@@ -25,7 +25,6 @@ pub struct KeyRow {
     pub location: Option<String>,
     pub etag: Option<String>,
     pub body: Option<Vec<u8>>,
-    pub created_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
 }
 
@@ -42,7 +41,8 @@ impl KeyRow {
     }
 }
 
-/// Inserts the in-flight row; false when the key already has one.
+/// Inserts the claim; false when the key already has a (committed) row. Waits on a claim
+/// another transaction holds, up to the session's lock-wait limit.
 pub fn insert_claim(
     conn: &mut MysqlConnection,
     principal: &[u8],
@@ -81,31 +81,10 @@ pub fn find(
             idempotency_keys::location,
             idempotency_keys::etag,
             idempotency_keys::body,
-            idempotency_keys::created_at,
             idempotency_keys::expires_at,
         ))
         .first(conn)
         .optional()
-}
-
-/// Takes over an in-flight row whose claim is older than `stale_before` (its process died
-/// mid-write): true when this caller now holds it.
-pub fn take_over(
-    conn: &mut MysqlConnection,
-    principal: &[u8],
-    key: &str,
-    stale_before: NaiveDateTime,
-    now: NaiveDateTime,
-) -> QueryResult<bool> {
-    let n = diesel::update(
-        idempotency_keys::table
-            .find((principal, key))
-            .filter(idempotency_keys::status.is_null())
-            .filter(idempotency_keys::created_at.lt(stale_before)),
-    )
-    .set(idempotency_keys::created_at.eq(now))
-    .execute(conn)?;
-    Ok(n == 1)
 }
 
 /// Deletes the key's row if it expired before `now`.
@@ -138,16 +117,6 @@ pub fn complete(
             idempotency_keys::body.eq(response.body.as_deref()),
         ))
         .execute(conn)
-}
-
-/// Removes an in-flight claim (the write failed and committed nothing).
-pub fn release(conn: &mut MysqlConnection, principal: &[u8], key: &str) -> QueryResult<usize> {
-    diesel::delete(
-        idempotency_keys::table
-            .find((principal, key))
-            .filter(idempotency_keys::status.is_null()),
-    )
-    .execute(conn)
 }
 
 /// Deletes up to `limit` expired rows; returns how many.

@@ -64,6 +64,18 @@ impl ManageConnection for MysqlManager {
     }
 }
 
+/// The session's `innodb_lock_wait_timeout`: half the query timeout, at least 1 s.
+pub fn lock_wait_secs(query_timeout: Duration) -> u64 {
+    (query_timeout.as_secs() / 2).max(1)
+}
+
+/// Sets the session's `innodb_lock_wait_timeout` (also inside a transaction: it applies to the
+/// next statement).
+pub fn set_lock_wait(conn: &mut MysqlConnection, secs: u64) -> Result<(), ApiError> {
+    conn.batch_execute(&format!("SET SESSION innodb_lock_wait_timeout = {secs}"))
+        .map_err(ApiError::from)
+}
+
 /// A session setting spelled for MariaDB and for MySQL.
 pub struct SessionSetting {
     pub mariadb: String,
@@ -77,7 +89,7 @@ pub struct SessionSetting {
 /// statement after the query timeout (MariaDB's `max_statement_time`; MySQL 8's
 /// `MAX_EXECUTION_TIME`, which bounds SELECTs only).
 pub fn session_limits(query_timeout: Duration) -> [SessionSetting; 2] {
-    let lock_wait = (query_timeout.as_secs() / 2).max(1);
+    let lock_wait = lock_wait_secs(query_timeout);
     let sql = format!("SET SESSION innodb_lock_wait_timeout = {lock_wait}");
     let millis = query_timeout.as_millis().max(1);
     [

@@ -1,11 +1,12 @@
 //! `Idempotency-Key` on writes (docs/api.md#idempotency). A client that retries a write with
 //! the same key gets the first attempt's response instead of a second write.
 //!
-//! The key is claimed first (a row committed on its own, "in flight"); the write then runs in
-//! one transaction that also stores its response in that row, so a stored response exists
-//! exactly when the write committed. A failed write releases the claim: nothing was committed,
-//! so the retry runs the write again. Keys belong to the bearer token that sent them and
-//! expire after a day.
+//! The key's row is inserted as the first statement of the write's transaction and completed
+//! with the response at its end, so a stored response exists exactly when the write committed,
+//! and a failed or interrupted write leaves no trace (its rollback removes the claim). A
+//! concurrent request with the same key waits at most a second on the claim's row lock: if the
+//! first commits by then, it gets the stored response; otherwise 409. Keys belong to the bearer
+//! token that sent them and expire after a day.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::db::db;
 use super::state::AppState;
 use crate::auth::bearer_token;
-use crate::error::ApiError;
+use crate::error::{classify, ApiError, DbErrorClass};
 use crate::models;
 use crate::models::idempotency::{self as model, StoredResponse};
 
@@ -29,6 +30,9 @@ pub const HEADER: &str = "Idempotency-Key";
 pub const REPLAYED: &str = "Idempotent-Replayed";
 /// How long a key is remembered.
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a request waits for a concurrent one holding the same key before 409.
+pub const CLAIM_WAIT_SECS: u64 = 1;
 
 /// Seconds since the epoch of this process's last purge of expired keys.
 static LAST_PURGE: AtomicI64 = AtomicI64::new(0);
@@ -108,60 +112,63 @@ where
     W: FnMut(&mut MysqlConnection) -> Result<T, ApiError> + Send + 'static,
     R: Fn(&T) -> StoredResponse + Send + 'static,
 {
-    let stale_after = state.db_timeout + state.query_timeout + Duration::from_secs(1);
+    let lock_wait = models::lock_wait_secs(state.query_timeout);
     let (stored, value) = db(state, move |conn| {
         let Some(key) = key else {
             let value = models::transaction(conn, &mut work)?;
             return Ok((respond(&value), Some(value)));
         };
-        if let Claim::Replay(stored) = claim(conn, &key, stale_after)? {
-            return Ok((stored, None));
-        }
-        let written = models::transaction(conn, |conn| {
+        purge_now_and_then(conn, models::now());
+        models::transaction(conn, |conn| {
+            if let Claim::Replay(stored) = claim(conn, &key, lock_wait)? {
+                return Ok((stored, None));
+            }
             let value = work(conn)?;
             let stored = respond(&value);
             model::complete(conn, &key.principal, &key.key, &stored)?;
-            Ok((stored, value))
-        });
-        match written {
-            Ok((stored, value)) => Ok((stored, Some(value))),
-            Err(e) => {
-                // Nothing committed: let a retry run the write again.
-                if let Err(release) = model::release(conn, &key.principal, &key.key) {
-                    tracing::warn!(error = %release, "could not release an idempotency key; it frees itself when stale");
-                }
-                Err(e)
-            }
-        }
+            Ok((stored, Some(value)))
+        })
     })
     .await?;
     Ok((response(&stored, value.is_none()), value))
 }
 
-/// Claims the key (committed at once, outside the write's transaction).
+fn in_progress() -> ApiError {
+    ApiError::Conflict(format!(
+        "a request with this {HEADER} is in progress; retry shortly"
+    ))
+}
+
+/// Claims the key inside the write's transaction. Waits at most [`CLAIM_WAIT_SECS`] for a
+/// concurrent request holding the same key (`lock_wait` is the session's usual limit, put
+/// back after).
 fn claim(
     conn: &mut MysqlConnection,
     key: &IdempotencyKey,
-    stale_after: Duration,
+    lock_wait: u64,
 ) -> Result<Claim, ApiError> {
     let now = models::now();
-    purge_now_and_then(conn, now);
     let expires_at = now + chrono::Duration::from_std(TTL).unwrap_or_default();
-    let stale_before = now - chrono::Duration::from_std(stale_after).unwrap_or_default();
     // Twice at most: a row that expired is deleted, then claimed afresh.
     for _ in 0..2 {
-        if model::insert_claim(
+        models::set_lock_wait(conn, CLAIM_WAIT_SECS)?;
+        let inserted = model::insert_claim(
             conn,
             &key.principal,
             &key.key,
             &key.request_hash,
             now,
             expires_at,
-        )? {
-            return Ok(Claim::Proceed);
+        );
+        models::set_lock_wait(conn, lock_wait)?;
+        match inserted {
+            Ok(true) => return Ok(Claim::Proceed),
+            Ok(false) => {}
+            Err(e) if classify(&e) == DbErrorClass::Contention => return Err(in_progress()),
+            Err(e) => return Err(e.into()),
         }
         let Some(row) = model::find(conn, &key.principal, &key.key)? else {
-            continue; // released meanwhile
+            continue;
         };
         if row.expires_at < now {
             model::delete_expired(conn, &key.principal, &key.key, now)?;
@@ -173,21 +180,9 @@ fn claim(
                 "was already used with a different request",
             ));
         }
-        if let Some(stored) = row.response() {
-            return Ok(Claim::Replay(stored));
-        }
-        if row.created_at < stale_before
-            && model::take_over(conn, &key.principal, &key.key, stale_before, now)?
-        {
-            return Ok(Claim::Proceed);
-        }
-        return Err(ApiError::Conflict(format!(
-            "a request with this {HEADER} is in progress; retry shortly"
-        )));
+        return row.response().map(Claim::Replay).ok_or_else(in_progress);
     }
-    Err(ApiError::Conflict(format!(
-        "a request with this {HEADER} is in progress; retry shortly"
-    )))
+    Err(in_progress())
 }
 
 /// Deletes expired keys, at most once a minute per process and 1,000 rows at a time.
