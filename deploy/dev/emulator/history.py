@@ -22,7 +22,8 @@ Hook points (each wraps what is current at install time):
   sync_created_table (CREATE TABLE ... OPTIONS (enable_change_history = TRUE)).
 - sql/inner_query.py rewrite_for_system_time: history_sql.rewrite first.
 - storage/partition_state.py list_partitions_for_table: INFORMATION_SCHEMA.PARTITIONS.
-- routes: tabledata insertAll, tables get / delete, and /_emulator/flush, /_emulator/age.
+- routes: tabledata insertAll, tables get / delete, jobs `_apply_write_append` (query jobs
+  write their destinationTable), and /_emulator/flush, /_emulator/age.
 """
 
 import contextvars
@@ -31,6 +32,7 @@ import functools
 from bqemulator.catalog import duckdb_repository, memory_repository
 from bqemulator.catalog.models import PartitionMeta
 from bqemulator.jobs import executor
+from bqemulator.observability.logging_ import get_logger
 from bqemulator.sql import inner_query
 from bqemulator.storage import partition_state
 from bqemulator.versioning import snapshots
@@ -38,6 +40,7 @@ from bqemulator.versioning import snapshots
 from . import history_routes, history_sql
 from .history_store import HistoryStore
 
+_log = get_logger(__name__)
 #: engine id -> HistoryStore (one emulator per process in practice; tests may run several).
 STORES = {}
 #: The statement kind (INSERT, UPDATE, DELETE, MERGE, TRUNCATE) of the write being recorded.
@@ -75,7 +78,11 @@ def _wrap_snapshot_manager():
             return capture(self, project_id, dataset_id, table_id, kind=kind)
         meta = self._catalog.get_table(project_id, dataset_id, table_id)
         if _writable_table(meta):
-            store.record(meta, WRITE_KIND.get(), streamed=STREAMED.get())
+            try:
+                store.record(meta, WRITE_KIND.get(), streamed=STREAMED.get())
+            except Exception as exc:  # noqa: BLE001 - never fail the write itself
+                _log.warning("history.record_failed", table=table_id, error=str(exc))
+                store.forget(meta)
         return None
 
     @functools.wraps(drop)

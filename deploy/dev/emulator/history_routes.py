@@ -5,6 +5,9 @@
   ingestion-time table has buffered rows (the Table resource's documented field).
 - tables.delete of a partition decorator `table$YYYYMMDD` (or `$__NULL__`,
   `$__UNPARTITIONED__`, an HOUR/MONTH/YEAR id, a range start): deletes that partition's rows.
+- jobs.insert of a query with `destinationTable` (an existing table, not an anonymous result):
+  the result is written there per `writeDisposition` (WRITE_APPEND, WRITE_TRUNCATE,
+  WRITE_EMPTY), which bqemulator does not do, and recorded as a write.
 - `POST /_emulator/flush` {"project"?, "dataset"?, "table"?}: moves streamed rows out of the
   buffer into the partitions of their ingestion time (BigQuery does it within minutes).
 - `POST /_emulator/age` {"project"?, "dataset", "table", "seconds"}: moves one table's history
@@ -103,6 +106,7 @@ def install(store_for, write_kind, streamed):
 
         return wrapper
 
+    _wrap_destination_writes()
     _replace_endpoint(tabledata.router, table_path + "/insertAll", "POST", insert_all)
     _replace_endpoint(tables.router, table_path, "GET", get_table)
     _replace_endpoint(tables.router, table_path, "DELETE", delete_table)
@@ -171,3 +175,58 @@ def _tables(ctx, body):
 
 def _all_datasets(ctx):
     return list(ctx.catalog.list_all_datasets())
+
+
+def _wrap_destination_writes():
+    """bqemulator answers a query job with a destinationTable as if it had written it (it
+    shapes the response) but leaves the table as it was; BigQuery writes the result there
+    (jobs.insert `configuration.query.destinationTable`, `writeDisposition`)."""
+    from bqemulator.api.routes import jobs
+    from bqemulator.jobs.executor import JOB_RESULTS
+
+    original = jobs._apply_write_append
+
+    @functools.wraps(original)
+    async def _apply_write_append(*, job_meta, job_id, query_config, ctx, caller, request_project_id):
+        result = JOB_RESULTS.get(job_id)
+        answer = await original(job_meta=job_meta, job_id=job_id, query_config=query_config,
+                                ctx=ctx, caller=caller, request_project_id=request_project_id)
+        destination = query_config.get("destinationTable") or {}
+        statement = (job_meta.statistics.get("query") or {}).get("statementType")
+        if result is None or job_meta.error_result or statement != "SELECT" or not destination.get("tableId"):
+            return answer
+        project = destination.get("projectId") or request_project_id
+        meta = ctx.catalog.get_table(project, destination.get("datasetId", ""), destination["tableId"])
+        if meta is None or meta.table_type != "TABLE":
+            return answer
+        disposition = (query_config.get("writeDisposition") or "WRITE_EMPTY").upper()
+        if not await _write_result(ctx, meta, result, disposition):
+            return answer.model_copy(update={"error_result": {
+                "reason": "duplicate",
+                "message": f"Already Exists: Table {meta.project_id}:{meta.dataset_id}.{meta.table_id}",
+            }})
+        return answer
+
+    jobs._apply_write_append = _apply_write_append
+
+
+async def _write_result(ctx, meta, result, disposition):
+    """Writes the rows; False (nothing written) for WRITE_EMPTY into a table with rows."""
+    from uuid import uuid4
+
+    from .history_store import live_ref
+
+    target = live_ref(meta)
+    name = f"__bqemu_destination_{uuid4().hex[:12]}"
+    async with ctx.engine.write_lock():
+        if disposition == "WRITE_EMPTY" and ctx.engine.execute(f"SELECT count(*) FROM {target}").fetchone()[0]:
+            return False
+        ctx.engine.connection.register(name, result)
+        try:
+            if disposition == "WRITE_TRUNCATE":
+                ctx.engine.execute(f"DELETE FROM {target}")
+            ctx.engine.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {name}")
+        finally:
+            ctx.engine.connection.unregister(name)
+        ctx.snapshots.record_change(meta.project_id, meta.dataset_id, meta.table_id)
+    return True

@@ -67,11 +67,13 @@ def time_travel_relation(store, meta, target):
     """
     now = store.clock.now().astimezone(UTC)
     target = target.astimezone(UTC) if target.tzinfo else target.replace(tzinfo=UTC)
-    hist = store.get(meta) or store.start(meta, known_start=False)
+    hist = store.get(meta)
     stamp = f"Invalid snapshot time {ms(target)} for table {_ref(meta)}@{ms(target)}."
     if target > now:
         raise HistoryError(f"{stamp} Cannot read in the future.")
-    floor = max(now - hs.WINDOW, hist.start.astimezone(UTC))
+    # A table without a history (it predates this patch) can only be read as it is now.
+    start = hist.start.astimezone(UTC) if hist is not None else now
+    floor = max(now - hs.WINDOW, start)
     if target < floor:
         raise HistoryError(f"{stamp} Cannot read before {ms(floor)}")
     last = store.last_change(hist)
@@ -195,7 +197,11 @@ def change_relation(store, meta, function, start, end):
       an UPDATE is a DELETE of the old row and an UPDATE of the new one, same timestamp.
     """
     now = store.clock.now().astimezone(UTC)
-    hist = store.get(meta) or store.start(meta, known_start=False)
+    hist = store.get(meta)
+    if hist is None:  # predates this patch: no change is known
+        key = hs.table_key(meta.project_id, meta.dataset_id, meta.table_id)
+        cols = [c for c, _ in store.live_columns(meta)]
+        return store.view(f"empty_{key}_{_colhash(cols)}", _empty_change_sql(store, meta))
     created = hist.start.astimezone(UTC)
     window = now - hs.WINDOW
     name = function.upper()
@@ -239,6 +245,14 @@ def change_relation(store, meta, function, start, end):
         f"SELECT {clist}, {change} AS _CHANGE_TYPE, __bqemu_ts AS _CHANGE_TIMESTAMP "
         f"FROM {hs.rel(hist.key, 'log')} WHERE {where} AND __bqemu_ts >= {_lit(start)} "
         f"AND __bqemu_ts < {_lit(end)}",
+    )
+
+
+def _empty_change_sql(store, meta):
+    clist = ", ".join(hs.q(c) for c, _ in store.live_columns(meta))
+    return (
+        f"SELECT {clist}, CAST(NULL AS VARCHAR) AS _CHANGE_TYPE, "
+        f"CAST(NULL AS TIMESTAMPTZ) AS _CHANGE_TIMESTAMP FROM {hs.live_ref(meta)} WHERE FALSE"
     )
 
 

@@ -226,6 +226,13 @@ class HistoryStore:
         self.sql(f"DELETE FROM {META} WHERE key = ?", [key])
         self.tables().pop(key, None)
 
+    def forget(self, meta):
+        """After a failed record: the next one starts over, marking everything modified."""
+        try:
+            self.drop(meta.project_id, meta.dataset_id, meta.table_id)
+        except Exception:  # noqa: BLE001
+            self.tables().pop(table_key(meta.project_id, meta.dataset_id, meta.table_id), None)
+
     # -- a table's start ---------------------------------------------------------------------
 
     def start(self, meta, *, known_start=True):
@@ -267,7 +274,8 @@ class HistoryStore:
         self._save_meta(hist)
         self.tables()[key] = hist
         if not known_start:
-            self._set_table_modified(meta, ts)
+            count = self.sql(f"SELECT count(*) FROM {live}").fetchone()[0]
+            self._set_table_modified(meta, ts, count)
         return hist
 
     def _touch(self, key, pid_query, ts):
@@ -395,9 +403,6 @@ class HistoryStore:
         self._known_columns[key] = names
         return names
 
-    def transaction(self):
-        """One DuckDB transaction around a record (one commit instead of one per statement)."""
-        return _Transaction(self)
 
     def _purge(self, hist, now):
         """Drops log entries that left the time-travel window (at most hourly)."""
@@ -513,27 +518,6 @@ class HistoryStore:
         if hist.last_change is None:
             hist.last_change = self.sql(f"SELECT max(__bqemu_ts) FROM {rel(hist.key, 'log')}").fetchone()[0]
         return hist.last_change
-
-
-class _Transaction:
-    """BEGIN/COMMIT, or nothing when a transaction is already open (then the caller's commit
-    covers the record); ROLLBACK on an error."""
-
-    def __init__(self, store):
-        self.store, self.open = store, False
-
-    def __enter__(self):
-        try:
-            self.store.sql("BEGIN TRANSACTION")
-            self.open = True
-        except Exception:  # noqa: BLE001 - already in a transaction
-            self.open = False
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        if self.open:
-            self.store.sql("ROLLBACK" if kind else "COMMIT")
-        return False
 
 
 def ts_literal(t):

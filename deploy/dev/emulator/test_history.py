@@ -112,6 +112,32 @@ class History(unittest.TestCase):
         self.assertGreater(table_after, table_before)
         self.assertEqual(rows, 3)
 
+    def test_query_job_with_a_destination_table_writes_it(self):
+        t = self.day_table("(1, '2026-01-01', 'a')")
+        before, (table_before, _) = self.bq.partitions("h", t), self.bq.modified("h", t)
+        destination = {"projectId": "local-project", "datasetId": "h", "tableId": t}
+        job = self.bq.job({"query": {
+            "query": "SELECT 2 AS id, DATE '2026-01-02' AS day, 'b' AS v", "useLegacySql": False,
+            "destinationTable": destination, "writeDisposition": "WRITE_APPEND",
+        }})
+        self.assertNotIn("errorResult", job.get("status", {}), job)
+        after, (table_after, rows) = self.bq.partitions("h", t), self.bq.modified("h", t)
+        self.assertEqual(after["20260101"], before["20260101"])
+        self.assertEqual(after["20260102"][0], 1)
+        self.assertGreater(table_after, table_before)
+        self.assertEqual(rows, 2)
+        self.bq.job({"query": {
+            "query": "SELECT 3 AS id, DATE '2026-01-03' AS day, 'c' AS v", "useLegacySql": False,
+            "destinationTable": destination, "writeDisposition": "WRITE_TRUNCATE",
+        }})
+        self.assertEqual(self.bq.query(f"SELECT id FROM h.{t}"), [("3",)])
+        self.assertEqual(set(self.bq.partitions("h", t)), {"20260103"})
+        job = self.bq.job({"query": {  # writeDisposition WRITE_EMPTY by default
+            "query": "SELECT 4 AS id", "useLegacySql": False, "destinationTable": destination,
+        }})
+        self.assertEqual(job["status"]["errorResult"]["reason"], "duplicate")
+        self.assertEqual(self.bq.query(f"SELECT id FROM h.{t}"), [("3",)])
+
     def test_truncate_advances_the_table_and_empties_its_partitions(self):
         t = self.day_table("(1, '2026-01-01', 'a')")
         table_before, _ = self.bq.modified("h", t)
