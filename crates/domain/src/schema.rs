@@ -85,11 +85,14 @@ impl Column {
         }
     }
 
-    /// The column definition in `CREATE TABLE`.
-    pub fn mysql_definition(&self) -> String {
+    /// The column definition in `CREATE TABLE`; strings in `collation`, the server's exact
+    /// collation ([`EXACT_COLLATIONS`]).
+    pub fn mysql_definition(&self, collation: &str) -> String {
         let charset = match self.bq {
-            BqType::String | BqType::Geography => " CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
-            _ => "",
+            BqType::String | BqType::Geography => {
+                format!(" CHARACTER SET utf8mb4 COLLATE {collation}")
+            }
+            _ => String::new(),
         };
         let null = if self.required { " NOT NULL" } else { " NULL" };
         format!(
@@ -371,15 +374,56 @@ pub fn check_decimal(s: &str, int_max: usize, frac_max: usize) -> Result<(), Str
     Ok(())
 }
 
+/// Binary, NO PAD collations: strings compare as the exact byte sequences BigQuery compares,
+/// so `'a'`, `'a '` and `'A'` are three keys (docs/sync.md#type-map). MariaDB (10.2+) calls
+/// it `utf8mb4_nopad_bin`, MySQL (8.0.17+) `utf8mb4_0900_bin`. `utf8mb4_bin` is PAD SPACE on
+/// both: `'a' = 'a '`, so two warehouse keys would collide in a unique key.
+pub const EXACT_COLLATIONS: [&str; 2] = ["utf8mb4_nopad_bin", "utf8mb4_0900_bin"];
+
+/// Whether a MySQL collation compares strings exactly (binary and NO PAD).
+pub fn is_exact_collation(collation: &str) -> bool {
+    let c = collation.to_ascii_lowercase();
+    c == "binary" || c.ends_with("_nopad_bin") || c.ends_with("_0900_bin")
+}
+
+/// Key columns of an existing table whose collation would let distinct warehouse keys collide
+/// (one message per column, with the fix).
+pub fn key_collation_problems(
+    table: &str,
+    primary_key: &[Ident],
+    have: &[MysqlColumn],
+) -> Vec<String> {
+    primary_key
+        .iter()
+        .filter_map(|k| have.iter().find(|c| c.name.eq_ignore_ascii_case(k)))
+        .filter_map(|c| {
+            let collation = c.collation.as_deref()?;
+            (!is_exact_collation(collation)).then(|| {
+                format!(
+                    "{table}.{}: key column has collation {collation}, which ignores trailing spaces (or case): \
+                     distinct warehouse keys such as 'a' and 'a ' would collide; change it, e.g. \
+                     ALTER TABLE `{table}` MODIFY `{}` VARCHAR(n) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin \
+                     (MySQL 8: utf8mb4_0900_bin)",
+                    c.name, c.name
+                )
+            })
+        })
+        .collect()
+}
+
 /// `CREATE TABLE` for a missing target: the columns, the primary key, an index on the
-/// partition column. utf8mb4, InnoDB.
+/// partition column. utf8mb4 in `collation` (one of [`EXACT_COLLATIONS`]), InnoDB.
 pub fn create_table_sql(
     table: &Ident,
     columns: &[Column],
     primary_key: &[Ident],
     index: Option<&Ident>,
+    collation: &str,
 ) -> Result<String, String> {
-    let mut parts: Vec<String> = columns.iter().map(Column::mysql_definition).collect();
+    let mut parts: Vec<String> = columns
+        .iter()
+        .map(|c| c.mysql_definition(collation))
+        .collect();
     for k in primary_key {
         let col = columns
             .iter()
@@ -411,7 +455,7 @@ pub fn create_table_sql(
         }
     }
     Ok(format!(
-        "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}",
         table.quoted(),
         parts.join(",\n  ")
     ))
@@ -424,6 +468,8 @@ pub struct MysqlColumn {
     pub data_type: String,
     pub nullable: bool,
     pub has_default: bool,
+    /// `COLLATION_NAME` (strings only).
+    pub collation: Option<String>,
 }
 
 /// Differences that stop a load, one message per column. Extra MySQL columns are fine when
@@ -596,14 +642,73 @@ mod tests {
             },
         ];
         let id = |s: &str| Ident::parse(s).unwrap();
-        let sql = create_table_sql(&id("t"), &cols, &[id("id")], Some(&id("day"))).unwrap();
+        let sql = create_table_sql(
+            &id("t"),
+            &cols,
+            &[id("id")],
+            Some(&id("day")),
+            "utf8mb4_nopad_bin",
+        )
+        .unwrap();
         assert!(sql.contains("`id` BIGINT NOT NULL"), "{sql}");
         assert!(sql.contains("PRIMARY KEY (`id`)"), "{sql}");
         assert!(sql.contains("KEY `day_idx` (`day`)"), "{sql}");
-        assert!(create_table_sql(&id("t"), &cols, &[id("name")], None)
-            .unwrap_err()
-            .contains("varchar"));
-        assert!(create_table_sql(&id("t"), &cols, &[id("zz")], None).is_err());
+        assert!(
+            create_table_sql(&id("t"), &cols, &[id("name")], None, "utf8mb4_nopad_bin")
+                .unwrap_err()
+                .contains("varchar")
+        );
+        assert!(create_table_sql(&id("t"), &cols, &[id("zz")], None, "utf8mb4_nopad_bin").is_err());
+    }
+
+    #[test]
+    fn keys_need_an_exact_collation_and_created_tables_use_one() {
+        for exact in [
+            "utf8mb4_nopad_bin",
+            "utf8mb4_0900_bin",
+            "binary",
+            "UTF8MB4_NOPAD_BIN",
+        ] {
+            assert!(is_exact_collation(exact), "{exact}");
+        }
+        for padded in [
+            "utf8mb4_bin",
+            "utf8mb4_unicode_ci",
+            "utf8mb4_general_ci",
+            "latin1_bin",
+        ] {
+            assert!(!is_exact_collation(padded), "{padded}");
+        }
+        let col = |name: &str, collation: Option<&str>| MysqlColumn {
+            name: name.into(),
+            data_type: "varchar".into(),
+            nullable: false,
+            has_default: false,
+            collation: collation.map(str::to_string),
+        };
+        let have = [
+            col("id", Some("utf8mb4_bin")),
+            col("sku", Some("utf8mb4_nopad_bin")),
+            col("note", Some("utf8mb4_unicode_ci")),
+            col("n", None),
+        ];
+        let id = |s: &str| Ident::parse(s).unwrap();
+        let problems = key_collation_problems("t", &[id("id"), id("sku"), id("n")], &have);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("t.id: key column has collation utf8mb4_bin"));
+        assert!(problems[0].contains("utf8mb4_nopad_bin"));
+        let cols = vec![Column {
+            name: id("k"),
+            bq: BqType::String,
+            required: true,
+            varchar: Some(10),
+        }];
+        let sql = create_table_sql(&id("t"), &cols, &[id("k")], None, "utf8mb4_0900_bin").unwrap();
+        assert!(
+            sql.contains("`k` VARCHAR(10) CHARACTER SET utf8mb4 COLLATE utf8mb4_0900_bin NOT NULL"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("COLLATE=utf8mb4_0900_bin"), "{sql}");
     }
 
     #[test]
@@ -634,24 +739,28 @@ mod tests {
                 data_type: "bigint".into(),
                 nullable: false,
                 has_default: false,
+                collation: None,
             },
             MysqlColumn {
                 name: "v".into(),
                 data_type: "varchar".into(),
                 nullable: true,
                 has_default: false,
+                collation: None,
             },
             MysqlColumn {
                 name: "extra".into(),
                 data_type: "int".into(),
                 nullable: false,
                 has_default: false,
+                collation: None,
             },
             MysqlColumn {
                 name: "_sync_hash".into(),
                 data_type: "bigint".into(),
                 nullable: true,
                 has_default: false,
+                collation: None,
             },
         ];
         let d = schema_drift("t", &want, &have);

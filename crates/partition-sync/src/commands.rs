@@ -88,12 +88,15 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
             let detected = async {
                 let table =
                     source::describe(&ctx.warehouse, &ctx.config.warehouse.dataset, spec).await?;
-                source::detect(&ctx.warehouse, &ctx.config.warehouse.dataset, &table, how).await
+                let (parts, _) =
+                    source::detect(&ctx.warehouse, &ctx.config.warehouse.dataset, &table, how)
+                        .await?;
+                Ok::<_, source::SourceError>((parts, table.scheme.ingestion_time))
             }
             .await;
             match detected {
-                Ok((parts, _)) => {
-                    let p = plan::plan(&parts, &synced, &[]);
+                Ok((parts, buffered)) => {
+                    let p = plan::plan(&parts, &synced, &[], buffered);
                     st.partitions_pending = p.loads.len();
                     st.partitions_vanished = p.vanished.len();
                     st.lag_seconds = p.lag_seconds(now);

@@ -64,7 +64,12 @@ async fn plan_table(
     *bytes += b;
     let forced = forced_partitions(spec, opts, &parts);
     let synced = state.get(spec.target.as_str()).cloned().unwrap_or_default();
-    Ok(plan::plan(&parts, &synced, &forced))
+    Ok(plan::plan(
+        &parts,
+        &synced,
+        &forced,
+        table.scheme.ingestion_time,
+    ))
 }
 
 /// The partitions of the table that `resync` forces.
@@ -113,6 +118,8 @@ pub(crate) fn plan_report(tables: &[(PartitionedSource, Plan)]) -> Vec<PlannedPa
                     rows: l.partition.rows,
                     action: "load".into(),
                     reason: l.reason.to_string(),
+                    estimated_bytes: None,
+                    mysql_rows: None,
                 })
                 .chain(p.vanished.iter().map(|id| PlannedPartition {
                     table: t.spec.target.to_string(),
@@ -120,6 +127,8 @@ pub(crate) fn plan_report(tables: &[(PartitionedSource, Plan)]) -> Vec<PlannedPa
                     rows: 0,
                     action: "delete".into(),
                     reason: "vanished from the warehouse".into(),
+                    estimated_bytes: None,
+                    mysql_rows: None,
                 }))
                 .collect::<Vec<_>>()
         })

@@ -4,6 +4,7 @@
 //! the sequence of a run is in `docs/architecture.md#partition-sync-sequence`).
 
 pub mod commands;
+mod dry_run;
 mod export;
 mod group_plan;
 mod insert;

@@ -310,8 +310,18 @@ fn print_summary(summary: &RunSummary) {
             );
         }
         for p in g.plan.iter().rev().take(SHOWN).rev() {
+            let estimate = match (p.estimated_bytes, p.mysql_rows) {
+                (Some(bytes), Some(mysql)) => {
+                    format!(
+                        ", replaces {mysql} MySQL rows, export {}",
+                        human_bytes(bytes)
+                    )
+                }
+                (None, Some(mysql)) => format!(", replaces {mysql} MySQL rows"),
+                _ => String::new(),
+            };
             println!(
-                "  {} {} {} ({} rows): {}",
+                "  {} {} {} ({} rows{estimate}): {}",
                 p.action, p.table, p.partition, p.rows, p.reason
             );
         }
@@ -325,6 +335,17 @@ fn print_summary(summary: &RunSummary) {
             println!("  error: {e}");
         }
     }
+    if summary.dry_run {
+        let plan = summary.groups.iter().flat_map(|g| &g.plan);
+        let bytes: u64 = plan.clone().filter_map(|p| p.estimated_bytes).sum();
+        let inserts: i64 = plan.clone().map(|p| p.rows).sum();
+        let deletes: u64 = plan.filter_map(|p| p.mysql_rows).sum();
+        println!(
+            "dry run: the exports would process {} in BigQuery (plus {} for detection, already spent); MySQL: {inserts} rows inserted, {deletes} rows deleted",
+            human_bytes(bytes),
+            human_bytes(summary.warehouse_bytes_processed)
+        );
+    }
     println!(
         "run {}: {} in {:.1}s — {} partitions, {} rows loaded, {} rows deleted",
         summary.run_id,
@@ -334,6 +355,22 @@ fn print_summary(summary: &RunSummary) {
         summary.rows_loaded,
         summary.rows_deleted
     );
+}
+
+/// `1.5 MB`-style (decimal units, as BigQuery bills).
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// A progress bar on a terminal; log lines per partition otherwise.

@@ -13,6 +13,10 @@ use domain::schema::BqType;
 pub const NULL_PARTITION: &str = "__NULL__";
 /// Partition id of the streaming buffer: not yet in a partition, so it waits.
 pub const UNPARTITIONED: &str = "__UNPARTITIONED__";
+/// The first day BigQuery partitions by; earlier values are `__UNPARTITIONED__`.
+pub const FIRST_PARTITIONABLE_DAY: &str = "1960-01-01";
+/// The day after the last one BigQuery partitions by (2159-12-31).
+pub const END_PARTITIONABLE_DAY: &str = "2160-01-01";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Granularity {
@@ -110,11 +114,29 @@ impl Scheme {
             Granularity::Year => "%Y",
         };
         let c = self.source_expr();
-        match self.column_type {
+        let id = match self.column_type {
             BqType::Date => format!("FORMAT_DATE('{fmt}', {c})"),
             BqType::Datetime => format!("FORMAT_DATETIME('{fmt}', {c})"),
             _ => format!("FORMAT_TIMESTAMP('{fmt}', {c}, 'UTC')"),
+        };
+        if self.ingestion_time {
+            // Rows still in the streaming buffer have no partition time yet.
+            format!("IF({c} IS NULL, '{UNPARTITIONED}', {id})")
+        } else {
+            let (lo, hi) = self.partitionable_bounds();
+            format!("CASE WHEN {c} < {lo} OR {c} >= {hi} THEN '{UNPARTITIONED}' ELSE {id} END")
         }
+    }
+
+    /// BigQuery's partitionable range as warehouse literals: values before 1960-01-01 or from
+    /// 2160-01-01 on land in `__UNPARTITIONED__` (docs/sync.md#partition-ids).
+    fn partitionable_bounds(&self) -> (String, String) {
+        let lit = |day: &str| match self.column_type {
+            BqType::Date => format!("DATE '{day}'"),
+            BqType::Datetime => format!("DATETIME '{day} 00:00:00'"),
+            _ => format!("TIMESTAMP '{day} 00:00:00+00'"),
+        };
+        (lit(FIRST_PARTITIONABLE_DAY), lit(END_PARTITIONABLE_DAY))
     }
 
     /// The half-open range `[start, end)` a partition id covers.
@@ -172,6 +194,13 @@ impl Scheme {
         if id == NULL_PARTITION {
             return Ok(format!("{c} IS NULL"));
         }
+        if id == UNPARTITIONED {
+            if self.ingestion_time {
+                return Err("the streaming buffer (__UNPARTITIONED__) is loaded once BigQuery assigns its rows a partition".into());
+            }
+            let (lo, hi) = self.partitionable_bounds();
+            return Ok(format!("({c} < {lo} OR {c} >= {hi})"));
+        }
         let (start, end) = self.range(id)?;
         let lit = |t: NaiveDateTime| match self.column_type {
             BqType::Date => format!("DATE '{}'", t.format("%Y-%m-%d")),
@@ -186,6 +215,16 @@ impl Scheme {
         let c = self.target_column.quoted();
         if id == NULL_PARTITION {
             return Ok((format!("{c} IS NULL"), vec![]));
+        }
+        if id == UNPARTITIONED {
+            let day = |d: &str| match self.column_type {
+                BqType::Date => d.to_string(),
+                _ => format!("{d} 00:00:00"),
+            };
+            return Ok((
+                format!("({c} < ? OR {c} >= ?)"),
+                vec![day(FIRST_PARTITIONABLE_DAY), day(END_PARTITIONABLE_DAY)],
+            ));
         }
         let (start, end) = self.range(id)?;
         let f = |t: NaiveDateTime| match self.column_type {
@@ -223,6 +262,7 @@ pub fn order_key(id: &str) -> (bool, &str) {
 /// Whether `id` looks like a partition id at all (used to validate `--partition`).
 pub fn plausible_id(id: &str) -> bool {
     id == NULL_PARTITION
+        || id == UNPARTITIONED
         || (matches!(id.len(), 4 | 6 | 8 | 10) && id.bytes().all(|b| b.is_ascii_digit()))
 }
 
@@ -254,7 +294,39 @@ mod tests {
             )
         );
         assert_eq!(s.warehouse_filter(NULL_PARTITION).unwrap(), "`day` IS NULL");
-        assert_eq!(s.partition_id_expr(), "FORMAT_DATE('%Y%m%d', `day`)");
+        assert_eq!(
+            s.partition_id_expr(),
+            "CASE WHEN `day` < DATE '1960-01-01' OR `day` >= DATE '2160-01-01' \
+             THEN '__UNPARTITIONED__' ELSE FORMAT_DATE('%Y%m%d', `day`) END"
+        );
+    }
+
+    #[test]
+    fn out_of_range_dates_are_the_unpartitioned_partition_on_both_sides() {
+        let s = day_scheme();
+        assert_eq!(
+            s.warehouse_filter(UNPARTITIONED).unwrap(),
+            "(`day` < DATE '1960-01-01' OR `day` >= DATE '2160-01-01')"
+        );
+        assert_eq!(
+            s.mysql_filter(UNPARTITIONED).unwrap(),
+            (
+                "(`day` < ? OR `day` >= ?)".into(),
+                vec!["1960-01-01".into(), "2160-01-01".into()]
+            )
+        );
+        assert!(plausible_id(UNPARTITIONED));
+        // An ingestion-time table's __UNPARTITIONED__ is its streaming buffer: not loadable.
+        let ingest = Scheme::new(
+            &domain::ident::Ident::parse("_PARTITIONTIME").unwrap(),
+            None,
+            Granularity::Day,
+        )
+        .unwrap();
+        assert!(ingest.warehouse_filter(UNPARTITIONED).is_err());
+        assert!(ingest
+            .partition_id_expr()
+            .starts_with("IF(_PARTITIONTIME IS NULL, '__UNPARTITIONED__'"));
     }
 
     #[test]
@@ -294,7 +366,7 @@ mod tests {
     #[test]
     fn malformed_ids_are_rejected() {
         let s = day_scheme();
-        for bad in ["2026013", "20261301", "2026013a", "", "__UNPARTITIONED__"] {
+        for bad in ["2026013", "20261301", "2026013a", "", "__NONE__"] {
             assert!(s.warehouse_filter(bad).is_err(), "{bad}");
         }
     }

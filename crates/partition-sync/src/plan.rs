@@ -93,7 +93,15 @@ impl Plan {
 /// row count differs, or (depending on what the warehouse reports) it was modified after the
 /// recorded modification time or its fingerprint differs. `forced` partitions are loaded
 /// whatever their state. Empty partitions that were never synced are skipped.
-pub fn plan(source: &[SourcePartition], synced: &[SyncedPartition], forced: &[String]) -> Plan {
+/// `buffered`: the table is ingestion-time partitioned, so `__UNPARTITIONED__` is its streaming
+/// buffer, which waits (in a column-partitioned table it holds the rows dated outside BigQuery's
+/// partitionable range, loaded like any partition).
+pub fn plan(
+    source: &[SourcePartition],
+    synced: &[SyncedPartition],
+    forced: &[String],
+    buffered: bool,
+) -> Plan {
     let state: BTreeMap<&str, &SyncedPartition> =
         synced.iter().map(|s| (s.id.as_str(), s)).collect();
     let mut out = Plan::default();
@@ -101,7 +109,7 @@ pub fn plan(source: &[SourcePartition], synced: &[SyncedPartition], forced: &[St
     let mut sorted: Vec<&SourcePartition> = source.iter().collect();
     sorted.sort_by(|a, b| order_key(&a.id).cmp(&order_key(&b.id)));
     for p in sorted {
-        if p.id == UNPARTITIONED {
+        if buffered && p.id == UNPARTITIONED {
             out.waiting.push(p.id.clone());
             continue;
         }
@@ -173,6 +181,7 @@ mod tests {
             ],
             &[],
             &[],
+            false,
         );
         let ids: Vec<_> = p.loads.iter().map(|l| l.partition.id.as_str()).collect();
         assert_eq!(ids, vec!["__NULL__", "20260101", "20260102"]);
@@ -193,6 +202,7 @@ mod tests {
                 st("20260103", 5, 1),
             ],
             &[],
+            false,
         );
         let got: Vec<_> = p
             .loads
@@ -211,20 +221,26 @@ mod tests {
 
     #[test]
     fn nothing_changed_means_an_empty_plan() {
-        let p = plan(&[src("20260101", 3, 2)], &[st("20260101", 3, 2)], &[]);
+        let p = plan(&[src("20260101", 3, 2)], &[st("20260101", 3, 2)], &[], true);
         assert!(p.is_empty());
     }
 
     #[test]
     fn vanished_and_unpartitioned_partitions() {
-        let p = plan(
-            &[src("__UNPARTITIONED__", 7, 0), src("20260102", 1, 1)],
-            &[st("20260101", 3, 2), st("20260102", 1, 1)],
-            &[],
-        );
+        let source = [src("__UNPARTITIONED__", 7, 0), src("20260102", 1, 1)];
+        let state = [st("20260101", 3, 2), st("20260102", 1, 1)];
+        let p = plan(&source, &state, &[], true);
         assert_eq!(p.vanished, vec!["20260101"]);
-        assert_eq!(p.waiting, vec!["__UNPARTITIONED__"]);
+        assert_eq!(
+            p.waiting,
+            vec!["__UNPARTITIONED__"],
+            "an ingestion-time buffer waits"
+        );
         assert!(p.loads.is_empty());
+        // In a column-partitioned table it holds out-of-range dates: loaded like any partition.
+        let p = plan(&source, &state, &[], false);
+        assert!(p.waiting.is_empty());
+        assert_eq!(p.loads[0].partition.id, "__UNPARTITIONED__");
     }
 
     #[test]
@@ -241,8 +257,11 @@ mod tests {
             modified_micros: Some(100),
             fingerprint: None,
         };
-        assert!(plan(&[s(100)], std::slice::from_ref(&t), &[]).is_empty());
-        assert_eq!(plan(&[s(101)], &[t], &[]).loads[0].reason, Reason::Modified);
+        assert!(plan(&[s(100)], std::slice::from_ref(&t), &[], true).is_empty());
+        assert_eq!(
+            plan(&[s(101)], &[t], &[], true).loads[0].reason,
+            Reason::Modified
+        );
     }
 
     #[test]
@@ -257,10 +276,11 @@ mod tests {
             &[s("20260101", 4_000_000), s("20260102", 9_000_000)],
             &[],
             &[],
+            false,
         );
         assert_eq!(p.lag_seconds(10_000_000), Some(6.0));
         assert_eq!(
-            plan(&[src("20260101", 1, 1)], &[], &[]).lag_seconds(10_000_000),
+            plan(&[src("20260101", 1, 1)], &[], &[], true).lag_seconds(10_000_000),
             None
         );
         assert_eq!(Plan::default().lag_seconds(0), None);
@@ -272,12 +292,13 @@ mod tests {
             &[src("20260101", 3, 2)],
             &[st("20260101", 3, 2)],
             &["20260101".into()],
+            false,
         );
         assert_eq!(p.loads[0].reason, Reason::Forced);
     }
 
     #[test]
     fn empty_new_partitions_are_skipped() {
-        assert!(plan(&[src("20260101", 0, 0)], &[], &[]).is_empty());
+        assert!(plan(&[src("20260101", 0, 0)], &[], &[], true).is_empty());
     }
 }

@@ -15,6 +15,7 @@ use domain::config::{Group, SyncConfig};
 use sync_engine::session;
 use sync_engine::warehouse::Warehouse;
 
+use crate::dry_run;
 use crate::export::{clean_staging, export_group};
 use crate::group_plan::{plan_group, plan_report, GroupPlan};
 use crate::load::{self, LoadError, Progress, TableLoadSummary, TableWork};
@@ -118,9 +119,16 @@ pub struct Options {
 pub struct PlannedPartition {
     pub table: String,
     pub partition: String,
+    /// Warehouse rows the load would insert (0 for a delete).
     pub rows: i64,
     pub action: String,
     pub reason: String,
+    /// `--dry-run`: the bytes the partition's export would process (a BigQuery dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_bytes: Option<u64>,
+    /// `--dry-run`: the MySQL rows of the partition today, which the load or delete replaces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mysql_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -336,8 +344,11 @@ async fn run_group(
         state,
     } = lock_group(ctx, group).await?;
     let GroupPlan { tables, lag } = plan_group(ctx, group, opts, &state, bytes).await?;
-    let plan = plan_report(&tables);
+    let mut plan = plan_report(&tables);
     if opts.dry_run || tables.iter().all(|(_, p)| p.is_empty()) {
+        if opts.dry_run {
+            conn = dry_run::estimate(ctx, &tables, &mut plan, conn).await?;
+        }
         let _ = tokio::task::spawn_blocking(move || session::release_lock(&mut conn, &lock)).await;
         let status = if opts.dry_run { "planned" } else { "unchanged" };
         return Ok(group_report(group, status, Vec::new(), plan, lag));

@@ -7,7 +7,7 @@ use mysql::prelude::Queryable;
 use mysql::Conn;
 
 use domain::ident::quote as quote_ident;
-use domain::schema::{create_table_sql, schema_drift};
+use domain::schema::{create_table_sql, key_collation_problems, schema_drift};
 use sync_engine::session;
 
 use crate::load::{my_err, sink_err, LoadError, TableWork};
@@ -37,7 +37,12 @@ pub fn ensure_target(conn: &mut Conn, table: &mut PartitionedSource) -> Result<b
         .map_err(sink_err(format!("table {target}: reading its columns")))?
     {
         Some(have) => {
-            let problems = schema_drift(&target, &table.columns, &have);
+            let mut problems = schema_drift(&target, &table.columns, &have);
+            problems.extend(key_collation_problems(
+                &target,
+                &table.spec.primary_key,
+                &have,
+            ));
             if !problems.is_empty() {
                 return Err(LoadError::SchemaDrift {
                     table: target.to_string(),
@@ -83,11 +88,15 @@ fn adopt_column_limits(conn: &mut Conn, table: &mut PartitionedSource) -> Result
 /// partitioned by `RANGE COLUMNS` on the partition column.
 fn create_target(conn: &mut Conn, table: &PartitionedSource) -> Result<(), LoadError> {
     let target = table.spec.target.clone();
+    let collation = session::exact_collation(conn).map_err(sink_err(format!(
+        "table {target}: choosing the string collation"
+    )))?;
     let mut ddl = create_table_sql(
         &target,
         &table.columns,
         &table.spec.primary_key,
         Some(&table.scheme.target_column),
+        &collation,
     )
     .map_err(|message| LoadError::Create {
         table: target.to_string(),

@@ -4,7 +4,7 @@
 
 use domain::config::TableSpec;
 use domain::ident::{quote as quote_ident, Ident};
-use domain::schema::{create_table_sql, schema_drift, Column};
+use domain::schema::{create_table_sql, key_collation_problems, schema_drift, Column};
 use mysql::prelude::Queryable;
 use mysql::{Conn, TxOpts, Value};
 use sync_engine::batch::BatchInserter;
@@ -30,14 +30,20 @@ pub fn ensure_table(
     let have = match table_columns(conn, &spec.target)? {
         Some(h) => h,
         None => {
-            let sql = create_table_sql(&spec.target, columns, &spec.primary_key, None)
+            let collation = sync_engine::session::exact_collation(conn)?;
+            let sql = create_table_sql(&spec.target, columns, &spec.primary_key, None, &collation)
                 .map_err(|e| SyncError::Permanent(format!("{}: {e}", spec.target)))?;
             conn.query_drop(sql)?;
             tracing::info!(table.name = %spec.target, "created the MySQL table from the warehouse schema");
             table_columns(conn, &spec.target)?.unwrap_or_default()
         }
     };
-    let drift = schema_drift(&spec.target, columns, &have);
+    let mut drift = schema_drift(&spec.target, columns, &have);
+    drift.extend(key_collation_problems(
+        &spec.target,
+        &spec.primary_key,
+        &have,
+    ));
     if !drift.is_empty() {
         return Err(SyncError::Permanent(format!(
             "schema mismatch between the warehouse and MySQL: {}",

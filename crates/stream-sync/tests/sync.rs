@@ -70,7 +70,12 @@ async fn inserts_updates_and_deletes_all_reach_mysql_in_one_cycle() {
 async fn a_cycle_without_warehouse_changes_writes_nothing_and_reads_only_bucket_digests() {
     let f = Fixture::new().await;
     items(&f, 300).await;
-    let config = f.config(&table("items", &["id"], ""), "");
+    // Without trusting the table's metadata (fingerprint detection), an unchanged table
+    // costs one digest query.
+    let config = f.config(
+        &table("items", &["id"], "change_detection = \"fingerprint\""),
+        "",
+    );
     let mut runner = f.runner(&config, None).await;
     ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "items");
     let checksum = f.my_rows("CHECKSUM TABLE items");
@@ -110,6 +115,19 @@ async fn trusted_unchanged_metadata_skips_the_cycle_without_a_query() {
     assert!(rep.skipped);
     assert_eq!(rep.fetch.queries, 0, "{:?}", rep.fetch);
     assert_eq!(rep.fetch.metadata_calls, 1);
+
+    // An in-place update keeps the row count: only `lastModifiedTime` tells (the emulator
+    // advances it on every write, as BigQuery does), and the next cycle is not skipped.
+    f.bq("UPDATE {ds}.items SET name = 'changed' WHERE id = 3")
+        .await;
+    let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+    let rep = ok(&out, "items");
+    assert!(!rep.skipped, "{rep:?}");
+    assert_eq!(rep.updates, 1, "{rep:?}");
+    assert_eq!(
+        f.my_rows("SELECT name FROM items WHERE id = 3"),
+        vec![vec!["changed"]]
+    );
 }
 
 #[tokio::test]
@@ -664,4 +682,65 @@ async fn a_table_blocked_in_mysql_does_not_hold_back_the_others() {
     ok(&out, "a");
     ok(&out, "b");
     assert_eq!(f.my_rows("SELECT v FROM a WHERE id = 1"), vec![vec!["y"]]);
+}
+
+#[tokio::test]
+async fn string_keys_that_differ_only_by_trailing_spaces_or_case_stay_distinct() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.codes (id STRING NOT NULL, v INT64)")
+        .await;
+    f.bq("INSERT INTO {ds}.codes (id, v) VALUES ('k339', 1), ('k339 ', 2), ('K339', 3), ('k339  ', 4)")
+        .await;
+    let config = f.config(&table("codes", &["id"], "varchar = { id = 64 }"), "");
+    assert_eq!(ok(&f.sync(&config).await, "codes").upserted, 4);
+    assert_eq!(f.my_count("codes"), 4);
+    assert_eq!(
+        f.my_rows("SELECT CONCAT('[', id, ']'), v FROM codes ORDER BY v"),
+        vec![
+            vec!["[k339]", "1"],
+            vec!["[k339 ]", "2"],
+            vec!["[K339]", "3"],
+            vec!["[k339  ]", "4"],
+        ]
+    );
+    // Converged: the next cycle writes nothing (no flip-flop between colliding keys).
+    let rep = ok(&f.sync(&config).await, "codes").clone();
+    assert_eq!(rep.rows_written(), 0, "{rep:?}");
+    f.bq("UPDATE {ds}.codes SET v = 20 WHERE id = 'k339 '")
+        .await;
+    let rep = ok(&f.sync(&config).await, "codes").clone();
+    assert_eq!((rep.updates, rep.rows_written()), (1, 1), "{rep:?}");
+    assert!(f
+        .runner(&config, None)
+        .await
+        .verify(10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn an_adopted_table_whose_key_collation_pads_spaces_is_refused_naming_the_column() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.codes (id STRING NOT NULL, v INT64)")
+        .await;
+    f.bq("INSERT INTO {ds}.codes (id, v) VALUES ('a', 1), ('a ', 2)")
+        .await;
+    use mysql::prelude::Queryable;
+    f.my()
+        .query_drop(
+            "CREATE TABLE codes (id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
+             v BIGINT, PRIMARY KEY (id))",
+        )
+        .unwrap();
+    let config = f.config(&table("codes", &["id"], "varchar = { id = 64 }"), "");
+    let out = f.sync(&config).await;
+    let o = out.iter().find(|o| o.table == "codes").unwrap();
+    let (kind, error) = o.error.clone().expect("refused");
+    assert_eq!(kind, ErrorKind::Permanent);
+    assert!(
+        error.contains("codes.id") && error.contains("utf8mb4_bin"),
+        "{error}"
+    );
+    assert_eq!(f.my_count("codes"), 0, "nothing written");
 }

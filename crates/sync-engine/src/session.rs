@@ -164,8 +164,16 @@ pub fn last_run(
 
 /// Columns of `table` in the current database, or `None` when it does not exist.
 pub fn table_columns(conn: &mut Conn, table: &str) -> Result<Option<Vec<MysqlColumn>>, MysqlError> {
-    let rows: Vec<(String, String, String, Option<String>, String)> = conn.exec(
-        "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA FROM information_schema.COLUMNS \
+    type Row = (
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+    );
+    let rows: Vec<Row> = conn.exec(
+        "SELECT COLUMN_NAME, DATA_TYPE, IS_NULLABLE, COLUMN_DEFAULT, EXTRA, COLLATION_NAME FROM information_schema.COLUMNS \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
         (table,),
     )?;
@@ -174,16 +182,39 @@ pub fn table_columns(conn: &mut Conn, table: &str) -> Result<Option<Vec<MysqlCol
     }
     Ok(Some(
         rows.into_iter()
-            .map(|(name, data_type, nullable, default, extra)| MysqlColumn {
-                name,
-                data_type,
-                nullable: nullable == "YES",
-                has_default: default.is_some()
-                    || extra.to_ascii_lowercase().contains("auto_increment")
-                    || extra.to_ascii_lowercase().contains("generated"),
-            })
+            .map(
+                |(name, data_type, nullable, default, extra, collation)| MysqlColumn {
+                    name,
+                    data_type,
+                    nullable: nullable == "YES",
+                    has_default: default.is_some()
+                        || extra.to_ascii_lowercase().contains("auto_increment")
+                        || extra.to_ascii_lowercase().contains("generated"),
+                    collation,
+                },
+            )
             .collect(),
     ))
+}
+
+/// The server's exact (binary, NO PAD) utf8mb4 collation for the string columns the syncs
+/// create (`domain::schema::EXACT_COLLATIONS`): `utf8mb4_nopad_bin` on MariaDB,
+/// `utf8mb4_0900_bin` on MySQL 8.
+pub fn exact_collation(conn: &mut Conn) -> Result<String, MysqlError> {
+    let names = domain::schema::EXACT_COLLATIONS;
+    let found: Vec<String> = conn.exec(
+        "SELECT COLLATION_NAME FROM information_schema.COLLATIONS WHERE COLLATION_NAME IN (?, ?)",
+        (names[0], names[1]),
+    )?;
+    names
+        .iter()
+        .find(|n| found.iter().any(|f| f == *n))
+        .map(|n| n.to_string())
+        .ok_or_else(|| {
+            MysqlError::Other(
+                "the server has no binary NO PAD utf8mb4 collation (MariaDB 10.2+ or MySQL 8.0.17+ needed)".into(),
+            )
+        })
 }
 
 /// Takes a named advisory lock, waiting up to `timeout`. Returns false when another session

@@ -339,6 +339,25 @@ impl Warehouse {
         }
     }
 
+    /// The bytes `sql` would process (and bill, on demand), from a BigQuery dry run: nothing
+    /// runs, nothing is billed. Retried on transient failures.
+    pub async fn dry_run(&self, sql: &str) -> Result<u64, WarehouseError> {
+        let mut request = self.query_request(sql);
+        request.dry_run = Some(true);
+        let response = retry(self.max_attempts, || {
+            self.client.job().query(&self.project, request.clone())
+        })
+        .await?;
+        if let Some(errors) = response.errors.as_deref().filter(|e| !e.is_empty()) {
+            return Err(query_error(errors));
+        }
+        Ok(response
+            .total_bytes_processed
+            .as_deref()
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// The table's metadata (`tables.get`: schema, partitioning, modification time), retried
     /// on transient failures.
     pub async fn get_table(

@@ -66,7 +66,6 @@ project = "{project}"
 dataset = "{dataset}"
 endpoint = "{endpoint}"
 credentials = "none"
-change_detection = "fingerprint"
 {staging}{rest}"#,
             url_file = self.dir.join("mysql-url").display(),
             project = self.ds.project,

@@ -16,7 +16,9 @@ use diesel::mysql::MysqlConnection;
 use diesel::Connection;
 use domain::config::Credentials;
 
+mod emulator;
 mod fixture;
+pub use emulator::Emulator;
 pub use fixture::SyncFixture;
 
 /// URLs of the local services.

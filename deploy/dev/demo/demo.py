@@ -328,8 +328,7 @@ project = "{args.project}"
 dataset = "{args.dataset}"
 endpoint = "{args.bigquery_url}"
 credentials = "none"
-# The emulator never updates last_modified_time: compare partition fingerprints instead.
-change_detection = "fingerprint"
+# change_detection: the default, "metadata" (partition last_modified_time), as in production.
 
 [staging]
 uri = "gs://{args.bucket}/exports"

@@ -6,6 +6,7 @@ mod helpers;
 
 mod cli;
 mod failures;
+mod faults;
 mod gcs;
 mod groups;
 mod runs;

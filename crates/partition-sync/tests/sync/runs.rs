@@ -80,6 +80,20 @@ async fn missed_runs_catch_up_oldest_first() {
         .map(|p| p.partition.as_str())
         .collect();
     assert_eq!(planned, vec!["20260101", "20260102", "20260103"]);
+    // What it would cost and change: BigQuery bytes of each export (dry-run jobs), and the
+    // MySQL rows each partition holds today (2026-01-01: 2 rows, replaced by 1).
+    let plan = &dry.groups[0].plan;
+    assert!(
+        plan.iter()
+            .all(|p| p.estimated_bytes.is_some_and(|b| b > 0)),
+        "{plan:?}"
+    );
+    let mysql_rows: Vec<_> = plan.iter().map(|p| p.mysql_rows).collect();
+    assert_eq!(mysql_rows, vec![Some(2), Some(0), Some(0)]);
+    assert_eq!(
+        plan.iter().map(|p| p.rows).collect::<Vec<_>>(),
+        vec![1, 1, 1]
+    );
     assert_eq!(count(&f, "stats"), 2, "a dry run changes nothing");
     let s = f.run(STATS, Options::default()).await;
     assert!(s.ok);
@@ -185,6 +199,21 @@ async fn an_ingestion_time_table_gets_its_partition_as_a_real_column() {
     )
     .await;
     let t = "[[tables]]\nsource='ingest'\ntarget='ingest'\nmode='partition'\npartition_column='_PARTITIONDATE'\nprimary_key=['id', 'partition_date']\n";
+    // Streamed rows sit in the streaming buffer (no partition yet): they wait, in both
+    // detection modes, and nothing fails.
+    for how in ["metadata", "fingerprint"] {
+        let s = f
+            .run(
+                &format!("{t}change_detection = '{how}'\n"),
+                Options::default(),
+            )
+            .await;
+        assert!(s.ok, "{how}: {s:?}");
+        assert_eq!(s.rows_loaded, 0, "{how}");
+    }
+    test_support::Emulator::new(&f.ds.env)
+        .flush(&f.ds.dataset, "ingest")
+        .await;
     let s = f.run(t, Options::default()).await;
     assert!(s.ok, "{s:?}");
     assert_eq!(s.rows_loaded, 2);
@@ -192,6 +221,49 @@ async fn an_ingestion_time_table_gets_its_partition_as_a_real_column() {
     let dates: Vec<String> = f.rows("SELECT CAST(partition_date AS CHAR) FROM ingest ORDER BY id");
     assert_eq!(dates, vec![today.clone(), today]);
     assert!(f.run(t, Options::default()).await.groups[0].status == "unchanged");
+}
+
+#[tokio::test]
+async fn rows_dated_outside_bigquerys_partitionable_range_are_loaded_and_reloaded() {
+    // BigQuery keeps rows dated before 1960-01-01 or after 2159-12-31 in `__UNPARTITIONED__`.
+    let f = Fixture::new().await;
+    f.create_table("stats", stats_fields(), Some("day")).await;
+    f.insert(
+        "stats",
+        vec![
+            stat(1, "1950-06-01", 10),
+            stat(2, "9999-12-31", 20),
+            stat(3, "2026-01-01", 30),
+        ],
+    )
+    .await;
+    for how in ["metadata", "fingerprint"] {
+        let t = format!("{STATS}change_detection = '{how}'\n");
+        let s = f.run(&t, Options::default()).await;
+        assert!(s.ok, "{how}: {s:?}");
+        f.sql(&format!(
+            "UPDATE `{{ds}}.stats` SET views = views + 1 WHERE recipe_id IN (1, 2) -- {how}"
+        ))
+        .await;
+        let s = f.run(&t, Options::default()).await;
+        assert!(s.ok, "{how}: {s:?}");
+        let planned: Vec<_> = s.groups[0]
+            .plan
+            .iter()
+            .map(|p| p.partition.as_str())
+            .collect();
+        assert_eq!(planned, vec!["__UNPARTITIONED__"], "{how}");
+    }
+    assert_eq!(
+        f.rows::<(i64, String, i64)>(
+            "SELECT recipe_id, CAST(day AS CHAR), views FROM stats ORDER BY recipe_id"
+        ),
+        vec![
+            (1, "1950-06-01".to_string(), 12),
+            (2, "9999-12-31".to_string(), 22),
+            (3, "2026-01-01".to_string(), 30),
+        ]
+    );
 }
 
 #[tokio::test]
