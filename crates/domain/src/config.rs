@@ -72,6 +72,17 @@ pub enum ChangeDetection {
     Metadata,
     /// Per partition `COUNT(*)` and `BIT_XOR(FARM_FINGERPRINT(TO_JSON_STRING(t)))`.
     Fingerprint,
+    /// BigQuery's change history (`CHANGES(TABLE …)`, the table option
+    /// `enable_change_history = TRUE`): the rows changed since the last sync, read up to 10
+    /// minutes behind (docs/sync.md#change-history); metadata otherwise.
+    Changes,
+}
+
+impl ChangeDetection {
+    /// Whether `last_modified_time` is trusted (every mode but `fingerprint`).
+    pub fn trusts_metadata(self) -> bool {
+        self != ChangeDetection::Fingerprint
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

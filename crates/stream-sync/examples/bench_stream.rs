@@ -2,7 +2,10 @@
 //! emulator, synced to MariaDB: a full reload, a no-change cycle, and a cycle after changing
 //! 0.1% of the rows (updates, inserts and deletes). Prints time, warehouse rows fetched
 //! (bucket digests, IBLT cells, keys, full rows) and MySQL rows written per case and the
-//! ratios to the full reload. BENCH_BUCKETS sets the bucket count (default 1024).
+//! ratios to the full reload. The same 0.1% change is then also applied from BigQuery's change
+//! history (`change_detection = "changes"`, one `CHANGES` query; the emulator's history is aged
+//! past BigQuery's 10-minute delay), to compare with the IBLT path. BENCH_BUCKETS sets the
+//! bucket count (default 1024).
 //! Service URLs come from the environment (`.dev/env`, loaded by make).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -30,6 +33,16 @@ async fn cycle(runner: &mut Runner) -> (CycleReport, f64) {
         panic!("cycle failed ({kind:?}): {e}");
     }
     (o.report, secs)
+}
+
+/// The benchmark's config (fingerprint detection: every cycle diffs).
+fn config_text(project: &str, tag: &str, bq_url: &str, buckets: u32) -> String {
+    format!(
+        "[mysql]\nurl_env = \"UNUSED\"\n[warehouse]\nproject = \"{project}\"\ndataset = \"{tag}\"\n\
+         endpoint = \"{bq_url}\"\ncredentials = \"none\"\nchange_detection = \"fingerprint\"\n\
+         [stream_sync]\nbuckets = {buckets}\n\
+         [[tables]]\nsource = \"bench\"\ntarget = \"bench\"\nmode = \"stream\"\nprimary_key = [\"id\"]\n"
+    )
 }
 
 #[tokio::main]
@@ -70,7 +83,8 @@ async fn main() {
     };
     println!("stream-sync benchmark: {rows} rows, {buckets} buckets (emulator + MariaDB)");
     let t = Instant::now();
-    q("CREATE TABLE {ds}.bench (id INT64 NOT NULL, name STRING, qty INT64, price FLOAT64, day DATE)".into()).await;
+    q("CREATE TABLE {ds}.bench (id INT64 NOT NULL, name STRING, qty INT64, price FLOAT64, day DATE) \
+       OPTIONS (enable_change_history = TRUE)".into()).await;
     q(format!(
         "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, CONCAT('item ', CAST(x AS STRING)), \
          MOD(x, 1000), x / 7.0, DATE_ADD(DATE '2020-01-01', INTERVAL MOD(x, 2000) DAY) \
@@ -81,50 +95,97 @@ async fn main() {
         "loaded the warehouse table in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    let emu = test_support::Emulator::new(&test_support::dev_env());
+    // Loaded a while ago: outside the change history's clock-skew margin.
+    emu.age(&tag, "bench", std::time::Duration::from_secs(300))
+        .await;
 
-    let config = SyncConfig::parse(
-        &format!(
-            "[mysql]\nurl_env = \"UNUSED\"\n[warehouse]\nproject = \"{project}\"\ndataset = \"{tag}\"\n\
-             endpoint = \"{bq_url}\"\ncredentials = \"none\"\nchange_detection = \"fingerprint\"\n\
-             [stream_sync]\nbuckets = {buckets}\n\
-             [[tables]]\nsource = \"bench\"\ntarget = \"bench\"\nmode = \"stream\"\nprimary_key = [\"id\"]\n"
-        ),
-        "bench",
+    let config =
+        SyncConfig::parse(&config_text(&project, &tag, &bq_url, buckets), "bench").unwrap();
+    let mut runner = Runner::new(
+        &config,
+        mysql_url.clone(),
+        Runner::settings_from(&config),
+        None,
     )
+    .await
     .unwrap();
-    let settings = Runner::settings_from(&config);
-    let mut runner = Runner::new(&config, mysql_url.clone(), settings, None)
-        .await
-        .unwrap();
     runner.warehouse_mut().query_timeout = std::time::Duration::from_secs(3600);
 
     let (full, full_s) = cycle(&mut runner).await;
     let (idle, idle_s) = cycle(&mut runner).await;
+    drop(runner); // its session holds the table's advisory lock
 
-    // 0.1% of the rows: half updated, a quarter deleted, a quarter inserted.
+    // 0.1% of the rows: half updated, a quarter deleted, a quarter inserted. Two rounds on
+    // different rows: one applied from the change history, one through the IBLT path.
     let changed = (rows / 1000).max(4);
     let (upd, del, ins) = (
         changed / 2,
         changed / 4,
         changed - changed / 2 - changed / 4,
     );
-    let step = rows / upd;
-    q(format!(
-        "UPDATE {{ds}}.bench SET qty = -qty, name = 'changed' WHERE MOD(id, {step}) = 0"
-    ))
-    .await;
-    let dstep = rows / del;
-    q(format!(
-        "DELETE FROM {{ds}}.bench WHERE MOD(id, {dstep}) = 1"
-    ))
-    .await;
-    q(format!(
-        "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, 'new', 1, 1.0, DATE '2030-01-01' \
-         FROM UNNEST(GENERATE_ARRAY({}, {})) AS x",
-        rows + 1,
-        rows + ins
-    ))
-    .await;
+    let change = |round: i64| {
+        let q = &q;
+        async move {
+            let step = rows / upd;
+            q(format!(
+                "UPDATE {{ds}}.bench SET qty = -qty, name = 'changed {round}' WHERE MOD(id, {step}) = {}",
+                2 * round
+            ))
+            .await;
+            let dstep = rows / del;
+            q(format!(
+                "DELETE FROM {{ds}}.bench WHERE MOD(id, {dstep}) = {}",
+                1 + 2 * round
+            ))
+            .await;
+            q(format!(
+                "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, 'new', 1, 1.0, DATE '2030-01-01' \
+                 FROM UNNEST(GENERATE_ARRAY({}, {})) AS x",
+                rows + round * ins + 1,
+                rows + (round + 1) * ins
+            ))
+            .await;
+        }
+    };
+
+    // The change-history runner: its first cycle is a full diff (nothing differs), where
+    // its history starts; the change, then its window, as if BigQuery's 10-minute delay had
+    // passed.
+    let history_config = SyncConfig::parse(
+        &config_text(&project, &tag, &bq_url, buckets).replace("\"fingerprint\"", "\"changes\""),
+        "bench",
+    )
+    .unwrap();
+    let mut history = Runner::new(
+        &history_config,
+        mysql_url.clone(),
+        Runner::settings_from(&history_config),
+        None,
+    )
+    .await
+    .unwrap();
+    history.warehouse_mut().query_timeout = std::time::Duration::from_secs(3600);
+    cycle(&mut history).await;
+    change(0).await;
+    let age = std::time::Duration::from_secs(20 * 60);
+    emu.age(&tag, "bench", age).await;
+    history.age_history(age);
+    let (hist, hist_s) = cycle(&mut history).await;
+    assert!(hist.history.is_some(), "a history cycle: {hist:?}");
+    drop(history);
+
+    // The same size of change through the IBLT path (fingerprint detection: no history).
+    let mut runner = Runner::new(
+        &config,
+        mysql_url.clone(),
+        Runner::settings_from(&config),
+        None,
+    )
+    .await
+    .unwrap();
+    runner.warehouse_mut().query_timeout = std::time::Duration::from_secs(3600);
+    change(1).await;
     let (delta, delta_s) = cycle(&mut runner).await;
 
     let fetched = |r: &CycleReport| {
@@ -148,6 +209,7 @@ async fn main() {
         ("full reload", &full, full_s),
         ("no change", &idle, idle_s),
         ("0.1% changed", &delta, delta_s),
+        ("0.1% (history)", &hist, hist_s),
     ] {
         println!(
             "{:<16} {:>9.2} {:>8} {:>12} {:>10} {:>10} {:>12} {:>10} {:>9.2}% {:>9.2}%",
@@ -174,6 +236,18 @@ async fn main() {
         delta.buckets_differing,
         100.0 * delta.fetch.full_rows as f64 / rows as f64,
         100.0 * fetched(&delta) as f64 / rows as f64
+    );
+
+    println!(
+        "0.1% cycle from the change history vs the IBLT path: {:.2} s vs {:.2} s ({:.0}%), warehouse rows read {} vs {} ({:.0}%), queries {} vs {}",
+        hist_s,
+        delta_s,
+        100.0 * hist_s / delta_s,
+        fetched(&hist),
+        fetched(&delta),
+        100.0 * fetched(&hist) as f64 / fetched(&delta).max(1) as f64,
+        hist.fetch.queries,
+        delta.fetch.queries
     );
 
     let _ = admin.query_drop(format!("DROP DATABASE `{tag}`"));

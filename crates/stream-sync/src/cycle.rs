@@ -11,10 +11,11 @@ use domain::ident::Ident;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use domain::config::TableSpec;
+use domain::config::{ChangeDetection, TableSpec};
 use mysql::Conn;
 use sync_engine::warehouse::Warehouse;
 
+use crate::history::{self, HistoryCursor};
 use crate::plan::{self, BucketDigest, BucketSplit, Digests, RowPlan};
 use crate::source::{self, FetchStats, SourceMeta, SourceTable};
 use crate::{apply, blocking, changes, cursor, overlapped, target, SyncError};
@@ -27,10 +28,11 @@ pub struct CycleSettings {
     pub batch_rows: usize,
     /// Let a cycle delete any share of a table (the guard is off).
     pub allow_mass_delete: bool,
-    /// Trust `last_modified_time` for the no-cost skip (false with `change_detection =
-    /// "fingerprint"`, e.g. against the emulator).
-    pub trust_metadata: bool,
-    /// In cursor mode, run the full bucket diff every N cycles (and on the first).
+    /// `metadata` and `changes` trust `last_modified_time` for the no-cost skip; `changes`
+    /// also applies the table's change history between full diffs ([`crate::history`]).
+    pub change_detection: ChangeDetection,
+    /// In cursor and change-history mode, run the full bucket diff every N cycles (and on
+    /// the first).
     pub full_diff_every: u64,
 }
 
@@ -41,7 +43,7 @@ impl Default for CycleSettings {
             max_delete_fraction: 0.1,
             batch_rows: 5000,
             allow_mass_delete: false,
-            trust_metadata: false,
+            change_detection: ChangeDetection::Fingerprint,
             full_diff_every: 10,
         }
     }
@@ -64,8 +66,10 @@ pub struct TableState {
     last_meta: Option<SourceMeta>,
     last_digest: Option<BucketDigest>,
     pub cycles: u64,
-    /// Per-table override of [`CycleSettings::trust_metadata`].
-    pub trust_metadata: Option<bool>,
+    /// Per-table override of [`CycleSettings::change_detection`].
+    pub change_detection: Option<ChangeDetection>,
+    /// Change-history mode: where the next history window starts.
+    pub(crate) history: Option<HistoryCursor>,
     /// Rewrite every row (bucket and hash included) at the next cycle: `resync`, a changed
     /// bucket count, or a table stream-sync did not fill.
     pub rewrite: bool,
@@ -81,10 +85,16 @@ impl TableState {
             last_meta: None,
             last_digest: None,
             cycles: 0,
-            trust_metadata: None,
+            change_detection: None,
+            history: None,
             rewrite: false,
             max_packet: None,
         }
+    }
+
+    /// The table's change detection mode.
+    pub fn change_detection(&self, settings: &CycleSettings) -> ChangeDetection {
+        self.change_detection.unwrap_or(settings.change_detection)
     }
 
     /// Forgets what was read from the previous MySQL session.
@@ -111,6 +121,8 @@ pub struct CycleReport {
     pub skipped: bool,
     /// A cursor-mode cycle (no bucket diff).
     pub cursor: bool,
+    /// A change-history cycle (no bucket diff): the window's start and end, microseconds.
+    pub history: Option<(i64, i64)>,
     pub fetch: FetchStats,
     pub buckets_differing: u64,
     pub inserts: u64,
@@ -231,9 +243,30 @@ async fn cycle_inner(
         state.last_meta = None;
         return cursor::cursor_cycle(env, &src, &column, conn, max_packet, report).await;
     }
+    if let Some(cursor) = history::due(env, state) {
+        match history::history_cycle(env, &src, conn, max_packet, cursor, report).await {
+            Ok(next) => {
+                state.history = Some(next);
+                state.last_meta = None;
+                return Ok(());
+            }
+            // The history can't be read (no `enable_change_history`, a window past the
+            // time-travel window): this cycle diffs in full, which also restarts the history.
+            Err(SyncError::Warehouse(e)) if !e.transient() => {
+                tracing::warn!(table.name = %table, error = %e, "the change history can't be read; running the full bucket diff instead");
+                state.history = None;
+                report.history = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let started = chrono::Utc::now();
     let wh = full_diff(env, &src, conn, &table, max_packet, report).await?;
     state.last_meta = Some(meta);
     state.last_digest = Some(plan::table_digest(&wh));
+    if state.change_detection(env.settings) == ChangeDetection::Changes {
+        state.history = Some(HistoryCursor::after_full_diff(started));
+    }
     Ok(())
 }
 
@@ -277,7 +310,7 @@ fn skip_unchanged(
     table: &Ident,
     report: &mut CycleReport,
 ) -> Result<bool, SyncError> {
-    let trust = state.trust_metadata.unwrap_or(env.settings.trust_metadata);
+    let trust = state.change_detection(env.settings).trusts_metadata();
     if trust && state.last_meta.as_ref() == Some(meta) {
         let digest = blocking(|| target::table_digest(conn, table))?;
         if state.last_digest == Some(digest) {

@@ -14,6 +14,7 @@ mod apply;
 mod changes;
 mod cursor;
 pub mod cycle;
+mod history;
 pub mod http;
 pub mod iblt;
 pub mod metrics;

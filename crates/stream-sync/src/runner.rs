@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use domain::config::{ChangeDetection, SyncConfig, TableSpec};
+use domain::config::{SyncConfig, TableSpec};
 use mysql::Conn;
 use sync_engine::session::{self, connect, ensure_state_tables, get_lock, MysqlError, RunRecord};
 use sync_engine::warehouse::Warehouse;
@@ -100,9 +100,7 @@ impl Runner {
                     h.insert(spec.target.to_string(), "starting".into());
                 }
                 let mut state = TableState::new(spec.clone());
-                state.trust_metadata = spec
-                    .change_detection
-                    .map(|c| c == ChangeDetection::Metadata);
+                state.change_detection = spec.change_detection;
                 TableRun {
                     state,
                     conn: None,
@@ -134,13 +132,25 @@ impl Runner {
         }
     }
 
+    /// Tests: moves every table's change-history cursor `by` into the past, as if its last
+    /// full diff had run that long ago (pairs with the emulator's `/_emulator/age`, which moves
+    /// a table's history back; BigQuery only answers `CHANGES` 10 minutes behind).
+    #[doc(hidden)]
+    pub fn age_history(&mut self, by: std::time::Duration) {
+        for t in &mut self.tables {
+            if let Some(cursor) = t.state.history.as_mut() {
+                cursor.age(by);
+            }
+        }
+    }
+
     /// Cycle settings from the config's `[stream_sync]` and `[warehouse]` sections.
     pub fn settings_from(config: &SyncConfig) -> CycleSettings {
         CycleSettings {
             buckets: config.stream_sync.buckets,
             max_delete_fraction: config.stream_sync.max_delete_fraction,
             batch_rows: config.stream_sync.batch_rows,
-            trust_metadata: config.warehouse.change_detection == ChangeDetection::Metadata,
+            change_detection: config.warehouse.change_detection,
             ..CycleSettings::default()
         }
     }

@@ -259,6 +259,28 @@ impl SourceTable {
         )
     }
 
+    /// The table's change history between two instants (microseconds, end exclusive): full
+    /// rows with bucket and hash (the hash of the row without the change columns, as the
+    /// table's own rows hash), then `_CHANGE_TYPE` and `_CHANGE_TIMESTAMP` in microseconds,
+    /// oldest first (docs/sync.md#change-history).
+    pub fn changes_sql(&self, from_micros: i64, to_micros: i64) -> String {
+        let row: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| format!("t.{q} AS {q}", q = c.name.quoted()))
+            .collect();
+        format!(
+            "SELECT {}, {} AS _sync_bucket, FARM_FINGERPRINT(TO_JSON_STRING(STRUCT({}))) AS _sync_hash, \
+             t._CHANGE_TYPE AS _change_type, UNIX_MICROS(t._CHANGE_TIMESTAMP) AS _change_ts \
+             FROM CHANGES(TABLE {}, TIMESTAMP_MICROS({from_micros}), TIMESTAMP_MICROS({to_micros})) AS t \
+             ORDER BY _change_ts",
+            self.select_list(),
+            self.bucket_expr(),
+            row.join(", "),
+            self.path
+        )
+    }
+
     /// Full rows of the given buckets, for `verify`.
     pub fn verify_sql(&self, buckets: &[u16]) -> String {
         self.rows_sql(buckets, None)

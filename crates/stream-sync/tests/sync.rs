@@ -105,7 +105,7 @@ async fn trusted_unchanged_metadata_skips_the_cycle_without_a_query() {
     items(&f, 20).await;
     let config = f.config(&table("items", &["id"], ""), "");
     let settings = CycleSettings {
-        trust_metadata: true,
+        change_detection: domain::config::ChangeDetection::Metadata,
         ..Runner::settings_from(&config)
     };
     let mut runner = f.runner(&config, Some(settings)).await;
@@ -743,4 +743,84 @@ async fn an_adopted_table_whose_key_collation_pads_spaces_is_refused_naming_the_
         "{error}"
     );
     assert_eq!(f.my_count("codes"), 0, "nothing written");
+}
+
+#[tokio::test]
+async fn change_history_mode_applies_only_the_rows_the_history_lists() {
+    let f = Fixture::new().await;
+    f.bq(
+        "CREATE TABLE {ds}.items (id INT64 NOT NULL, name STRING, qty INT64) \
+          OPTIONS (enable_change_history = TRUE)",
+    )
+    .await;
+    f.bq(
+        "INSERT INTO {ds}.items (id, name, qty) SELECT x, CONCAT('item ', CAST(x AS STRING)), x \
+          FROM UNNEST(GENERATE_ARRAY(1, 300)) AS x",
+    )
+    .await;
+    let emu = test_support::Emulator::new(&f.ds.env);
+    // The table was filled a while ago (beyond the history's clock-skew margin).
+    emu.age(&f.ds.dataset, "items", std::time::Duration::from_secs(300))
+        .await;
+    let config = f.config(
+        &table("items", &["id"], "change_detection = \"changes\""),
+        "",
+    );
+    let mut runner = f.runner(&config, None).await;
+    let first = ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "items").clone();
+    assert!(first.history.is_none(), "the first cycle is a full diff");
+    assert_eq!(f.my_count("items"), 300);
+
+    f.bq("UPDATE {ds}.items SET name = 'changed' WHERE id IN (3, 4)")
+        .await;
+    f.bq("UPDATE {ds}.items SET qty = -1 WHERE id = 3").await;
+    f.bq("DELETE FROM {ds}.items WHERE id = 5").await;
+    f.bq("INSERT INTO {ds}.items (id, name, qty) VALUES (1000, 'new', 1)")
+        .await;
+    // Right away the history has not settled (BigQuery answers CHANGES 10 minutes behind).
+    let early = ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "items").clone();
+    assert!(early.skipped && early.history.is_none(), "{early:?}");
+    // As if 20 minutes had passed since the full diff and the changes.
+    let age = std::time::Duration::from_secs(20 * 60);
+    emu.age(&f.ds.dataset, "items", age).await;
+    runner.age_history(age);
+
+    let r = ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "items").clone();
+    assert!(r.history.is_some(), "{r:?}");
+    assert_eq!(r.fetch.queries, 1, "one CHANGES query: {:?}", r.fetch);
+    assert_eq!(r.fetch.digest_rows, 0);
+    // Changed rows only: 3 updates (each an old and a new version), a delete, an insert.
+    assert_eq!(r.fetch.full_rows, 8, "{:?}", r.fetch);
+    assert_eq!((r.inserts, r.updates, r.deleted), (1, 2, 1), "{r:?}");
+    assert_eq!(
+        f.my_rows("SELECT id, name, qty FROM items WHERE id IN (3, 4, 5, 1000) ORDER BY id"),
+        vec![
+            vec!["3", "changed", "-1"],
+            vec!["4", "changed", "4"],
+            vec!["1000", "new", "1"],
+        ]
+    );
+    assert!(runner.verify(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn change_history_mode_without_the_table_option_falls_back_to_the_full_diff() {
+    let f = Fixture::new().await;
+    items(&f, 50).await;
+    let config = f.config(
+        &table("items", &["id"], "change_detection = \"changes\""),
+        "",
+    );
+    let mut runner = f.runner(&config, None).await;
+    ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "items");
+    f.bq("UPDATE {ds}.items SET name = 'changed' WHERE id = 3")
+        .await;
+    let age = std::time::Duration::from_secs(20 * 60);
+    test_support::Emulator::new(&f.ds.env)
+        .age(&f.ds.dataset, "items", age)
+        .await;
+    runner.age_history(age);
+    let r = ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "items").clone();
+    assert!(r.history.is_none(), "{r:?}");
+    assert_eq!(r.updates, 1, "the full diff found it: {r:?}");
 }
