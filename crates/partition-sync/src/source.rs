@@ -172,7 +172,8 @@ pub async fn detect(
         source,
     };
     match how {
-        ChangeDetection::Metadata => {
+        // The change history names partitions on top of this listing (`group_plan`).
+        ChangeDetection::Metadata | ChangeDetection::Changes => {
             let sql = format!(
                 "SELECT partition_id, total_rows, UNIX_MICROS(last_modified_time) FROM `{}.{}.INFORMATION_SCHEMA.PARTITIONS` \
                  WHERE table_name = '{}'",
