@@ -7,5 +7,6 @@
 pub mod canon;
 pub mod config;
 pub mod fault;
+pub mod history;
 pub mod ident;
 pub mod schema;

@@ -1,5 +1,5 @@
 //! The MySQL schema, one source for it: the diesel migrations under the workspace's
-//! `migrations/` (recipe tables, sync state tables). With the `diesel` feature (default) they
+//! `migrations/` (recipe tables, idempotency keys, sync state tables). With the `diesel` feature (default) they
 //! are embedded and applied by [`run_migrations`] (`recipe-api migrate`, tests); without it the
 //! sync binaries take the sync state tables' DDL text from [`sync_state_statements`], so they
 //! link no diesel and still create exactly what the migration creates.
@@ -10,9 +10,15 @@
 pub const SYNC_STATE_UP: &str =
     include_str!("../../../migrations/2026-11-26-000002_create_sync_state/up.sql");
 
-/// The statements of [`SYNC_STATE_UP`], comments removed.
+/// The migration that creates `sync_history` (partition-sync's change-history windows).
+pub const SYNC_HISTORY_UP: &str =
+    include_str!("../../../migrations/2026-12-02-000004_create_sync_history/up.sql");
+
+/// The statements of [`SYNC_STATE_UP`] and [`SYNC_HISTORY_UP`], comments removed.
 pub fn sync_state_statements() -> Vec<String> {
-    statements(SYNC_STATE_UP)
+    let mut all = statements(SYNC_STATE_UP);
+    all.extend(statements(SYNC_HISTORY_UP));
+    all
 }
 
 /// Splits a migration's SQL into statements (on `;`), dropping `--` comment lines.
@@ -81,9 +87,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_sync_state_ddl_is_two_idempotent_creates_without_comments() {
+    fn the_sync_state_ddl_is_idempotent_creates_without_comments() {
         let stmts = sync_state_statements();
-        assert_eq!(stmts.len(), 2, "{stmts:#?}");
+        assert_eq!(stmts.len(), 3, "{stmts:#?}");
         for s in &stmts {
             assert!(s.starts_with("CREATE TABLE IF NOT EXISTS sync_"), "{s}");
             assert!(!s.contains("--"), "{s}");

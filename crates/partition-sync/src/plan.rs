@@ -39,6 +39,8 @@ pub enum Reason {
     Fingerprint,
     /// Asked for by `resync`.
     Forced,
+    /// Named by the table's change history (`change_detection = "changes"`).
+    History,
 }
 
 impl std::fmt::Display for Reason {
@@ -49,6 +51,7 @@ impl std::fmt::Display for Reason {
             Reason::Modified => "modified since last sync",
             Reason::Fingerprint => "content fingerprint changed",
             Reason::Forced => "resync requested",
+            Reason::History => "named by the change history",
         })
     }
 }

@@ -21,8 +21,9 @@ use crate::group_plan::{plan_group, plan_report, GroupPlan};
 use crate::load::{self, LoadError, Progress, TableLoadSummary, TableWork};
 use crate::plan::{Plan, SyncedPartition};
 use crate::source::{PartitionedSource, SourceError};
-use crate::state::read_state;
+use crate::state::{read_history, read_state, write_history};
 use crate::target_ddl::prepare_targets;
+use domain::history::HistoryCursor;
 
 /// The progress callback of a run.
 type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
@@ -342,19 +343,36 @@ async fn run_group(
         mut conn,
         lock,
         state,
+        history,
     } = lock_group(ctx, group).await?;
-    let GroupPlan { tables, lag } = plan_group(ctx, group, opts, &state, bytes).await?;
+    let GroupPlan {
+        tables,
+        lag,
+        history: cursors,
+    } = plan_group(ctx, group, opts, &state, &history, bytes).await?;
     let mut plan = plan_report(&tables);
     if opts.dry_run || tables.iter().all(|(_, p)| p.is_empty()) {
         if opts.dry_run {
             conn = dry_run::estimate(ctx, &tables, &mut plan, conn).await?;
         }
-        let _ = tokio::task::spawn_blocking(move || session::release_lock(&mut conn, &lock)).await;
+        let record = !opts.dry_run;
+        tokio::task::spawn_blocking(move || {
+            let written = if record {
+                write_cursors(&mut conn, &cursors)
+            } else {
+                Ok(())
+            };
+            let _ = session::release_lock(&mut conn, &lock);
+            written
+        })
+        .await
+        .map_err(blocking_err)??;
         let status = if opts.dry_run { "planned" } else { "unchanged" };
         return Ok(group_report(group, status, Vec::new(), plan, lag));
     }
     // The staging files are cleaned whether the export and load succeeded or not.
-    let loaded = export_and_load(ctx, run_id, tables, conn, lock, &progress, bytes).await;
+    let session = (conn, lock);
+    let loaded = export_and_load(ctx, run_id, tables, cursors, session, &progress, bytes).await;
     clean_staging(ctx, run_id).await;
     let outcomes = loaded?;
     Ok(group_report(group, "ok", outcomes, plan, lag))
@@ -365,6 +383,8 @@ struct LockedGroup {
     conn: mysql::Conn,
     lock: String,
     state: BTreeMap<String, Vec<SyncedPartition>>,
+    /// Change-history cursors (`change_detection = "changes"`).
+    history: BTreeMap<String, HistoryCursor>,
 }
 
 /// Step 1: takes the group's advisory lock and reads the group's state. The lock lives as long
@@ -390,7 +410,14 @@ async fn lock_group(ctx: &Context, group: &Group) -> Result<LockedGroup, GroupEr
         }
         session::ensure_state_tables(&mut conn).map_err(sink_err("creating the state tables"))?;
         let state = read_state(&mut conn, &targets).map_err(sink_err("reading the sync state"))?;
-        Ok(LockedGroup { conn, lock, state })
+        let history = read_history(&mut conn, &targets)
+            .map_err(sink_err("reading the change-history state"))?;
+        Ok(LockedGroup {
+            conn,
+            lock,
+            state,
+            history,
+        })
     })
     .await
     .map_err(blocking_err)?
@@ -403,13 +430,29 @@ async fn export_and_load(
     ctx: &Context,
     run_id: &str,
     tables: Vec<(PartitionedSource, Plan)>,
-    conn: mysql::Conn,
-    lock: String,
+    cursors: Vec<(String, HistoryCursor)>,
+    (conn, lock): (mysql::Conn, String),
     progress: &ProgressFn,
     bytes: &mut u64,
 ) -> Result<Vec<TableLoadSummary>, GroupError> {
     let work = export_group(ctx, run_id, tables, progress, bytes).await?;
-    load_exported(ctx, run_id, conn, lock, work, progress).await
+    load_exported(ctx, run_id, conn, lock, work, cursors, progress).await
+}
+
+/// Records the change-history cursors of a group that committed (or had nothing to load). A
+/// crash before this re-reads the same window next run: its partitions load again.
+fn write_cursors(
+    conn: &mut mysql::Conn,
+    cursors: &[(String, HistoryCursor)],
+) -> Result<(), GroupError> {
+    for (target, cursor) in cursors {
+        write_history(conn, target, cursor).map_err(|e| {
+            GroupError::Load(load::my_err(format!(
+                "table {target}: recording its change-history window"
+            ))(e))
+        })?;
+    }
+    Ok(())
 }
 
 /// Step 4: on a blocking thread, creates or checks the targets (DDL, before the transaction),
@@ -420,6 +463,7 @@ async fn load_exported(
     mut conn: mysql::Conn,
     lock: String,
     work: Vec<TableWork>,
+    cursors: Vec<(String, HistoryCursor)>,
     progress: &ProgressFn,
 ) -> Result<Vec<TableLoadSummary>, GroupError> {
     let store = ctx.store.clone();
@@ -427,17 +471,27 @@ async fn load_exported(
     let run = run_id.to_string();
     let loader = ctx.config.partition_sync.loader;
     let progress = progress.clone();
-    let outcomes =
-        tokio::task::spawn_blocking(move || -> Result<Vec<TableLoadSummary>, LoadError> {
-            let mut work = work;
-            prepare_targets(&mut conn, &mut work)?;
-            let result = load::load_group(&mut conn, &store, &rt, &run, &work, loader, &*progress);
-            let _ = session::release_lock(&mut conn, &lock);
-            result
-        })
-        .await
-        .map_err(blocking_err)??;
-    Ok(outcomes)
+    type Loaded = (
+        Result<Vec<TableLoadSummary>, LoadError>,
+        Result<(), GroupError>,
+    );
+    let outcomes = tokio::task::spawn_blocking(move || -> Result<Loaded, LoadError> {
+        let mut work = work;
+        prepare_targets(&mut conn, &mut work)?;
+        let result = load::load_group(&mut conn, &store, &rt, &run, &work, loader, &*progress);
+        let recorded = match &result {
+            Ok(_) => write_cursors(&mut conn, &cursors),
+            Err(_) => Ok(()),
+        };
+        let _ = session::release_lock(&mut conn, &lock);
+        Ok((result, recorded))
+    })
+    .await
+    .map_err(blocking_err)?
+    .map_err(GroupError::Load)?;
+    let (result, recorded) = outcomes;
+    recorded?;
+    Ok(result?)
 }
 
 /// Every target table of the group.

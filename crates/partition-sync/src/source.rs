@@ -220,6 +220,38 @@ pub async fn detect(
     }
 }
 
+/// The partitions BigQuery's change history names between two instants (microseconds, end
+/// exclusive; `docs/sync.md#change-history`), and the bytes the query processed.
+pub async fn changed_partitions(
+    wh: &Warehouse,
+    table: &PartitionedSource,
+    from_micros: i64,
+    to_micros: i64,
+) -> Result<(Vec<String>, u64), SourceError> {
+    let sql = format!(
+        "SELECT DISTINCT {} AS pid FROM CHANGES(TABLE {}, TIMESTAMP_MICROS({from_micros}), TIMESTAMP_MICROS({to_micros}))",
+        table.scheme.partition_id_expr(),
+        table.qualified
+    );
+    let page = wh
+        .query_all(&sql)
+        .await
+        .map_err(|source| SourceError::Warehouse {
+            table: table.spec.source.to_string(),
+            source,
+        })?;
+    let ids = page
+        .rows
+        .iter()
+        .map(|r| {
+            r.first()
+                .and_then(cell_str)
+                .unwrap_or_else(|| NULL_PARTITION.to_string())
+        })
+        .collect();
+    Ok((ids, page.bytes_processed))
+}
+
 /// Exports one partition to `uri_prefix/*.json` (newline-delimited JSON) or
 /// `uri_prefix/*.parquet`. Returns the bytes the export processed.
 pub async fn export(

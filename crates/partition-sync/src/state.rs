@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use mysql::prelude::Queryable;
 use mysql::Value;
 
+use domain::history::HistoryCursor;
 use sync_engine::session;
 
 use crate::plan::{SourcePartition, SyncedPartition};
@@ -37,6 +38,39 @@ pub fn read_state(
         );
     }
     Ok(out)
+}
+
+/// The change-history cursors of `targets` (`change_detection = "changes"`), where recorded.
+pub fn read_history(
+    conn: &mut mysql::Conn,
+    targets: &[String],
+) -> Result<BTreeMap<String, HistoryCursor>, session::MysqlError> {
+    let mut out = BTreeMap::new();
+    for t in targets {
+        let row: Option<(i64, i64)> = conn.exec_first(
+            "SELECT from_micros, not_before_micros FROM sync_history WHERE target_table = ?",
+            (t,),
+        )?;
+        if let Some((from, not_before)) = row {
+            out.insert(t.clone(), HistoryCursor::from_parts(from, not_before));
+        }
+    }
+    Ok(out)
+}
+
+/// Records where `target`'s next change-history window starts (after its group committed).
+pub(crate) fn write_history(
+    q: &mut impl Queryable,
+    target: &str,
+    cursor: &HistoryCursor,
+) -> Result<(), mysql::Error> {
+    let (from, not_before) = cursor.parts();
+    q.exec_drop(
+        "INSERT INTO sync_history (target_table, from_micros, not_before_micros, updated_at) \
+         VALUES (?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE from_micros = VALUES(from_micros), \
+         not_before_micros = VALUES(not_before_micros), updated_at = VALUES(updated_at)",
+        (target, from, not_before),
+    )
 }
 
 /// Records a loaded partition's watermark: the detection-time modification time or

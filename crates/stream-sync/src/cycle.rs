@@ -15,10 +15,11 @@ use domain::config::{ChangeDetection, TableSpec};
 use mysql::Conn;
 use sync_engine::warehouse::Warehouse;
 
-use crate::history::{self, HistoryCursor};
+use crate::history;
 use crate::plan::{self, BucketDigest, BucketSplit, Digests, RowPlan};
 use crate::source::{self, FetchStats, SourceMeta, SourceTable};
 use crate::{apply, blocking, changes, cursor, overlapped, target, SyncError};
+use domain::history::HistoryCursor;
 
 /// Tunables of every table's cycle.
 #[derive(Debug, Clone)]
@@ -265,7 +266,7 @@ async fn cycle_inner(
     state.last_meta = Some(meta);
     state.last_digest = Some(plan::table_digest(&wh));
     if state.change_detection(env.settings) == ChangeDetection::Changes {
-        state.history = Some(HistoryCursor::after_full_diff(started));
+        state.history = Some(HistoryCursor::after_full_diff(started.timestamp_micros()));
     }
     Ok(())
 }

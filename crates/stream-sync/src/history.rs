@@ -3,70 +3,19 @@
 //! lists since the previous window and applies the last change of each key. The full diff
 //! still runs on the first cycle and every `full_diff_every`-th: it catches what the history
 //! cannot show (changes newer than its 10-minute delay, a gap beyond the time-travel window).
-//!
-//! Windows: BigQuery answers `CHANGES` only for an end at least 10 minutes in the past and at
-//! most a day per call. After a full diff that started at `T`, windows resume at `T` minus a
-//! skew margin and are applied only once their end is past `T`: an earlier end would bring
-//! back row versions the diff already replaced. Applying a window converges every key it
-//! touches to its state at the window's end; the rest did not change since.
+//! The windows' rules are [`domain::history`]'s.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use mysql::Conn;
 use serde_json::Value as Json;
+
+use domain::history::HistoryCursor;
 
 use crate::cycle::{CycleReport, Env, TableState};
 use crate::plan::{self, StaleRow};
 use crate::source::{pk_positions, SourceTable};
 use crate::{apply, blocking, target, SyncError};
-
-/// How far behind now a window ends: BigQuery's 10 minutes, plus a minute for clock skew.
-pub const SETTLE: Duration = Duration::from_secs(11 * 60);
-/// The longest window one `CHANGES` call may read.
-const MAX_WINDOW_MICROS: i64 = 86_400_000_000;
-/// How far before a full diff's start the history resumes (clock skew).
-const SKEW_MICROS: i64 = 60_000_000;
-
-/// Where the next history window starts, and the earliest end it may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryCursor {
-    from_micros: i64,
-    not_before_micros: i64,
-}
-
-impl HistoryCursor {
-    /// After a full diff that started at `started`.
-    pub fn after_full_diff(started: chrono::DateTime<chrono::Utc>) -> HistoryCursor {
-        let t = started.timestamp_micros();
-        HistoryCursor {
-            from_micros: t - SKEW_MICROS,
-            not_before_micros: t,
-        }
-    }
-
-    /// The next window `[from, end)` at `now_micros`; `None` while its end would not be past
-    /// the last full diff.
-    pub fn window(&self, now_micros: i64) -> Option<(i64, i64)> {
-        let settled = now_micros - SETTLE.as_micros() as i64;
-        let end = settled.min(self.from_micros + MAX_WINDOW_MICROS);
-        (end > self.not_before_micros && end > self.from_micros).then_some((self.from_micros, end))
-    }
-
-    /// Moves the cursor `by` into the past (tests).
-    pub(crate) fn age(&mut self, by: Duration) {
-        let micros = by.as_micros() as i64;
-        self.from_micros -= micros;
-        self.not_before_micros -= micros;
-    }
-
-    fn after(&self, end_micros: i64) -> HistoryCursor {
-        HistoryCursor {
-            from_micros: end_micros,
-            not_before_micros: self.not_before_micros,
-        }
-    }
-}
 
 /// The cursor, when this cycle is a history cycle: change-history mode, a full diff already
 /// done, and not a full-diff cycle.
@@ -195,39 +144,4 @@ fn last_change_per_key(
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_settle_ten_minutes_behind_and_never_end_before_the_last_full_diff() {
-        let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let cursor = HistoryCursor::after_full_diff(t0);
-        let t = t0.timestamp_micros();
-        let settle = SETTLE.as_micros() as i64;
-        assert_eq!(cursor.window(t), None, "right after the diff");
-        assert_eq!(
-            cursor.window(t + settle),
-            None,
-            "the end would be the diff's start"
-        );
-        assert_eq!(
-            cursor.window(t + settle + 5_000_000),
-            Some((t - SKEW_MICROS, t + 5_000_000))
-        );
-        let next = cursor.after(t + 5_000_000);
-        assert_eq!(
-            next.window(t + settle + 5_000_000),
-            None,
-            "nothing new settled"
-        );
-        // After a long pause, one day at most per window.
-        let far = t + 3 * MAX_WINDOW_MICROS;
-        assert_eq!(
-            next.window(far),
-            Some((t + 5_000_000, t + 5_000_000 + MAX_WINDOW_MICROS))
-        );
-    }
 }

@@ -560,3 +560,87 @@ async fn parquet_exports_load_and_reload_like_json_ones() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn change_history_detection_reloads_exactly_the_partitions_the_history_names() {
+    let f = Fixture::new().await;
+    f.sql(
+        "CREATE TABLE `{ds}.stats` (recipe_id INT64 NOT NULL, day DATE NOT NULL, views INT64, \
+         rating FLOAT64, note STRING, updated TIMESTAMP) PARTITION BY day \
+         OPTIONS (enable_change_history = TRUE)",
+    )
+    .await;
+    f.sql(
+        "INSERT INTO `{ds}.stats` (recipe_id, day, views, note) SELECT r, d, r * 10, 'n' \
+         FROM UNNEST([1, 2]) AS r, UNNEST([DATE '2026-01-01', DATE '2026-01-02', DATE '2026-01-03']) AS d",
+    )
+    .await;
+    let emu = test_support::Emulator::new(&f.ds.env);
+    emu.age(&f.ds.dataset, "stats", std::time::Duration::from_secs(300))
+        .await;
+    let t = format!("{STATS}change_detection = 'changes'\n");
+    let first = f.run(&t, Options::default()).await;
+    assert!(first.ok, "{first:?}");
+    assert_eq!(
+        first.partitions_loaded, 3,
+        "the first run lists every partition"
+    );
+
+    f.sql("UPDATE `{ds}.stats` SET views = 99 WHERE recipe_id = 1 AND day = DATE '2026-01-02'")
+        .await;
+    let early = f.run(&t, Options::default()).await;
+    assert_eq!(
+        early.partitions_loaded, 0,
+        "the history answers 10 minutes behind"
+    );
+
+    // As if 20 minutes had passed since the first run and the update.
+    emu.age(&f.ds.dataset, "stats", std::time::Duration::from_secs(1200))
+        .await;
+    use mysql::prelude::Queryable;
+    f.mysql()
+        .query_drop(
+            "UPDATE sync_history SET from_micros = from_micros - 1200000000, \
+             not_before_micros = not_before_micros - 1200000000",
+        )
+        .unwrap();
+    let s = f.run(&t, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    let planned: Vec<_> = s.groups[0]
+        .plan
+        .iter()
+        .map(|p| (p.partition.as_str(), p.reason.as_str()))
+        .collect();
+    assert_eq!(planned, vec![("20260102", "named by the change history")]);
+    assert_eq!(
+        f.rows::<i64>("SELECT views FROM stats WHERE recipe_id = 1 AND day = '2026-01-02'"),
+        vec![99]
+    );
+    // The window moved on: the same change is not read again.
+    assert_eq!(f.run(&t, Options::default()).await.partitions_loaded, 0);
+}
+
+#[tokio::test]
+async fn change_history_detection_without_the_table_option_falls_back_to_metadata() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02"], 2).await;
+    let t = format!("{STATS}change_detection = 'changes'\n");
+    assert!(f.run(&t, Options::default()).await.ok);
+    f.sql("UPDATE `{ds}.stats` SET views = 7 WHERE recipe_id = 1 AND day = DATE '2026-01-01'")
+        .await;
+    // A window the history would answer (its end 20 minutes back): the query fails on the
+    // missing table option, and the run plans from metadata instead.
+    use mysql::prelude::Queryable;
+    f.mysql()
+        .query_drop(
+            "UPDATE sync_history SET from_micros = from_micros - 1200000000, \
+             not_before_micros = not_before_micros - 1200000000",
+        )
+        .unwrap();
+    let s = f.run(&t, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(s.partitions_loaded, 1, "{s:?}");
+    assert_eq!(
+        f.rows::<i64>("SELECT views FROM stats WHERE recipe_id = 1 AND day = '2026-01-01'"),
+        vec![7]
+    );
+}
