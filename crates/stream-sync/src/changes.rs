@@ -43,7 +43,7 @@ pub(crate) async fn find_changes(
             prefetched: Some(found.rows),
             raw_keys: found.raw_keys,
         },
-        None => key_scan(env, src, conn, table, split, report).await?,
+        None => key_scan(env, src, conn, table, split, wh, report).await?,
     };
     // Every MySQL row of a bucket the warehouse no longer has goes.
     let my_gone = blocking(|| target::keys(conn, table, &src.primary_key, &split.gone))?;
@@ -59,17 +59,33 @@ pub(crate) async fn find_changes(
 }
 
 /// The key scan (see `docs/sync.md#key-scan`): `(key, hash)` of the mixed buckets from both
-/// sides, diffed. A duplicate warehouse key fails the cycle.
+/// sides, diffed. A duplicate warehouse key fails the cycle; so does a warehouse answer whose
+/// key count is not what the same snapshot's bucket digests say (an empty or partial answer
+/// must never turn into deletes).
 async fn key_scan(
     env: &Env<'_>,
     src: &SourceTable,
     conn: &mut Conn,
     table: &Ident,
     split: &BucketSplit,
+    wh: &Digests,
     report: &mut CycleReport,
 ) -> Result<Changes, SyncError> {
     let my_mixed = blocking(|| target::keys(conn, table, &src.primary_key, &split.mixed))?;
     let wh_keys = source::keys(env.warehouse, src, &split.mixed, &mut report.fetch).await?;
+    let expected: u64 = split
+        .mixed
+        .iter()
+        .filter_map(|b| wh.get(b))
+        .map(|d| d.count)
+        .sum();
+    if wh_keys.len() as u64 != expected {
+        return Err(SyncError::Inconsistent(format!(
+            "{table}: the warehouse listed {} keys for buckets whose digests count {expected} rows \
+             (answers from different moments, or a partial answer): nothing deleted, the next cycle retries",
+            wh_keys.len()
+        )));
+    }
     Ok(Changes {
         plan: plan::plan_rows(&wh_keys, &my_mixed.keys)?,
         prefetched: None,

@@ -228,9 +228,10 @@ async fn cycle_inner(
     report: &mut CycleReport,
 ) -> Result<(), SyncError> {
     let meta = prepare(env, state, conn, &mut report.fetch).await?;
-    let Some(src) = state.source.clone() else {
+    let Some(mut src) = state.source.clone() else {
         return Err(SyncError::Permanent("source table not described".into()));
     };
+    src.snapshot_micros = snapshot_at(&meta, chrono::Utc::now().timestamp_micros());
     let table = state.spec.target.clone();
     let max_packet = state.max_packet(conn)?;
     if state.rewrite {
@@ -269,6 +270,17 @@ async fn cycle_inner(
         state.history = Some(HistoryCursor::after_full_diff(started.timestamp_micros()));
     }
     Ok(())
+}
+
+/// The cycle's snapshot (docs/sync.md#cycle): just after the table's last modification, on the
+/// warehouse's own clock (so no clock skew puts it in the future), which is the table as
+/// `tables.get` saw it. A table unchanged for a day is read live: time travel may not reach
+/// that far back (its window can be as short as two days), and its rows are the same anyway.
+fn snapshot_at(meta: &SourceMeta, now_micros: i64) -> Option<i64> {
+    const DAY_MICROS: i64 = 86_400_000_000;
+    let modified_ms: i64 = meta.last_modified.as_deref()?.parse().ok()?;
+    let at = (modified_ms + 1) * 1000;
+    (now_micros - at < DAY_MICROS).then_some(at)
 }
 
 /// A full rewrite, when asked for or needed (see `docs/sync.md#bucket-marker`): every warehouse
@@ -417,4 +429,31 @@ fn guard_and_count(
     report.inserts = row_plan.inserts as u64 + fresh_rows;
     report.updates = row_plan.updates as u64;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(modified_ms: Option<&str>) -> SourceMeta {
+        SourceMeta {
+            last_modified: modified_ms.map(str::to_string),
+            num_rows: Some("1".into()),
+        }
+    }
+
+    #[test]
+    fn the_snapshot_is_just_after_the_last_modification_on_the_warehouse_clock() {
+        let now = 1_800_000_000_000_000;
+        let modified_ms = now / 1000 - 60_000; // a minute ago
+        assert_eq!(
+            snapshot_at(&meta(Some(&modified_ms.to_string())), now),
+            Some((modified_ms + 1) * 1000)
+        );
+        // Unchanged for more than a day: read live (time travel may not reach back).
+        let old = now / 1000 - 2 * 86_400_000;
+        assert_eq!(snapshot_at(&meta(Some(&old.to_string())), now), None);
+        assert_eq!(snapshot_at(&meta(None), now), None);
+        assert_eq!(snapshot_at(&meta(Some("not a number")), now), None);
+    }
 }

@@ -47,6 +47,10 @@ pub enum SyncError {
     /// The mass-delete guard refused the cycle.
     #[error("mass-delete guard: {0}")]
     Guard(#[from] plan::GuardStop),
+    /// The warehouse's answers within one cycle don't agree (a partial answer, reads from
+    /// different moments): nothing is deleted from them; the next cycle tries again.
+    #[error("inconsistent warehouse answers: {0}")]
+    Inconsistent(String),
     /// SIGTERM arrived; the current batch was committed.
     #[error("shutting down")]
     Shutdown,
@@ -107,7 +111,10 @@ impl SyncError {
             SyncError::Warehouse(e) => e.class(),
             SyncError::Mysql(e) => e.class(),
             SyncError::Permanent(_) => ErrorClass::Permanent,
-            SyncError::BadRow(_) | SyncError::Guard(_) | SyncError::Shutdown => ErrorClass::Cycle,
+            SyncError::BadRow(_)
+            | SyncError::Guard(_)
+            | SyncError::Inconsistent(_)
+            | SyncError::Shutdown => ErrorClass::Cycle,
         }
     }
 

@@ -32,6 +32,9 @@ pub struct FetchStats {
 pub struct SourceTable {
     /// `` `project.dataset.table` ``
     pub path: String,
+    /// The cycle's snapshot (microseconds): every query reads the table `FOR SYSTEM_TIME AS
+    /// OF` it, so digests, IBLT, keys and rows agree (docs/sync.md#cycle). `None`: live.
+    pub snapshot_micros: Option<i64>,
     /// The MySQL table it syncs into.
     pub target: Ident,
     pub columns: Vec<Column>,
@@ -83,11 +86,23 @@ impl SourceTable {
         }
         Ok(SourceTable {
             path: format!("`{project}.{dataset}.{}`", spec.source),
+            snapshot_micros: None,
             target: spec.target.clone(),
             columns,
             primary_key,
             buckets,
         })
+    }
+
+    /// The table as the cycle's queries read it, aliased `t`: at the snapshot when there is one.
+    fn table_ref(&self) -> String {
+        match self.snapshot_micros {
+            Some(at) => format!(
+                "{} AS t FOR SYSTEM_TIME AS OF TIMESTAMP_MICROS({at})",
+                self.path
+            ),
+            None => format!("{} AS t", self.path),
+        }
     }
 
     /// `_sync_bucket` and `_sync_hash` (plus the key columns when `pk`) from an inner query
@@ -114,9 +129,9 @@ impl SourceTable {
             .collect();
         format!(
             "(SELECT {columns}MOD(MOD(FARM_FINGERPRINT(TO_JSON_STRING(STRUCT({key}))), {b}) + {b}, {b}) AS _sync_bucket, \
-             FARM_FINGERPRINT(TO_JSON_STRING(t)) AS _sync_hash FROM {path} AS t)",
+             FARM_FINGERPRINT(TO_JSON_STRING(t)) AS _sync_hash FROM {from})",
             key = key.join(", "),
-            path = self.path
+            from = self.table_ref()
         )
     }
 
@@ -166,13 +181,13 @@ impl SourceTable {
              FROM {rows}) GROUP BY GROUPING SETS ((c0), (c1), (c2))",
             rows = match buckets {
                 Some(list) => format!(
-                    "(SELECT {hash} AS h, {bucket} AS b FROM {path} AS t) WHERE b IN ({})",
+                    "(SELECT {hash} AS h, {bucket} AS b FROM {from}) WHERE b IN ({})",
                     join_nums(list),
                     hash = Self::HASH,
                     bucket = self.bucket_expr(),
-                    path = self.path,
+                    from = self.table_ref(),
                 ),
-                None => format!("(SELECT {} AS h FROM {} AS t)", Self::HASH, self.path),
+                None => format!("(SELECT {} AS h FROM {})", Self::HASH, self.table_ref()),
             },
             s0 = slice(0),
             s1 = slice(21),
@@ -185,9 +200,9 @@ impl SourceTable {
     /// than also filtering by bucket, which costs a second fingerprint per row.
     pub fn rows_by_hash_sql(&self, hashes: &[i64]) -> String {
         format!(
-            "SELECT {}, {bucket} AS _sync_bucket, {hash} AS _sync_hash FROM {} AS t WHERE {hash} IN UNNEST([{}])",
+            "SELECT {}, {bucket} AS _sync_bucket, {hash} AS _sync_hash FROM {} WHERE {hash} IN UNNEST([{}])",
             self.select_list(),
-            self.path,
+            self.table_ref(),
             join_nums(hashes),
             bucket = self.bucket_expr(),
             hash = Self::HASH,
@@ -215,9 +230,9 @@ impl SourceTable {
     /// WHERE: the emulator loses STRUCT columns passed through a `t.*` subquery.
     pub fn rows_sql(&self, buckets: &[u16], hashes: Option<&[i64]>) -> String {
         let mut sql = format!(
-            "SELECT {}, {bucket} AS _sync_bucket, {hash} AS _sync_hash FROM {} AS t WHERE {bucket} IN ({})",
+            "SELECT {}, {bucket} AS _sync_bucket, {hash} AS _sync_hash FROM {} WHERE {bucket} IN ({})",
             self.select_list(),
-            self.path,
+            self.table_ref(),
             join_nums(buckets),
             bucket = self.bucket_expr(),
             hash = Self::HASH,
@@ -235,11 +250,11 @@ impl SourceTable {
     /// Every row (canonical export form) with its bucket and hash: a full rewrite.
     pub fn all_rows_sql(&self) -> String {
         format!(
-            "SELECT {}, {} AS _sync_bucket, {} AS _sync_hash FROM {} AS t",
+            "SELECT {}, {} AS _sync_bucket, {} AS _sync_hash FROM {}",
             self.select_list(),
             self.bucket_expr(),
             Self::HASH,
-            self.path
+            self.table_ref()
         )
     }
 
@@ -251,11 +266,11 @@ impl SourceTable {
             None => format!("{c} IS NOT NULL"),
         };
         format!(
-            "SELECT {}, {} AS _sync_bucket, {} AS _sync_hash FROM {} AS t WHERE {filter}",
+            "SELECT {}, {} AS _sync_bucket, {} AS _sync_hash FROM {} WHERE {filter}",
             self.select_list(),
             self.bucket_expr(),
             Self::HASH,
-            self.path
+            self.table_ref()
         )
     }
 
@@ -437,4 +452,46 @@ pub async fn keys(
         stats.bytes_processed += bytes;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::ident::Ident;
+    use domain::schema::BqType;
+
+    #[test]
+    fn every_query_of_a_cycle_reads_the_snapshot() {
+        let col = |n: &str| Column {
+            name: Ident::parse(n).unwrap(),
+            bq: BqType::Int64,
+            required: true,
+            varchar: None,
+        };
+        let mut src = SourceTable {
+            path: "`p.d.t`".into(),
+            snapshot_micros: Some(1_800_000_000_000_000),
+            target: Ident::parse("t").unwrap(),
+            columns: vec![col("id"), col("v")],
+            primary_key: vec![col("id")],
+            buckets: 16,
+        };
+        let at = "`p.d.t` AS t FOR SYSTEM_TIME AS OF TIMESTAMP_MICROS(1800000000000000)";
+        for sql in [
+            src.digest_sql(),
+            src.keys_sql(&[1, 2]),
+            src.rows_sql(&[1], None),
+            src.rows_by_hash_sql(&[7]),
+            src.all_rows_sql(),
+            src.iblt_sql(None, 64),
+            src.iblt_sql(Some(&[3]), 64),
+            src.cursor_sql(&Ident::parse("v").unwrap(), None),
+        ] {
+            assert!(sql.contains(at), "{sql}");
+        }
+        src.snapshot_micros = None;
+        assert!(!src.digest_sql().contains("SYSTEM_TIME"));
+        // The change history is read as it is (CHANGES has its own window).
+        assert!(!src.changes_sql(1, 2).contains("SYSTEM_TIME"));
+    }
 }
