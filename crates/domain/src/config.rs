@@ -177,6 +177,11 @@ pub struct PartitionSyncSettings {
     /// allows it, else batched INSERTs) or `insert` (always batched INSERTs).
     #[serde(default)]
     pub loader: Loader,
+    /// Seconds a DDL statement (CREATE TABLE, ADD PARTITION) may wait for a table's metadata
+    /// lock (`lock_wait_timeout`) before the group fails (transient: retried). A DDL waiting
+    /// behind a long reader would make every later query of the table queue behind it.
+    #[serde(default = "default_ddl_lock_wait")]
+    pub ddl_lock_wait_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -193,6 +198,7 @@ impl Default for PartitionSyncSettings {
             max_vanished_partitions: default_max_vanished(),
             lock_timeout_secs: default_lock_timeout(),
             loader: Loader::Auto,
+            ddl_lock_wait_secs: default_ddl_lock_wait(),
         }
     }
 }
@@ -202,6 +208,9 @@ fn default_max_vanished() -> usize {
 }
 fn default_lock_timeout() -> u64 {
     10
+}
+fn default_ddl_lock_wait() -> u64 {
+    5
 }
 
 #[derive(Debug, Clone, Deserialize)]

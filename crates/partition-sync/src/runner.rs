@@ -470,6 +470,7 @@ async fn load_exported(
     let rt = tokio::runtime::Handle::current();
     let run = run_id.to_string();
     let loader = ctx.config.partition_sync.loader;
+    let ddl_lock_wait = ctx.config.partition_sync.ddl_lock_wait_secs;
     let progress = progress.clone();
     type Loaded = (
         Result<Vec<TableLoadSummary>, LoadError>,
@@ -477,7 +478,7 @@ async fn load_exported(
     );
     let outcomes = tokio::task::spawn_blocking(move || -> Result<Loaded, LoadError> {
         let mut work = work;
-        prepare_targets(&mut conn, &mut work)?;
+        prepare_targets(&mut conn, &mut work, ddl_lock_wait)?;
         let result = load::load_group(&mut conn, &store, &rt, &run, &work, loader, &*progress);
         let recorded = match &result {
             Ok(_) => write_cursors(&mut conn, &cursors),

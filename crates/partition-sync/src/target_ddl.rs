@@ -15,7 +15,25 @@ use crate::source::PartitionedSource;
 
 /// Makes every target of a group ready for its transaction: created or checked, and (with
 /// `mysql_partitioning`) given the partitions the load needs.
-pub(crate) fn prepare_targets(conn: &mut Conn, work: &mut [TableWork]) -> Result<(), LoadError> {
+pub(crate) fn prepare_targets(
+    conn: &mut Conn,
+    work: &mut [TableWork],
+    ddl_lock_wait_secs: u64,
+) -> Result<(), LoadError> {
+    // DDL waits for a table's metadata lock at most this long (docs/sync.md#load); the
+    // session's usual limit is back for the load.
+    conn.query_drop(format!(
+        "SET SESSION lock_wait_timeout = {}",
+        ddl_lock_wait_secs.max(1)
+    ))
+    .map_err(my_err("setting lock_wait_timeout for DDL"))?;
+    let prepared = prepare_each(conn, work);
+    conn.query_drop("SET SESSION lock_wait_timeout = DEFAULT")
+        .map_err(my_err("resetting lock_wait_timeout"))?;
+    prepared
+}
+
+fn prepare_each(conn: &mut Conn, work: &mut [TableWork]) -> Result<(), LoadError> {
     for w in work.iter_mut() {
         ensure_target(conn, &mut w.table)?;
         if w.table.spec.mysql_partitioning {

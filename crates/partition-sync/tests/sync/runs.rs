@@ -644,3 +644,59 @@ async fn change_history_detection_without_the_table_option_falls_back_to_metadat
         vec![7]
     );
 }
+
+#[tokio::test]
+async fn ddl_behind_a_long_reader_gives_up_quickly_instead_of_queueing_the_table() {
+    let f = stats_fixture(&["2026-01-01"], 2).await;
+    let tables =
+        format!("[partition_sync]\nddl_lock_wait_secs = 1\n{STATS}mysql_partitioning = true\n");
+    assert!(f.run(&tables, Options::default()).await.ok);
+    f.insert("stats", vec![stat(1, "2026-01-05", 1)]).await;
+    // A long reader: its open transaction holds the table's metadata lock, which ADD
+    // PARTITION needs exclusively.
+    use mysql::prelude::Queryable;
+    let mut reader = f.mysql();
+    reader.query_drop("START TRANSACTION").unwrap();
+    let _: Vec<i64> = reader.query("SELECT recipe_id FROM stats LIMIT 1").unwrap();
+
+    let started = std::time::Instant::now();
+    let s = f.run(&tables, Options::default()).await;
+    assert!(!s.ok, "{s:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "waited {:?}",
+        started.elapsed()
+    );
+    let error = s.groups[0].error.clone().unwrap();
+    assert!(
+        error.contains("stats") && error.to_lowercase().contains("lock wait"),
+        "{error}"
+    );
+    assert_eq!(s.groups[0].error_kind, Some("mysql"));
+    reader.query_drop("COMMIT").unwrap();
+    assert!(f.run(&tables, Options::default()).await.ok);
+    assert_eq!(count(&f, "stats"), 3);
+}
+
+#[tokio::test]
+async fn fingerprints_see_a_change_to_duplicate_rows() {
+    // No primary key: a partition may hold identical rows, whose hashes cancel under XOR.
+    let f = Fixture::new().await;
+    f.create_table("stats", stats_fields(), Some("day")).await;
+    f.insert(
+        "stats",
+        vec![stat(1, "2026-01-01", 10), stat(1, "2026-01-01", 10)],
+    )
+    .await;
+    let t = "[[tables]]\nsource = 'stats'\ntarget = 'stats'\nmode = 'partition'\n\
+             partition_column = 'day'\nvarchar = { note = 20 }\nchange_detection = 'fingerprint'\n";
+    assert!(f.run(t, Options::default()).await.ok);
+    f.sql("UPDATE `{ds}.stats` SET views = 20 WHERE TRUE").await;
+    let s = f.run(t, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(
+        s.partitions_loaded, 1,
+        "the change of both duplicates was seen"
+    );
+    assert_eq!(f.rows::<i64>("SELECT views FROM stats"), vec![20, 20]);
+}
