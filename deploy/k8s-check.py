@@ -14,6 +14,7 @@
 5. Every sync.toml (files and the rendered ConfigMaps) parses and uses only keys of
    crates/domain/src/config.rs, with the right types; its metrics.listen port and
    mysql.url_env agree with the workloads.
+   The CronJob's activeDeadlineSeconds leaves room after partition_sync.max_run_secs.
 6. The PrometheusRule's spec equals deploy/prometheus/alerts.yml; `promtool check rules` on it.
 
 Exit code 0 when everything holds, 1 with one line per problem otherwise.
@@ -420,6 +421,7 @@ def check_requirements(name: str, objs: list[dict], overlay: bool, rules: bool) 
                 problem(w, f"{key} is not set")
         if jspec.get("backoffLimit") != 2:
             problem(w, "backoffLimit must be 2")
+        check_run_budget(w, jspec.get("activeDeadlineSeconds"), configmaps)
         if pc.get("args") != SYNC_ARGS:
             problem(w, f"args must be {SYNC_ARGS}")
         check_sync_workload(w, pod_spec(cj), pc, configmaps)
@@ -473,6 +475,34 @@ def check_requirements(name: str, objs: list[dict], overlay: bool, rules: bool) 
 
     for rule in by_kind.get("PrometheusRule", {}).values() if rules else []:
         check_rules(f"{name} PrometheusRule/{rule['metadata']['name']}", rule)
+
+
+# A run stops starting batches at partition_sync.max_run_secs; its last batch and the report
+# need time before the Job's activeDeadlineSeconds kills it (which would roll that batch back).
+RUN_BUDGET_MARGIN_SECS = 300
+
+
+def default_max_run_secs() -> int:
+    m = re.search(r"fn default_max_run_secs\(\) -> u64 \{\s*(\d+)", CONFIG_RS.read_text())
+    return int(m[1]) if m else 0
+
+
+def check_run_budget(w: str, deadline, configmaps: dict) -> None:
+    """partition_sync.max_run_secs (or its default) leaves RUN_BUDGET_MARGIN_SECS before the
+    CronJob's activeDeadlineSeconds."""
+    if not isinstance(deadline, int):
+        return
+    for cm in configmaps.values():
+        text = (cm.get("data") or {}).get("sync.toml")
+        if not text:
+            continue
+        try:
+            budget = tomllib.loads(text).get("partition_sync", {}).get("max_run_secs", default_max_run_secs())
+        except tomllib.TOMLDecodeError:
+            continue  # reported by check_sync_toml
+        if not isinstance(budget, int) or budget <= 0 or budget + RUN_BUDGET_MARGIN_SECS > deadline:
+            problem(w, f"partition_sync.max_run_secs ({budget}) must leave {RUN_BUDGET_MARGIN_SECS} s "
+                       f"before activeDeadlineSeconds ({deadline}) in ConfigMap/{cm['metadata']['name']}")
 
 
 def check_sync_workload(w: str, pod: dict, c: dict, configmaps: dict, listen_port: int | None = None) -> None:

@@ -182,6 +182,18 @@ pub struct PartitionSyncSettings {
     /// behind a long reader would make every later query of the table queue behind it.
     #[serde(default = "default_ddl_lock_wait")]
     pub ddl_lock_wait_secs: u64,
+    /// A group's backlog loads in batches of at most this many partitions (oldest first),
+    /// each its own transaction with its watermarks.
+    #[serde(default = "default_batch_partitions")]
+    pub max_batch_partitions: usize,
+    /// ... and at most this many warehouse rows (a batch holds at least one partition).
+    #[serde(default = "default_batch_rows")]
+    pub max_batch_rows: u64,
+    /// A run starts no batch that would likely end later than this many seconds after the
+    /// run began; the rest waits for the next run (`--max-run-secs` overrides). Keep it below
+    /// the CronJob's `activeDeadlineSeconds`.
+    #[serde(default = "default_max_run_secs")]
+    pub max_run_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -199,6 +211,9 @@ impl Default for PartitionSyncSettings {
             lock_timeout_secs: default_lock_timeout(),
             loader: Loader::Auto,
             ddl_lock_wait_secs: default_ddl_lock_wait(),
+            max_batch_partitions: default_batch_partitions(),
+            max_batch_rows: default_batch_rows(),
+            max_run_secs: default_max_run_secs(),
         }
     }
 }
@@ -211,6 +226,15 @@ fn default_lock_timeout() -> u64 {
 }
 fn default_ddl_lock_wait() -> u64 {
     5
+}
+fn default_batch_partitions() -> usize {
+    50
+}
+fn default_batch_rows() -> u64 {
+    5_000_000
+}
+fn default_max_run_secs() -> u64 {
+    2700
 }
 
 #[derive(Debug, Clone, Deserialize)]

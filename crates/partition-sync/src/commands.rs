@@ -207,6 +207,14 @@ fn register_table_metrics(
         .with_label_values(&[t])
         .set(o.rows_deleted as f64);
     }
+    if g.status != "failed" && !summary.dry_run {
+        gauge(
+            "partition_sync_partitions_pending",
+            "Changed partitions the last run left for a later one (its time budget ran out)",
+        )?
+        .with_label_values(&[t])
+        .set(g.partitions_pending.get(t).copied().unwrap_or(0) as f64);
+    }
     if let Some(lag) = g.lag_seconds.get(t) {
         gauge(
             "partition_sync_lag_seconds",

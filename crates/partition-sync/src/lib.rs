@@ -3,6 +3,7 @@
 //! transaction together with the partitions' watermarks (`docs/sync.md#partition-sync`;
 //! the sequence of a run is in `docs/architecture.md#partition-sync-sequence`).
 
+mod batches;
 pub mod commands;
 mod dry_run;
 mod export;

@@ -70,6 +70,11 @@ enum Command {
         /// Remove vanished partitions even beyond `max_vanished_partitions`.
         #[arg(long)]
         allow_mass_delete: bool,
+        /// Start no batch that would likely end later than this many seconds after the run
+        /// began; what is left waits for the next run (exit 0, reported pending). Default:
+        /// `partition_sync.max_run_secs` (2700). Keep it below the CronJob's deadline.
+        #[arg(long)]
+        max_run_secs: Option<u64>,
     },
     /// Per table: partitions synced and pending, lag, last run.
     Status(OneTable),
@@ -146,12 +151,14 @@ async fn dispatch(config: SyncConfig, command: Command, json: bool) -> anyhow::R
             table,
             dry_run,
             allow_mass_delete,
+            max_run_secs,
         } => {
             let opts = Options {
                 group,
                 table,
                 dry_run,
                 allow_mass_delete,
+                max_run_secs,
                 ..opts
             };
             run(&ctx, &opts, pushgateway.as_deref(), json).await
@@ -344,6 +351,12 @@ fn print_summary(summary: &RunSummary) {
             "dry run: the exports would process {} in BigQuery (plus {} for detection, already spent); MySQL: {inserts} rows inserted, {deletes} rows deleted",
             human_bytes(bytes),
             human_bytes(summary.warehouse_bytes_processed)
+        );
+    }
+    if summary.partitions_pending > 0 {
+        println!(
+            "{} planned partitions wait for the next run (the run's time budget, --max-run-secs, was spent); they load oldest first",
+            summary.partitions_pending
         );
     }
     println!(

@@ -153,6 +153,75 @@ pub fn plan(
     out
 }
 
+/// A group's plans (one per table, in the group's order) split into batches, each loaded in
+/// its own transaction with its watermarks (`docs/sync.md#batches`): the partition ids of
+/// every table together, oldest first, at most `max_partitions` ids and (beyond its first id)
+/// `max_rows` warehouse rows per batch; a table's partitions with one id change together.
+/// Vanished partitions go with the first batch. Always at least one batch.
+pub fn batches(plans: &[Plan], max_partitions: usize, max_rows: u64) -> Vec<Vec<Plan>> {
+    let mut ids: Vec<&str> = plans
+        .iter()
+        .flat_map(|p| p.loads.iter().map(|l| l.partition.id.as_str()))
+        .collect();
+    ids.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+    ids.dedup();
+    let rows_of = |id: &str| -> u64 {
+        plans
+            .iter()
+            .flat_map(|p| &p.loads)
+            .filter(|l| l.partition.id == id)
+            .map(|l| l.partition.rows.max(0) as u64)
+            .sum()
+    };
+    let mut groups: Vec<Vec<&str>> = Vec::new();
+    let mut rows = 0u64;
+    for id in ids {
+        let r = rows_of(id);
+        let full = groups.last().is_none_or(|g| {
+            g.len() >= max_partitions.max(1) || (!g.is_empty() && rows + r > max_rows)
+        });
+        if full {
+            groups.push(Vec::new());
+            rows = 0;
+        }
+        if let Some(g) = groups.last_mut() {
+            g.push(id);
+        }
+        rows += r;
+    }
+    if groups.is_empty() {
+        groups.push(Vec::new());
+    }
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, batch)| {
+            plans
+                .iter()
+                .map(|p| Plan {
+                    loads: p
+                        .loads
+                        .iter()
+                        .filter(|l| batch.contains(&l.partition.id.as_str()))
+                        .cloned()
+                        .collect(),
+                    vanished: if i == 0 {
+                        p.vanished.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    waiting: if i == 0 {
+                        p.waiting.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    unchanged: if i == 0 { p.unchanged } else { 0 },
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +356,60 @@ mod tests {
             None
         );
         assert_eq!(Plan::default().lag_seconds(0), None);
+    }
+
+    #[test]
+    fn batches_split_oldest_first_by_partitions_and_rows_keeping_a_date_together() {
+        let load = |id: &str, rows: i64| Load {
+            partition: src(id, rows, 0),
+            reason: Reason::New,
+        };
+        let a = Plan {
+            loads: vec![
+                load("20260101", 10),
+                load("20260102", 10),
+                load("20260103", 10),
+            ],
+            vanished: vec!["20250101".into()],
+            ..Plan::default()
+        };
+        let b = Plan {
+            loads: vec![load("20260102", 5), load("20260104", 100)],
+            ..Plan::default()
+        };
+        let ids = |batch: &[Plan]| -> Vec<Vec<String>> {
+            batch
+                .iter()
+                .map(|p| p.loads.iter().map(|l| l.partition.id.clone()).collect())
+                .collect()
+        };
+        // By partitions: 2 ids per batch; both tables' 20260102 go together.
+        let by_count = batches(&[a.clone(), b.clone()], 2, u64::MAX);
+        assert_eq!(by_count.len(), 2);
+        assert_eq!(
+            ids(&by_count[0]),
+            vec![vec!["20260101", "20260102"], vec!["20260102"]]
+        );
+        assert_eq!(ids(&by_count[1]), vec![vec!["20260103"], vec!["20260104"]]);
+        assert_eq!(by_count[0][0].vanished, vec!["20250101"]);
+        assert!(by_count[1][0].vanished.is_empty());
+        // By rows: 25 rows per batch (0101 + 0102 = 25); a batch takes at least one id
+        // (20260104 alone has 100 rows).
+        let by_rows = batches(&[a, b], 100, 25);
+        let firsts: Vec<String> = by_rows
+            .iter()
+            .map(|batch| {
+                batch
+                    .iter()
+                    .flat_map(|p| &p.loads)
+                    .map(|l| l.partition.id.clone())
+                    .min()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(firsts, vec!["20260101", "20260103", "20260104"]);
+        // Nothing to load: one empty batch (vanished partitions still go).
+        assert_eq!(batches(&[Plan::default()], 10, 10).len(), 1);
     }
 
     #[test]

@@ -15,18 +15,17 @@ use domain::config::{Group, SyncConfig};
 use sync_engine::session;
 use sync_engine::warehouse::Warehouse;
 
+use crate::batches::{self, write_cursors, BatchRun};
 use crate::dry_run;
-use crate::export::{clean_staging, export_group};
 use crate::group_plan::{plan_group, plan_report, GroupPlan};
-use crate::load::{self, LoadError, Progress, TableLoadSummary, TableWork};
-use crate::plan::{Plan, SyncedPartition};
-use crate::source::{PartitionedSource, SourceError};
-use crate::state::{read_history, read_state, write_history};
-use crate::target_ddl::prepare_targets;
+use crate::load::{LoadError, Progress, TableLoadSummary};
+use crate::plan::SyncedPartition;
+use crate::source::SourceError;
+use crate::state::{read_history, read_state};
 use domain::history::HistoryCursor;
 
 /// The progress callback of a run.
-type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
+pub(crate) type ProgressFn = Arc<dyn Fn(Progress) + Send + Sync>;
 
 /// Everything a run needs, built once from the config.
 pub struct Context {
@@ -114,6 +113,9 @@ pub struct Options {
     pub force: Option<(String, Force)>,
     /// Indexed-Job sharding: (index, count).
     pub shard: Option<(u64, u64)>,
+    /// Stop starting batches this many seconds after the run began (default:
+    /// `partition_sync.max_run_secs`).
+    pub max_run_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -148,6 +150,8 @@ pub struct GroupReport {
     /// Every target table of the group.
     #[serde(skip)]
     pub targets: Vec<String>,
+    /// Per table: planned partitions left for a later run (`--max-run-secs` came).
+    pub partitions_pending: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -161,6 +165,8 @@ pub struct RunSummary {
     pub partitions_removed: usize,
     pub rows_loaded: u64,
     pub rows_deleted: u64,
+    /// Planned partitions left for a later run (status `partial` groups).
+    pub partitions_pending: usize,
     pub groups: Vec<GroupReport>,
 }
 
@@ -204,7 +210,7 @@ impl GroupError {
     }
 }
 
-fn blocking_err(e: tokio::task::JoinError) -> GroupError {
+pub(crate) fn blocking_err(e: tokio::task::JoinError) -> GroupError {
     GroupError::Other(format!("worker thread failed: {e}"))
 }
 
@@ -265,6 +271,10 @@ pub async fn run(
     progress: Arc<dyn Fn(Progress) + Send + Sync>,
 ) -> anyhow::Result<RunSummary> {
     let started = Instant::now();
+    let max_run = opts
+        .max_run_secs
+        .unwrap_or(ctx.config.partition_sync.max_run_secs);
+    let deadline = started + Duration::from_secs(max_run);
     let run_id = new_run_id();
     let groups = selected_groups(&ctx.config, opts)?;
     let mut reports = Vec::new();
@@ -272,11 +282,12 @@ pub async fn run(
     for group in &groups {
         let span = tracing::info_span!("group", group.name = %group.name, run.id = %run_id);
         let _enter = span.enter();
-        let result = run_group_retrying(ctx, group, opts, &run_id, &progress, &mut bytes).await;
+        let result =
+            run_group_retrying(ctx, group, opts, (&run_id, deadline), &progress, &mut bytes).await;
         let report = match result {
             Ok(report) => report,
             Err(e) => {
-                tracing::error!(error = %e, kind = e.kind(), "group failed; MySQL is unchanged for it");
+                tracing::error!(error = %e, kind = e.kind(), "group failed; its failed batch rolled back (batches committed before it stay)");
                 failed_report(group, &e)
             }
         };
@@ -298,6 +309,10 @@ pub async fn run(
         partitions_removed: sum(&|t| t.partitions_removed as u64) as usize,
         rows_loaded: sum(&|t| t.rows_loaded),
         rows_deleted: sum(&|t| t.rows_deleted),
+        partitions_pending: reports
+            .iter()
+            .flat_map(|g| g.partitions_pending.values())
+            .sum(),
         groups: reports,
         run_id,
     })
@@ -311,13 +326,22 @@ async fn run_group_retrying(
     ctx: &Context,
     group: &Group,
     opts: &Options,
-    run_id: &str,
+    (run_id, deadline): (&str, Instant),
     progress: &ProgressFn,
     bytes: &mut u64,
 ) -> Result<GroupReport, GroupError> {
     let mut attempt = 1;
     loop {
-        match run_group(ctx, group, opts, run_id, progress.clone(), bytes).await {
+        match run_group(
+            ctx,
+            group,
+            opts,
+            (run_id, deadline),
+            progress.clone(),
+            bytes,
+        )
+        .await
+        {
             Err(e) if e.mysql_transient() && attempt < GROUP_ATTEMPTS => {
                 let delay = sync_engine::retry::backoff(attempt + 2);
                 tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "group failed on a transient MySQL error; retrying");
@@ -335,7 +359,7 @@ async fn run_group(
     ctx: &Context,
     group: &Group,
     opts: &Options,
-    run_id: &str,
+    (run_id, deadline): (&str, Instant),
     progress: ProgressFn,
     bytes: &mut u64,
 ) -> Result<GroupReport, GroupError> {
@@ -370,12 +394,21 @@ async fn run_group(
         let status = if opts.dry_run { "planned" } else { "unchanged" };
         return Ok(group_report(group, status, Vec::new(), plan, lag));
     }
-    // The staging files are cleaned whether the export and load succeeded or not.
-    let session = (conn, lock);
-    let loaded = export_and_load(ctx, run_id, tables, cursors, session, &progress, bytes).await;
-    clean_staging(ctx, run_id).await;
-    let outcomes = loaded?;
-    Ok(group_report(group, "ok", outcomes, plan, lag))
+    let run = BatchRun {
+        ctx,
+        run_id,
+        progress: &progress,
+        deadline,
+    };
+    let done = batches::run_batches(&run, tables, (conn, lock), cursors, bytes).await?;
+    let status = if done.pending.values().all(|n| *n == 0) {
+        "ok"
+    } else {
+        "partial"
+    };
+    let mut report = group_report(group, status, done.outcomes, plan, lag);
+    report.partitions_pending = done.pending;
+    Ok(report)
 }
 
 /// A group's advisory lock, held by the session that took it, and the group's recorded state.
@@ -423,78 +456,6 @@ async fn lock_group(ctx: &Context, group: &Group) -> Result<LockedGroup, GroupEr
     .map_err(blocking_err)?
 }
 
-/// Steps 3 and 4: exports the changed partitions (`docs/sync.md#export`), then loads the group
-/// in one transaction (`docs/sync.md#load`). Takes the locked session: it is closed, and the
-/// lock with it, when this returns.
-async fn export_and_load(
-    ctx: &Context,
-    run_id: &str,
-    tables: Vec<(PartitionedSource, Plan)>,
-    cursors: Vec<(String, HistoryCursor)>,
-    (conn, lock): (mysql::Conn, String),
-    progress: &ProgressFn,
-    bytes: &mut u64,
-) -> Result<Vec<TableLoadSummary>, GroupError> {
-    let work = export_group(ctx, run_id, tables, progress, bytes).await?;
-    load_exported(ctx, run_id, conn, lock, work, cursors, progress).await
-}
-
-/// Records the change-history cursors of a group that committed (or had nothing to load). A
-/// crash before this re-reads the same window next run: its partitions load again.
-fn write_cursors(
-    conn: &mut mysql::Conn,
-    cursors: &[(String, HistoryCursor)],
-) -> Result<(), GroupError> {
-    for (target, cursor) in cursors {
-        write_history(conn, target, cursor).map_err(|e| {
-            GroupError::Load(load::my_err(format!(
-                "table {target}: recording its change-history window"
-            ))(e))
-        })?;
-    }
-    Ok(())
-}
-
-/// Step 4: on a blocking thread, creates or checks the targets (DDL, before the transaction),
-/// loads the group in one transaction and releases the lock.
-async fn load_exported(
-    ctx: &Context,
-    run_id: &str,
-    mut conn: mysql::Conn,
-    lock: String,
-    work: Vec<TableWork>,
-    cursors: Vec<(String, HistoryCursor)>,
-    progress: &ProgressFn,
-) -> Result<Vec<TableLoadSummary>, GroupError> {
-    let store = ctx.store.clone();
-    let rt = tokio::runtime::Handle::current();
-    let run = run_id.to_string();
-    let loader = ctx.config.partition_sync.loader;
-    let ddl_lock_wait = ctx.config.partition_sync.ddl_lock_wait_secs;
-    let progress = progress.clone();
-    type Loaded = (
-        Result<Vec<TableLoadSummary>, LoadError>,
-        Result<(), GroupError>,
-    );
-    let outcomes = tokio::task::spawn_blocking(move || -> Result<Loaded, LoadError> {
-        let mut work = work;
-        prepare_targets(&mut conn, &mut work, ddl_lock_wait)?;
-        let result = load::load_group(&mut conn, &store, &rt, &run, &work, loader, &*progress);
-        let recorded = match &result {
-            Ok(_) => write_cursors(&mut conn, &cursors),
-            Err(_) => Ok(()),
-        };
-        let _ = session::release_lock(&mut conn, &lock);
-        Ok((result, recorded))
-    })
-    .await
-    .map_err(blocking_err)?
-    .map_err(GroupError::Load)?;
-    let (result, recorded) = outcomes;
-    recorded?;
-    Ok(result?)
-}
-
 /// Every target table of the group.
 fn targets(group: &Group) -> Vec<String> {
     group.tables.iter().map(|t| t.target.to_string()).collect()
@@ -516,11 +477,12 @@ fn group_report(
         tables,
         plan,
         lag_seconds: lag,
+        partitions_pending: BTreeMap::new(),
         targets: targets(group),
     }
 }
 
-/// The report of a group that failed: MySQL is unchanged for it.
+/// The report of a group that failed: its failed batch rolled back (earlier batches stay).
 fn failed_report(group: &Group, e: &GroupError) -> GroupReport {
     GroupReport {
         group: group.name.clone(),
@@ -530,6 +492,7 @@ fn failed_report(group: &Group, e: &GroupError) -> GroupReport {
         tables: Vec::new(),
         plan: Vec::new(),
         lag_seconds: BTreeMap::new(),
+        partitions_pending: BTreeMap::new(),
         targets: targets(group),
     }
 }

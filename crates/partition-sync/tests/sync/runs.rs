@@ -700,3 +700,54 @@ async fn fingerprints_see_a_change_to_duplicate_rows() {
     );
     assert_eq!(f.rows::<i64>("SELECT views FROM stats"), vec![20, 20]);
 }
+
+#[tokio::test]
+async fn a_backlog_larger_than_a_run_loads_in_batches_oldest_first_and_converges_over_runs() {
+    let days = [
+        "2026-01-01",
+        "2026-01-02",
+        "2026-01-03",
+        "2026-01-04",
+        "2026-01-05",
+        "2026-01-06",
+    ];
+    let f = stats_fixture(&days, 2).await;
+    // Each export takes over a second here; a run may start batches for 2 seconds.
+    let emu = test_support::Emulator::new(&f.ds.env);
+    emu.fault(serde_json::json!({
+        "fault": "slow", "delay_ms": 1200, "count": 100,
+        "sql": format!("(?s)EXPORT DATA.*{}", f.ds.dataset),
+    }))
+    .await;
+    let t = format!("[partition_sync]\nmax_batch_partitions = 2\nmax_run_secs = 2\n{STATS}");
+    let first = f.run(&t, Options::default()).await;
+    assert!(
+        first.ok,
+        "a run that stops in time is not a failure: {first:?}"
+    );
+    assert_eq!(first.groups[0].status, "partial");
+    assert_eq!(
+        first.partitions_loaded, 2,
+        "one batch, the oldest: {first:?}"
+    );
+    assert_eq!(first.partitions_pending, 4);
+    assert_eq!(first.groups[0].partitions_pending.get("stats"), Some(&4));
+    assert_eq!(
+        f.rows::<String>("SELECT partition_id FROM sync_partitions ORDER BY partition_id"),
+        vec!["20260101", "20260102"],
+        "the batch committed with its watermarks"
+    );
+    let mut runs = 1;
+    loop {
+        let s = f.run(&t, Options::default()).await;
+        assert!(s.ok, "{s:?}");
+        runs += 1;
+        if s.partitions_pending == 0 {
+            assert_eq!(s.groups[0].status, "ok");
+            break;
+        }
+        assert!(runs < 6, "the backlog does not converge");
+    }
+    assert_eq!(runs, 3);
+    assert_eq!(count(&f, "stats"), 12);
+}

@@ -1,0 +1,172 @@
+//! Steps 3 and 4 of a group, batch by batch (`docs/sync.md#batches`): the group's plan is cut
+//! into batches bounded by partitions and rows, oldest first ([`plan::batches`]); each batch is
+//! exported and loaded in its own transaction with its watermarks. No batch starts once the
+//! run's deadline is near (`--max-run-secs`): what is left is reported pending and the next
+//! run continues. The group's advisory lock is held across the batches.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use domain::history::HistoryCursor;
+use sync_engine::session;
+
+use crate::export::{clean_staging, export_group};
+use crate::load::{self, LoadError, TableLoadSummary, TableWork};
+use crate::plan::{self, Plan};
+use crate::runner::{blocking_err, Context, GroupError, ProgressFn};
+use crate::source::PartitionedSource;
+use crate::state::write_history;
+use crate::target_ddl::prepare_targets;
+
+/// What every batch of a run shares.
+pub(crate) struct BatchRun<'a> {
+    pub(crate) ctx: &'a Context,
+    pub(crate) run_id: &'a str,
+    pub(crate) progress: &'a ProgressFn,
+    /// No batch starts when it would likely end after this.
+    pub(crate) deadline: Instant,
+}
+
+/// What the batches of a group did.
+pub(crate) struct BatchesDone {
+    pub(crate) outcomes: Vec<TableLoadSummary>,
+    /// Per table: partitions planned but left for a later run (the deadline came).
+    pub(crate) pending: BTreeMap<String, usize>,
+}
+
+/// Runs the group's batches in order until done or the deadline is near; then records the
+/// change-history cursors (only when every batch ran) and releases the group's lock.
+pub(crate) async fn run_batches(
+    run: &BatchRun<'_>,
+    tables: Vec<(PartitionedSource, Plan)>,
+    (conn, lock): (mysql::Conn, String),
+    cursors: Vec<(String, HistoryCursor)>,
+    bytes: &mut u64,
+) -> Result<BatchesDone, GroupError> {
+    let settings = &run.ctx.config.partition_sync;
+    let (sources, plans): (Vec<_>, Vec<_>) = tables.into_iter().unzip();
+    let batches = plan::batches(
+        &plans,
+        settings.max_batch_partitions,
+        settings.max_batch_rows,
+    );
+    let mut conn = conn;
+    let mut outcomes: Vec<TableLoadSummary> = Vec::new();
+    let mut last: Option<Duration> = None;
+    let mut left = batches.len();
+    for batch in &batches {
+        if last.is_some_and(|d| Instant::now() + d > run.deadline) || Instant::now() > run.deadline
+        {
+            tracing::warn!(
+                batches_left = left,
+                "the run's deadline is near: the rest of the group waits for the next run"
+            );
+            break;
+        }
+        let started = Instant::now();
+        let tables: Vec<_> = sources.iter().cloned().zip(batch.iter().cloned()).collect();
+        // The staging files are cleaned whether the export and load succeeded or not.
+        let loaded = export_and_load(run, tables, conn, bytes).await;
+        clean_staging(run.ctx, run.run_id).await;
+        let (next, done) = loaded?;
+        conn = next;
+        merge(&mut outcomes, done);
+        last = Some(started.elapsed());
+        left -= 1;
+    }
+    let pending = pending_per_table(&sources, &batches[batches.len() - left..]);
+    let record = if left == 0 { cursors } else { Vec::new() };
+    tokio::task::spawn_blocking(move || {
+        let written = write_cursors(&mut conn, &record);
+        let _ = session::release_lock(&mut conn, &lock);
+        written
+    })
+    .await
+    .map_err(blocking_err)??;
+    Ok(BatchesDone { outcomes, pending })
+}
+
+/// Partitions of the batches not run, per table.
+fn pending_per_table(sources: &[PartitionedSource], left: &[Vec<Plan>]) -> BTreeMap<String, usize> {
+    sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let n = left
+                .iter()
+                .filter_map(|b| b.get(i))
+                .map(|p| p.loads.len())
+                .sum();
+            (s.spec.target.to_string(), n)
+        })
+        .collect()
+}
+
+/// Adds one batch's outcomes to the group's, per table.
+fn merge(all: &mut Vec<TableLoadSummary>, batch: Vec<TableLoadSummary>) {
+    for t in batch {
+        match all.iter_mut().find(|a| a.table == t.table) {
+            Some(a) => {
+                a.partitions_loaded += t.partitions_loaded;
+                a.partitions_removed += t.partitions_removed;
+                a.rows_loaded += t.rows_loaded;
+                a.rows_deleted += t.rows_deleted;
+            }
+            None => all.push(t),
+        }
+    }
+}
+
+/// One batch: exports its partitions (`docs/sync.md#export`), then loads it in one
+/// transaction (`docs/sync.md#load`). Returns the locked session for the next batch.
+async fn export_and_load(
+    run: &BatchRun<'_>,
+    tables: Vec<(PartitionedSource, Plan)>,
+    conn: mysql::Conn,
+    bytes: &mut u64,
+) -> Result<(mysql::Conn, Vec<TableLoadSummary>), GroupError> {
+    let work = export_group(run.ctx, run.run_id, tables, run.progress, bytes).await?;
+    load_exported(run, conn, work).await
+}
+
+/// Records the change-history cursors of a group whose every batch committed (or that had
+/// nothing to load). A crash before this re-reads the same window next run: its partitions
+/// load again.
+pub(crate) fn write_cursors(
+    conn: &mut mysql::Conn,
+    cursors: &[(String, HistoryCursor)],
+) -> Result<(), GroupError> {
+    for (target, cursor) in cursors {
+        write_history(conn, target, cursor).map_err(|e| {
+            GroupError::Load(load::my_err(format!(
+                "table {target}: recording its change-history window"
+            ))(e))
+        })?;
+    }
+    Ok(())
+}
+
+/// Step 4 of a batch, on a blocking thread: creates or checks the targets (DDL, before the
+/// transaction), then loads the batch in one transaction.
+async fn load_exported(
+    run: &BatchRun<'_>,
+    mut conn: mysql::Conn,
+    work: Vec<TableWork>,
+) -> Result<(mysql::Conn, Vec<TableLoadSummary>), GroupError> {
+    let store = run.ctx.store.clone();
+    let rt = tokio::runtime::Handle::current();
+    let run_id = run.run_id.to_string();
+    let loader = run.ctx.config.partition_sync.loader;
+    let ddl_lock_wait = run.ctx.config.partition_sync.ddl_lock_wait_secs;
+    let progress = run.progress.clone();
+    let loaded = tokio::task::spawn_blocking(move || -> Result<_, LoadError> {
+        let mut work = work;
+        prepare_targets(&mut conn, &mut work, ddl_lock_wait)?;
+        let outcomes =
+            load::load_group(&mut conn, &store, &rt, &run_id, &work, loader, &*progress)?;
+        Ok((conn, outcomes))
+    })
+    .await
+    .map_err(blocking_err)??;
+    Ok(loaded)
+}
