@@ -64,6 +64,14 @@ k8s-check: toolchain ## render the k8s/ overlays, validate them offline (API sch
 bench-api: services ## benchmark recipe-api against its database ceiling (wrk, 16 connections, release build)
 	@deploy/dev/bench-api.sh
 
+.PHONY: images
+images: toolchain ## build the three container images with podman (local base image, host-built binaries); print their sizes
+	@deploy/dev/images.sh build
+
+.PHONY: image-test
+image-test: services images ## run the images as the k8s manifests do: migrate, serve + CRUD, partition-sync run, stream-sync run --once
+	@deploy/dev/images.sh test
+
 .PHONY: bench-stream
 bench-stream: services ## stream-sync: full reload, no-change and 0.1%-change cycles (BENCH_ROWS=1000000, BENCH_BUCKETS=1024)
 	@$(LOAD_ENV); $(CARGO) run --release -p stream-sync --example bench_stream
