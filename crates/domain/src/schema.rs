@@ -411,6 +411,40 @@ pub fn key_collation_problems(
         .collect()
 }
 
+/// An existing table's unique keys (PRIMARY and UNIQUE), each with its columns in order.
+pub type UniqueKeys = [(String, Vec<String>)];
+
+/// Why an existing (adopted) table can't be kept in sync by key: stream-sync upserts match
+/// rows by the table's unique keys, so one of them must be exactly `primary_key` (in any
+/// order). Without it (an auto-increment surrogate key, say) every update would insert a
+/// second row.
+pub fn unique_key_problem(table: &str, primary_key: &[Ident], keys: &UniqueKeys) -> Option<String> {
+    let want: std::collections::BTreeSet<String> =
+        primary_key.iter().map(|k| k.to_ascii_lowercase()).collect();
+    let matches = keys.iter().any(|(_, cols)| {
+        cols.iter()
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<std::collections::BTreeSet<_>>()
+            == want
+    });
+    if matches {
+        return None;
+    }
+    let pk: Vec<&str> = primary_key.iter().map(Ident::as_str).collect();
+    let have: Vec<String> = keys
+        .iter()
+        .map(|(name, cols)| format!("{name} ({})", cols.join(", ")))
+        .collect();
+    Some(format!(
+        "{table}: no PRIMARY or UNIQUE key is exactly the configured primary_key ({pk}); its unique keys are [{have}]. \
+         Rows are matched by key, so every update would insert another row. Add one, e.g. \
+         ALTER TABLE `{table}` ADD UNIQUE KEY ({cols})",
+        pk = pk.join(", "),
+        have = have.join("; "),
+        cols = primary_key.iter().map(Ident::quoted).collect::<Vec<_>>().join(", ")
+    ))
+}
+
 /// `CREATE TABLE` for a missing target: the columns, the primary key, an index on the
 /// partition column. utf8mb4 in `collation` (one of [`EXACT_COLLATIONS`]), InnoDB.
 pub fn create_table_sql(
@@ -709,6 +743,33 @@ mod tests {
             "{sql}"
         );
         assert!(sql.ends_with("COLLATE=utf8mb4_0900_bin"), "{sql}");
+    }
+
+    #[test]
+    fn an_adopted_table_needs_a_unique_key_that_is_the_primary_key() {
+        let id = |s: &str| Ident::parse(s).unwrap();
+        let key = |name: &str, cols: &[&str]| {
+            (
+                name.to_string(),
+                cols.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        let pk = [id("region"), id("day")];
+        assert!(unique_key_problem("t", &pk, &[key("PRIMARY", &["day", "REGION"])]).is_none());
+        assert!(unique_key_problem(
+            "t",
+            &pk,
+            &[key("PRIMARY", &["id"]), key("natural", &["region", "day"])]
+        )
+        .is_none());
+        let p = unique_key_problem("t", &pk, &[key("PRIMARY", &["id"])]).unwrap();
+        assert!(
+            p.contains("primary_key (region, day)") && p.contains("PRIMARY (id)"),
+            "{p}"
+        );
+        assert!(p.contains("ADD UNIQUE KEY (`region`, `day`)"), "{p}");
+        // A unique key on more columns does not identify a row by the configured key.
+        assert!(unique_key_problem("t", &pk, &[key("wide", &["region", "day", "x"])]).is_some());
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use domain::config::TableSpec;
 use domain::ident::{quote as quote_ident, Ident};
-use domain::schema::{create_table_sql, key_collation_problems, schema_drift, Column};
+use domain::schema::{
+    create_table_sql, key_collation_problems, schema_drift, unique_key_problem, Column,
+};
 use mysql::prelude::Queryable;
 use mysql::{Conn, TxOpts, Value};
 use sync_engine::batch::BatchInserter;
@@ -49,6 +51,10 @@ pub fn ensure_table(
             "schema mismatch between the warehouse and MySQL: {}",
             drift.join("; ")
         )));
+    }
+    let keys = sync_engine::session::unique_keys(conn, &spec.target)?;
+    if let Some(problem) = unique_key_problem(&spec.target, &spec.primary_key, &keys) {
+        return Err(SyncError::Permanent(problem));
     }
     let has = |n: &str| have.iter().any(|c| c.name.eq_ignore_ascii_case(n));
     let mut adds = Vec::new();

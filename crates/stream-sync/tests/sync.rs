@@ -824,3 +824,41 @@ async fn change_history_mode_without_the_table_option_falls_back_to_the_full_dif
     assert!(r.history.is_none(), "{r:?}");
     assert_eq!(r.updates, 1, "the full diff found it: {r:?}");
 }
+
+#[tokio::test]
+async fn an_adopted_table_keyed_by_a_surrogate_id_is_refused_until_the_key_is_unique() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.codes (code STRING NOT NULL, v INT64)")
+        .await;
+    f.bq("INSERT INTO {ds}.codes (code, v) VALUES ('a', 1), ('b', 2)")
+        .await;
+    use mysql::prelude::Queryable;
+    f.my()
+        .query_drop(
+            "CREATE TABLE codes (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
+             code VARCHAR(16) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin NOT NULL, v BIGINT)",
+        )
+        .unwrap();
+    let config = f.config(&table("codes", &["code"], "varchar = { code = 16 }"), "");
+    let out = f.sync(&config).await;
+    let o = out.iter().find(|o| o.table == "codes").unwrap();
+    let (kind, error) = o.error.clone().expect("refused");
+    assert_eq!(kind, ErrorKind::Permanent);
+    assert!(
+        error.contains("primary_key (code)") && error.contains("PRIMARY (id)"),
+        "{error}"
+    );
+    assert_eq!(f.my_count("codes"), 0);
+
+    f.my()
+        .query_drop("ALTER TABLE codes ADD UNIQUE KEY (code)")
+        .unwrap();
+    ok(&f.sync(&config).await, "codes");
+    f.bq("UPDATE {ds}.codes SET v = 20 WHERE code = 'b'").await;
+    ok(&f.sync(&config).await, "codes");
+    assert_eq!(
+        f.my_count("codes"),
+        2,
+        "an update did not insert a second row"
+    );
+}

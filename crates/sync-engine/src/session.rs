@@ -217,6 +217,24 @@ pub fn exact_collation(conn: &mut Conn) -> Result<String, MysqlError> {
         })
 }
 
+/// The table's unique keys (PRIMARY and UNIQUE), each with its columns in order.
+pub fn unique_keys(conn: &mut Conn, table: &str) -> Result<Vec<(String, Vec<String>)>, MysqlError> {
+    let rows: Vec<(String, String)> = conn.exec(
+        "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
+         ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+        (table,),
+    )?;
+    let mut keys: Vec<(String, Vec<String>)> = Vec::new();
+    for (index, column) in rows {
+        match keys.last_mut() {
+            Some((name, cols)) if *name == index => cols.push(column),
+            _ => keys.push((index, vec![column])),
+        }
+    }
+    Ok(keys)
+}
+
 /// Takes a named advisory lock, waiting up to `timeout`. Returns false when another session
 /// holds it. Names longer than MySQL's 64 characters are shortened with a hash.
 pub fn get_lock(conn: &mut Conn, name: &str, timeout: Duration) -> Result<bool, MysqlError> {
