@@ -32,6 +32,6 @@ pub(crate) async fn cursor_cycle(
         )));
     };
     let watermark = blocking(|| target::cursor_watermark(conn, &src.target, &col))?;
-    let sql = src.cursor_sql(&col.name, watermark.as_deref());
+    let sql = src.cursor_sql(&col, watermark.as_deref());
     apply::fetch_and_apply(env, src, conn, max_packet, &sql, None, report).await
 }

@@ -258,11 +258,19 @@ impl SourceTable {
         )
     }
 
-    /// Full rows past a cursor watermark (`None`: every row with a non-NULL cursor).
-    pub fn cursor_sql(&self, cursor: &Ident, after: Option<&str>) -> String {
-        let c = format!("t.{}", cursor.quoted());
+    /// Full rows from a cursor watermark on (`None`: every row with a non-NULL cursor), with an
+    /// overlap: rows committed after the last cycle with the watermark's own value (or, for a
+    /// time, up to 5 minutes earlier: clocks and commit order differ) are read again rather
+    /// than missed until the next full diff. Re-reading costs a few idempotent upserts.
+    pub fn cursor_sql(&self, cursor: &Column, after: Option<&str>) -> String {
+        let c = format!("t.{}", cursor.name.quoted());
         let filter = match after {
-            Some(lit) => format!("{c} > {lit}"),
+            Some(lit) => match cursor.bq {
+                BqType::Int64 => format!("{c} >= {lit}"),
+                BqType::Date => format!("{c} >= DATE_SUB({lit}, INTERVAL 1 DAY)"),
+                BqType::Datetime => format!("{c} >= DATETIME_SUB({lit}, INTERVAL 300 SECOND)"),
+                _ => format!("{c} >= TIMESTAMP_SUB({lit}, INTERVAL 300 SECOND)"),
+            },
             None => format!("{c} IS NOT NULL"),
         };
         format!(
@@ -485,7 +493,7 @@ mod tests {
             src.all_rows_sql(),
             src.iblt_sql(None, 64),
             src.iblt_sql(Some(&[3]), 64),
-            src.cursor_sql(&Ident::parse("v").unwrap(), None),
+            src.cursor_sql(&col("v"), None),
         ] {
             assert!(sql.contains(at), "{sql}");
         }

@@ -390,16 +390,23 @@ pub fn delete_batch(
     Ok(n)
 }
 
-/// MySQL's largest cursor value, as a BigQuery literal; `None` when the table is empty.
+/// MySQL's largest cursor value, as a BigQuery literal; `None` when the table is empty. Time
+/// cursors count only values up to now: one future-dated row must not hide every row after it
+/// until the next full diff (docs/sync.md#cursor-mode).
 pub fn cursor_watermark(
     conn: &mut Conn,
     table: &Ident,
     cursor: &Column,
 ) -> Result<Option<String>, MysqlError> {
     use domain::schema::BqType;
+    let c = cursor.name.quoted();
+    let up_to_now = match cursor.bq {
+        BqType::Int64 => String::new(),
+        BqType::Date => format!(" WHERE {c} <= UTC_DATE()"),
+        _ => format!(" WHERE {c} <= UTC_TIMESTAMP(6)"),
+    };
     let v: Option<Value> = conn.query_first(format!(
-        "SELECT MAX({}) FROM {}",
-        cursor.name.quoted(),
+        "SELECT MAX({c}) FROM {}{up_to_now}",
         table.quoted()
     ))?;
     let Some(v) = v.filter(|v| *v != Value::NULL) else {

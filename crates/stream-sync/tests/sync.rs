@@ -352,7 +352,8 @@ async fn cursor_mode_fetches_only_rows_past_the_watermark() {
     let f = Fixture::new().await;
     f.bq("CREATE TABLE {ds}.events (id INT64 NOT NULL, updated_at TIMESTAMP, v STRING)")
         .await;
-    f.bq("INSERT INTO {ds}.events (id, updated_at, v) SELECT x, TIMESTAMP_SECONDS(1700000000 + x), 'a' \
+    // Ten minutes apart: the watermark's 5-minute overlap re-reads only the newest row.
+    f.bq("INSERT INTO {ds}.events (id, updated_at, v) SELECT x, TIMESTAMP_SECONDS(1700000000 + 600 * x), 'a' \
           FROM UNNEST(GENERATE_ARRAY(1, 40)) AS x")
         .await;
     let config = f.config(
@@ -362,19 +363,39 @@ async fn cursor_mode_fetches_only_rows_past_the_watermark() {
     let mut runner = f.runner(&config, None).await;
     let out = runner.run(Mode::Once { max_attempts: 3 }).await;
     assert!(!ok(&out, "events").cursor, "the first cycle is a full diff");
-    f.bq("UPDATE {ds}.events SET v = 'b', updated_at = TIMESTAMP_SECONDS(1800000000) WHERE id = 5")
+    f.bq("UPDATE {ds}.events SET v = 'b', updated_at = TIMESTAMP_SECONDS(1700024000) WHERE id = 5")
         .await;
     let out = runner.run(Mode::Once { max_attempts: 3 }).await;
     let r = ok(&out, "events");
     assert!(r.cursor);
     assert_eq!(
-        (r.fetch.full_rows, r.upserted, r.fetch.digest_rows),
-        (1, 1, 0),
-        "{r:?}"
+        (r.fetch.full_rows, r.fetch.digest_rows),
+        (2, 0),
+        "the changed row, and the newest one again (the overlap): {r:?}"
     );
     assert_eq!(
         f.my_rows("SELECT v FROM events WHERE id = 5"),
         vec![vec!["b"]]
+    );
+
+    // A row committed later with the watermark's own value, and a row dated in the future
+    // followed by an ordinary one: none waits for the next full diff.
+    f.bq("INSERT INTO {ds}.events (id, updated_at, v) VALUES (41, TIMESTAMP_SECONDS(1700024000), 'same'), \
+          (42, TIMESTAMP_SECONDS(4000000000), 'future')")
+        .await;
+    let r = ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "events").clone();
+    assert!(r.cursor);
+    f.bq("INSERT INTO {ds}.events (id, updated_at, v) VALUES (43, TIMESTAMP_SECONDS(1700024100), 'after')")
+        .await;
+    let r = ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "events").clone();
+    assert!(r.cursor, "{r:?}");
+    assert_eq!(
+        f.my_rows("SELECT id, v FROM events WHERE id > 40 ORDER BY id"),
+        vec![
+            vec!["41", "same"],
+            vec!["42", "future"],
+            vec!["43", "after"]
+        ]
     );
 }
 
