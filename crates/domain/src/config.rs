@@ -194,6 +194,11 @@ pub struct PartitionSyncSettings {
     /// the CronJob's `activeDeadlineSeconds`.
     #[serde(default = "default_max_run_secs")]
     pub max_run_secs: u64,
+    /// After each batch commits, compare its partitions' rows in MySQL with the warehouse's
+    /// (count and content digest, only those partitions): a difference fails the group as
+    /// `drift` and forgets those partitions' watermarks, so the next run reloads them.
+    #[serde(default = "default_true")]
+    pub verify_after_load: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -214,6 +219,7 @@ impl Default for PartitionSyncSettings {
             max_batch_partitions: default_batch_partitions(),
             max_batch_rows: default_batch_rows(),
             max_run_secs: default_max_run_secs(),
+            verify_after_load: true,
         }
     }
 }
@@ -235,6 +241,9 @@ fn default_batch_rows() -> u64 {
 }
 fn default_max_run_secs() -> u64 {
     2700
+}
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -17,6 +17,7 @@ use crate::runner::{blocking_err, Context, GroupError, ProgressFn};
 use crate::source::PartitionedSource;
 use crate::state::write_history;
 use crate::target_ddl::prepare_targets;
+use crate::verify::{self, PartitionMismatch};
 
 /// What every batch of a run shares.
 pub(crate) struct BatchRun<'a> {
@@ -71,6 +72,13 @@ pub(crate) async fn run_batches(
         let (next, done) = loaded?;
         conn = next;
         merge(&mut outcomes, done);
+        if settings.verify_after_load {
+            let (next, drift) = check_drift(run, &sources, batch, conn).await?;
+            conn = next;
+            if !drift.is_empty() {
+                return Err(GroupError::Drift(drift));
+            }
+        }
         last = Some(started.elapsed());
         left -= 1;
     }
@@ -84,6 +92,64 @@ pub(crate) async fn run_batches(
     .await
     .map_err(blocking_err)??;
     Ok(BatchesDone { outcomes, pending })
+}
+
+/// After a batch committed: its loaded partitions' rows in MySQL against the warehouse's
+/// (count and content digest, only those partitions; `docs/sync.md#batches`). Partitions that
+/// differ lose their watermarks, so the next run reloads them. Returns the session.
+async fn check_drift(
+    run: &BatchRun<'_>,
+    sources: &[PartitionedSource],
+    batch: &[Plan],
+    conn: mysql::Conn,
+) -> Result<(mysql::Conn, Vec<PartitionMismatch>), GroupError> {
+    let mut wanted = Vec::new();
+    for (source, plan) in sources.iter().zip(batch) {
+        let ids: Vec<String> = plan.loads.iter().map(|l| l.partition.id.clone()).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let wh = verify::warehouse_digests(&run.ctx.warehouse, source, Some(&ids))
+            .await
+            .map_err(|e| {
+                GroupError::Other(format!(
+                    "table {}: checking the load: {e}",
+                    source.spec.target
+                ))
+            })?;
+        wanted.push((source.clone(), ids, wh));
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut conn = conn;
+        let mut drift = Vec::new();
+        for (source, ids, wh) in wanted {
+            let target = source.spec.target.to_string();
+            let my = verify::mysql_digests(&mut conn, &source, Some(&ids))
+                .map_err(|e| GroupError::Load(load::my_err(format!("table {target}: checking the load"))(e)))?;
+            let found = verify::compare(&target, &wh, &my);
+            for m in &found {
+                tracing::error!(table.name = %target, partition.id = %m.partition, detail = m.detail, "loaded partition differs from the warehouse; its watermark is forgotten");
+                forget_watermark(&mut conn, &target, &m.partition)
+                    .map_err(|e| GroupError::Load(load::my_err(format!("table {target}: forgetting a watermark"))(e)))?;
+            }
+            drift.extend(found);
+        }
+        Ok((conn, drift))
+    })
+    .await
+    .map_err(blocking_err)?
+}
+
+fn forget_watermark(
+    conn: &mut mysql::Conn,
+    target: &str,
+    partition: &str,
+) -> Result<(), mysql::Error> {
+    use mysql::prelude::Queryable;
+    conn.exec_drop(
+        "DELETE FROM sync_partitions WHERE target_table = ? AND partition_id = ?",
+        (target, partition),
+    )
 }
 
 /// Partitions of the batches not run, per table.

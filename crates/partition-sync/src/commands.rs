@@ -120,7 +120,7 @@ pub async fn verify(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<Partiti
         }) {
             let table =
                 source::describe(&ctx.warehouse, &ctx.config.warehouse.dataset, spec).await?;
-            let wh = verify::warehouse_digests(&ctx.warehouse, &table)
+            let wh = verify::warehouse_digests(&ctx.warehouse, &table, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("table {}: warehouse: {e}", spec.target))?;
             let url = ctx.mysql_url.clone();
@@ -130,7 +130,7 @@ pub async fn verify(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<Partiti
                 if session::table_columns(&mut conn, &t.spec.target)?.is_none() {
                     return Ok(BTreeMap::new());
                 }
-                verify::mysql_digests(&mut conn, &t)
+                verify::mysql_digests(&mut conn, &t, None)
                     .with_context(|| format!("table {}: reading MySQL", t.spec.target))
             })
             .await??;
@@ -214,6 +214,14 @@ fn register_table_metrics(
         )?
         .with_label_values(&[t])
         .set(g.partitions_pending.get(t).copied().unwrap_or(0) as f64);
+    }
+    if !summary.dry_run {
+        gauge(
+            "partition_sync_drift_partitions",
+            "Partitions the last run loaded whose MySQL rows then differed from the warehouse's",
+        )?
+        .with_label_values(&[t])
+        .set(g.drift_partitions.get(t).copied().unwrap_or(0) as f64);
     }
     if let Some(lag) = g.lag_seconds.get(t) {
         gauge(

@@ -152,6 +152,10 @@ pub struct GroupReport {
     pub targets: Vec<String>,
     /// Per table: planned partitions left for a later run (`--max-run-secs` came).
     pub partitions_pending: BTreeMap<String, usize>,
+    /// Per table: loaded partitions whose MySQL rows differed from the warehouse's after
+    /// commit (a `drift` failure).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub drift_partitions: BTreeMap<String, usize>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -188,6 +192,10 @@ pub enum GroupError {
     },
     #[error("staging: {0}")]
     Staging(String),
+    /// After commit, these partitions' rows in MySQL differ from the warehouse's; their
+    /// watermarks were forgotten, so the next run reloads them.
+    #[error("drift after load: {}", describe_drift(.0))]
+    Drift(Vec<crate::verify::PartitionMismatch>),
     #[error("{0}")]
     Other(String),
 }
@@ -205,9 +213,22 @@ impl GroupError {
             GroupError::Load(l) => l.kind(),
             GroupError::MassDelete { .. } => "mass_delete",
             GroupError::Staging(_) => "staging",
+            GroupError::Drift(_) => "drift",
             GroupError::Other(_) => "internal",
         }
     }
+}
+
+fn describe_drift(m: &[crate::verify::PartitionMismatch]) -> String {
+    m.iter()
+        .map(|d| {
+            format!(
+                "table {}, partition {}: {} (warehouse {} rows, MySQL {})",
+                d.table, d.partition, d.detail, d.warehouse_rows, d.mysql_rows
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 pub(crate) fn blocking_err(e: tokio::task::JoinError) -> GroupError {
@@ -478,12 +499,19 @@ fn group_report(
         plan,
         lag_seconds: lag,
         partitions_pending: BTreeMap::new(),
+        drift_partitions: BTreeMap::new(),
         targets: targets(group),
     }
 }
 
 /// The report of a group that failed: its failed batch rolled back (earlier batches stay).
 fn failed_report(group: &Group, e: &GroupError) -> GroupReport {
+    let mut drift_partitions = BTreeMap::new();
+    if let GroupError::Drift(mismatches) = e {
+        for m in mismatches {
+            *drift_partitions.entry(m.table.clone()).or_insert(0) += 1;
+        }
+    }
     GroupReport {
         group: group.name.clone(),
         status: "failed",
@@ -493,6 +521,7 @@ fn failed_report(group: &Group, e: &GroupError) -> GroupReport {
         plan: Vec::new(),
         lag_seconds: BTreeMap::new(),
         partitions_pending: BTreeMap::new(),
+        drift_partitions,
         targets: targets(group),
     }
 }

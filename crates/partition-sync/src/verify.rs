@@ -72,12 +72,27 @@ fn partition_of(scheme: &Scheme, value: &[u8]) -> String {
     digits.chars().take(n).collect()
 }
 
-/// Digests of the warehouse's rows per partition.
+/// Digests of the warehouse's rows per partition: every partition, or only `only`.
 pub async fn warehouse_digests(
     wh: &Warehouse,
     table: &PartitionedSource,
+    only: Option<&[String]>,
 ) -> Result<BTreeMap<String, Digest>, String> {
-    let sql = format!("SELECT {} FROM {}", table.select_list(), table.qualified);
+    let filter = match only {
+        Some(ids) => {
+            let conds: Result<Vec<String>, String> = ids
+                .iter()
+                .map(|id| table.scheme.warehouse_filter(id).map(|c| format!("({c})")))
+                .collect();
+            format!(" WHERE {}", conds?.join(" OR "))
+        }
+        None => String::new(),
+    };
+    let sql = format!(
+        "SELECT {} FROM {}{filter}",
+        table.select_list(),
+        table.qualified
+    );
     let pcol = table
         .columns
         .iter()
@@ -120,10 +135,12 @@ pub async fn warehouse_digests(
     Ok(out)
 }
 
-/// Digests of MySQL's rows per partition (text protocol, streamed).
+/// Digests of MySQL's rows per partition (text protocol, streamed): every partition, or only
+/// `only`.
 pub fn mysql_digests(
     conn: &mut mysql::Conn,
     table: &PartitionedSource,
+    only: Option<&[String]>,
 ) -> Result<BTreeMap<String, Digest>, mysql::Error> {
     let cols: Vec<&str> = table.columns.iter().map(|c| c.name.quoted()).collect();
     let pcol = table
@@ -132,11 +149,32 @@ pub fn mysql_digests(
         .position(|c| c.name == table.scheme.target_column)
         .unwrap_or(0);
     let mut out: BTreeMap<String, Digest> = BTreeMap::new();
-    let result = conn.query_iter(format!(
-        "SELECT {} FROM {}",
+    let mut conds = Vec::new();
+    let mut params: Vec<String> = Vec::new();
+    for id in only.unwrap_or_default() {
+        if let Ok((cond, p)) = table.scheme.mysql_filter(id) {
+            conds.push(format!("({cond})"));
+            params.extend(p);
+        }
+    }
+    let filter = if only.is_some() {
+        format!(
+            " WHERE {}",
+            if conds.is_empty() {
+                "FALSE".to_string()
+            } else {
+                conds.join(" OR ")
+            }
+        )
+    } else {
+        String::new()
+    };
+    let sql = format!(
+        "SELECT {} FROM {}{filter}",
         cols.join(", "),
         table.spec.target.quoted()
-    ))?;
+    );
+    let result = conn.exec_iter(sql, params)?;
     for row in result {
         let row = row?;
         let parts: Vec<Vec<u8>> = table

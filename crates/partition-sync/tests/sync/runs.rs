@@ -751,3 +751,37 @@ async fn a_backlog_larger_than_a_run_loads_in_batches_oldest_first_and_converges
     assert_eq!(runs, 3);
     assert_eq!(count(&f, "stats"), 12);
 }
+
+#[tokio::test]
+async fn a_load_that_differs_from_the_warehouse_after_commit_is_drift_and_reloads_next_run() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02"], 2).await;
+    assert!(f.run(STATS, Options::default()).await.ok);
+    // Something in MySQL changes rows as they are written (a trigger, say).
+    use mysql::prelude::Queryable;
+    f.mysql()
+        .query_drop(
+            "CREATE TRIGGER stats_bump BEFORE INSERT ON stats FOR EACH ROW SET NEW.views = NEW.views + 1",
+        )
+        .unwrap();
+    f.sql("UPDATE `{ds}.stats` SET views = 5 WHERE day = DATE '2026-01-02'")
+        .await;
+    let s = f.run(STATS, Options::default()).await;
+    assert!(!s.ok, "{s:?}");
+    assert_eq!(s.groups[0].error_kind, Some("drift"));
+    let error = s.groups[0].error.clone().unwrap();
+    assert!(error.contains("partition 20260102") && error.contains("contents differ"), "{error}");
+    assert_eq!(s.groups[0].drift_partitions.get("stats"), Some(&1));
+    assert_eq!(
+        f.rows::<String>("SELECT partition_id FROM sync_partitions ORDER BY partition_id"),
+        vec!["20260101"],
+        "the drifted partition's watermark is forgotten"
+    );
+    f.mysql().query_drop("DROP TRIGGER stats_bump").unwrap();
+    let s = f.run(STATS, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(s.partitions_loaded, 1);
+    assert_eq!(
+        f.rows::<i64>("SELECT views FROM stats WHERE day = '2026-01-02' ORDER BY recipe_id"),
+        vec![5, 5]
+    );
+}
