@@ -236,12 +236,12 @@ async fn decode(
     report: &mut CycleReport,
 ) -> Result<Option<iblt::Difference>, SyncError> {
     let mut m = size.m;
-    let (first, hashes) = overlapped(
+    let (first, mysql) = overlapped(
         source::iblt(env.warehouse, src, only, m, &mut report.fetch),
-        || target::hashes(conn, table, only),
+        || target::hash_iblt(conn, table, only, m),
     )
     .await;
-    let hashes = hashes?;
+    let mut mysql = mysql?;
     let mut answer = first;
     // The counts only bound the difference from below (several changes in one bucket look
     // like one): a table that can't be decoded is tried once more at 4x the size, while that
@@ -252,7 +252,6 @@ async fn decode(
         let Some(warehouse) = warehouse_iblt(answer, table)? else {
             return Ok(None);
         };
-        let mysql = mysql_iblt(m, &hashes);
         match warehouse.difference(&mysql) {
             Ok(d) => return Ok(Some(d)),
             Err(e)
@@ -262,7 +261,14 @@ async fn decode(
             {
                 tracing::info!(table = %table, error = %e, "IBLT not decoded; once more at 4x the size");
                 m = m.saturating_mul(4);
-                answer = source::iblt(env.warehouse, src, only, m, &mut report.fetch).await;
+                // MySQL's side is read again rather than kept: memory follows the IBLT.
+                let (again, my) = overlapped(
+                    source::iblt(env.warehouse, src, only, m, &mut report.fetch),
+                    || target::hash_iblt(conn, table, only, m),
+                )
+                .await;
+                answer = again;
+                mysql = my?;
             }
             Err(e) => {
                 tracing::info!(table = %table, error = %e, "IBLT not decoded; reading the keys of the differing buckets");
@@ -291,15 +297,6 @@ fn warehouse_iblt(
         }
         Err(e) => Err(e),
     }
-}
-
-/// MySQL's IBLT with `m` cells per sub-table, from its stored hashes.
-fn mysql_iblt(m: u32, hashes: &[i64]) -> iblt::Iblt {
-    let mut mysql = iblt::Iblt::new(m);
-    for h in hashes {
-        mysql.insert(*h);
-    }
-    mysql
 }
 
 /// The plan from a decoded difference, its rows fetched (`rows`, by canonical key) and the

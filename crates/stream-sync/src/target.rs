@@ -205,26 +205,36 @@ pub fn keys(
     Ok(out)
 }
 
-/// The row hashes of `buckets` (`None`: the whole table), an index-only read.
-pub fn hashes(
+/// MySQL's IBLT with `m` cells per sub-table from the stored row hashes of `buckets` (`None`:
+/// the whole table), an index-only read streamed into the table: memory is the IBLT's, not
+/// the rows' (a 50M-row table would otherwise hold 400 MB of hashes).
+pub fn hash_iblt(
     conn: &mut Conn,
     table: &Ident,
     buckets: Option<&[u16]>,
-) -> Result<Vec<i64>, MysqlError> {
-    let Some(buckets) = buckets else {
-        let sql = format!("SELECT `_sync_hash` FROM {}", table.quoted());
-        return Ok(conn.query_map(sql, |h: i64| h)?);
+    m: u32,
+) -> Result<crate::iblt::Iblt, MysqlError> {
+    let mut iblt = crate::iblt::Iblt::new(m);
+    let mut add = |sql: String| -> Result<(), MysqlError> {
+        for row in conn.query_iter(sql)? {
+            let h: i64 = mysql::from_row(row?);
+            iblt.insert(h);
+        }
+        Ok(())
     };
-    let mut out = Vec::new();
-    for chunk in buckets.chunks(4096) {
-        let sql = format!(
-            "SELECT `_sync_hash` FROM {} WHERE `_sync_bucket` IN ({})",
-            table.quoted(),
-            join_u16(chunk)
-        );
-        out.extend(conn.query_map(sql, |h: i64| h)?);
+    match buckets {
+        None => add(format!("SELECT `_sync_hash` FROM {}", table.quoted()))?,
+        Some(buckets) => {
+            for chunk in buckets.chunks(4096) {
+                add(format!(
+                    "SELECT `_sync_hash` FROM {} WHERE `_sync_bucket` IN ({})",
+                    table.quoted(),
+                    join_u16(chunk)
+                ))?;
+            }
+        }
     }
-    Ok(out)
+    Ok(iblt)
 }
 
 /// `(key, hash)` of the rows of `buckets` that have one of `hashes`.

@@ -769,7 +769,10 @@ async fn a_load_that_differs_from_the_warehouse_after_commit_is_drift_and_reload
     assert!(!s.ok, "{s:?}");
     assert_eq!(s.groups[0].error_kind, Some("drift"));
     let error = s.groups[0].error.clone().unwrap();
-    assert!(error.contains("partition 20260102") && error.contains("contents differ"), "{error}");
+    assert!(
+        error.contains("partition 20260102") && error.contains("contents differ"),
+        "{error}"
+    );
     assert_eq!(s.groups[0].drift_partitions.get("stats"), Some(&1));
     assert_eq!(
         f.rows::<String>("SELECT partition_id FROM sync_partitions ORDER BY partition_id"),
