@@ -27,10 +27,7 @@ pub(crate) async fn estimate(
             .warehouse
             .dry_run(&sql)
             .await
-            .map_err(|source| SourceError::Warehouse {
-                table: table.spec.source.to_string(),
-                source,
-            })?;
+            .map_err(SourceError::warehouse(table))?;
         planned.estimated_bytes = Some(bytes);
     }
     let filters: Vec<Option<(String, String, Vec<String>)>> = plan

@@ -23,6 +23,12 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// Names `table` on a warehouse error (for `map_err`).
+    pub fn warehouse(table: &PartitionedSource) -> impl FnOnce(WarehouseError) -> SourceError {
+        let table = table.spec.source.to_string();
+        move |source| SourceError::Warehouse { table, source }
+    }
+
     pub fn transient(&self) -> bool {
         matches!(self, SourceError::Warehouse { source, .. } if source.transient())
     }
@@ -167,10 +173,7 @@ pub async fn detect(
     table: &PartitionedSource,
     how: ChangeDetection,
 ) -> Result<(Vec<SourcePartition>, u64), SourceError> {
-    let werr = |source| SourceError::Warehouse {
-        table: table.spec.source.to_string(),
-        source,
-    };
+    let werr = SourceError::warehouse(table);
     match how {
         // The change history names partitions on top of this listing (`group_plan`).
         ChangeDetection::Metadata | ChangeDetection::Changes => {
@@ -242,10 +245,7 @@ pub async fn changed_partitions(
     let page = wh
         .query_all(&sql)
         .await
-        .map_err(|source| SourceError::Warehouse {
-            table: table.spec.source.to_string(),
-            source,
-        })?;
+        .map_err(SourceError::warehouse(table))?;
     let ids = page
         .rows
         .iter()
@@ -285,9 +285,6 @@ pub async fn export(
     let page = wh
         .query_all(&sql)
         .await
-        .map_err(|source| SourceError::Warehouse {
-            table: table.spec.source.to_string(),
-            source,
-        })?;
+        .map_err(SourceError::warehouse(table))?;
     Ok(page.bytes_processed)
 }
