@@ -76,6 +76,11 @@ image-test: services images ## run the images as the k8s manifests do: migrate, 
 bench-stream: services ## stream-sync: full reload, no-change and 0.1%-change cycles (BENCH_ROWS=1000000, BENCH_BUCKETS=1024)
 	@$(LOAD_ENV); $(CARGO) run --release -p stream-sync --example bench_stream
 
+.PHONY: bench-stream-scale
+bench-stream-scale: services ## stream-sync's peak memory syncing a 0.1% change of a table and of one 4x larger (BENCH_ROWS=250000)
+	@$(CARGO) build --release -q -p stream-sync
+	@$(LOAD_ENV); $(CARGO) run --release -q -p stream-sync --example bench_stream_scale
+
 .PHONY: bench-sync
 bench-sync: services ## partition-sync loader vs LOAD DATA LOCAL INFILE on 1,000,000 rows (BENCH_ROWS=...)
 	@$(LOAD_ENV); $(CARGO) run --release -p partition-sync --example bench_sync

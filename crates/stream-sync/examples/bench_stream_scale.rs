@@ -1,0 +1,195 @@
+//! `make bench-stream-scale`: does stream-sync's memory follow the change or the table? Two
+//! tables in the BigQuery emulator, BENCH_ROWS rows (default 250,000) and 4x that, each synced
+//! to MariaDB, then 0.1% of its rows changed; a fresh `stream-sync run --once` process (the
+//! release binary, as a pod starts) syncs the change while its peak resident memory (VmHWM)
+//! is sampled every 20 ms. Prints, for the checks that read it:
+//!
+//!   peak_rss_mib_1x: A
+//!   peak_rss_mib_4x: B
+//!
+//! Service URLs come from the environment (`.dev/env`, loaded by make).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use domain::config::SyncConfig;
+use mysql::prelude::Queryable;
+use stream_sync::runner::{Mode, Runner};
+use sync_engine::warehouse::{Credentials, Warehouse};
+
+fn env(key: &str, default: Option<&str>) -> String {
+    std::env::var(key)
+        .ok()
+        .or(default.map(String::from))
+        .unwrap_or_else(|| panic!("{key} is not set: run through `make bench-stream-scale`"))
+}
+
+/// The stream-sync release binary, next to this example's directory.
+fn stream_sync_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("stream-sync")
+}
+
+/// Peak resident memory (VmHWM, KiB) of a running process, if it still runs.
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+struct Case {
+    rows: i64,
+    peak_mib: f64,
+    secs: f64,
+    log: String,
+}
+
+async fn case(label: &str, rows: i64, bq_url: &str, project: &str, mysql_server: &str) -> Case {
+    let tag = format!("bench_scale_{label}_{}", std::process::id());
+    let client = sync_engine::warehouse::client(Some(bq_url), &Credentials::None)
+        .await
+        .unwrap();
+    client
+        .dataset()
+        .create(gcp_bigquery_client::model::dataset::Dataset::new(
+            project, &tag,
+        ))
+        .await
+        .unwrap();
+    let mut admin = sync_engine::session::connect(mysql_server).unwrap();
+    admin
+        .query_drop(format!("CREATE DATABASE `{tag}`"))
+        .unwrap();
+    let mysql_url = format!("{}/{tag}", mysql_server.trim_end_matches('/'));
+    let mut wh = Warehouse::new(client.clone(), project.to_string());
+    wh.query_timeout = Duration::from_secs(3600);
+    let q = |sql: String| {
+        let wh = wh.clone();
+        let tag = tag.clone();
+        async move {
+            wh.query_all(&sql.replace("{ds}", &tag))
+                .await
+                .unwrap_or_else(|e| panic!("{e}: {sql}"))
+        }
+    };
+    q("CREATE TABLE {ds}.bench (id INT64 NOT NULL, name STRING, qty INT64, price FLOAT64, day DATE)".into()).await;
+    q(format!(
+        "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, CONCAT('item ', CAST(x AS STRING)), \
+         MOD(x, 1000), x / 7.0, DATE_ADD(DATE '2020-01-01', INTERVAL MOD(x, 2000) DAY) \
+         FROM UNNEST(GENERATE_ARRAY(1, {rows})) AS x"
+    ))
+    .await;
+    let dir = std::env::temp_dir().join(&tag);
+    std::fs::create_dir_all(&dir).unwrap();
+    let config_text = format!(
+        "[mysql]\nurl_env = \"BENCH_SCALE_MYSQL_URL\"\n[warehouse]\nproject = \"{project}\"\ndataset = \"{tag}\"\n\
+         endpoint = \"{bq_url}\"\ncredentials = \"none\"\nchange_detection = \"fingerprint\"\n\
+         [stream_sync]\nbuckets = 1024\n\
+         [[tables]]\nsource = \"bench\"\ntarget = \"bench\"\nmode = \"stream\"\nprimary_key = [\"id\"]\n"
+    );
+    let config_path = dir.join("sync.toml");
+    std::fs::write(&config_path, &config_text).unwrap();
+    // The initial load, in this process (its memory is not what is measured).
+    let config = SyncConfig::parse(&config_text, "bench").unwrap();
+    let mut runner = Runner::new(
+        &config,
+        mysql_url.clone(),
+        Runner::settings_from(&config),
+        None,
+    )
+    .await
+    .unwrap();
+    runner.warehouse_mut().query_timeout = Duration::from_secs(3600);
+    let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+    assert!(out.iter().all(|o| o.error.is_none()), "initial load failed");
+    drop(runner);
+
+    // 0.1% of the rows: half updated, a quarter deleted, a quarter inserted.
+    let changed = (rows / 1000).max(4);
+    let (upd, del, ins) = (
+        changed / 2,
+        changed / 4,
+        changed - changed / 2 - changed / 4,
+    );
+    q(format!(
+        "UPDATE {{ds}}.bench SET qty = -qty, name = 'changed' WHERE MOD(id, {}) = 0",
+        rows / upd
+    ))
+    .await;
+    q(format!(
+        "DELETE FROM {{ds}}.bench WHERE MOD(id, {}) = 1",
+        rows / del
+    ))
+    .await;
+    q(format!(
+        "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, 'new', 1, 1.0, DATE '2030-01-01' \
+         FROM UNNEST(GENERATE_ARRAY({}, {})) AS x",
+        rows + 1,
+        rows + ins
+    ))
+    .await;
+
+    // The change, synced by a fresh process.
+    let started = Instant::now();
+    let mut child = Command::new(stream_sync_bin())
+        .args(["--config", config_path.to_str().unwrap(), "run", "--once"])
+        .env("BENCH_SCALE_MYSQL_URL", &mysql_url)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the stream-sync release binary (cargo build --release -p stream-sync)");
+    let pid = child.id();
+    let mut peak_kib = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Some(k) = vm_hwm_kib(pid) {
+            peak_kib = peak_kib.max(k);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "stream-sync run --once failed");
+    let log = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.contains("cycle done"))
+        .collect::<Vec<_>>()
+        .join("\n");
+
+    let _ = admin.query_drop(format!("DROP DATABASE `{tag}`"));
+    let _ = client.dataset().delete(project, &tag, true).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Case {
+        rows,
+        peak_mib: peak_kib as f64 / 1024.0,
+        secs,
+        log,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let rows: i64 = env("BENCH_ROWS", Some("250000")).parse().unwrap();
+    let bq_url = env("BIGQUERY_URL", None);
+    let project = env("BIGQUERY_PROJECT", None);
+    let mysql_server = env("MYSQL_URL", None);
+    println!("stream-sync memory at scale: {rows} rows and 4x, 0.1% changed, a fresh `run --once` process each");
+    let one = case("1x", rows, &bq_url, &project, &mysql_server).await;
+    let four = case("4x", 4 * rows, &bq_url, &project, &mysql_server).await;
+    for (label, c) in [("1x", &one), ("4x", &four)] {
+        println!(
+            "{label}: {} rows, the 0.1% change synced in {:.2} s, peak RSS {:.1} MiB",
+            c.rows, c.secs, c.peak_mib
+        );
+        println!("    {}", c.log);
+    }
+    println!("peak_rss_mib_1x: {:.1}", one.peak_mib);
+    println!("peak_rss_mib_4x: {:.1}", four.peak_mib);
+}
