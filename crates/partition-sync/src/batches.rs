@@ -117,16 +117,22 @@ async fn check_drift(
                     source.spec.target
                 ))
             })?;
-        wanted.push((source.clone(), ids, wh));
+        let moved = changed_since_detection(run, source, plan).await?;
+        wanted.push((source.clone(), ids, wh, moved));
     }
     tokio::task::spawn_blocking(move || {
         let mut conn = conn;
         let mut drift = Vec::new();
-        for (source, ids, wh) in wanted {
+        for (source, ids, wh, moved) in wanted {
             let target = source.spec.target.to_string();
             let my = verify::mysql_digests(&mut conn, &source, Some(&ids))
                 .map_err(|e| GroupError::Load(load::my_err(format!("table {target}: checking the load"))(e)))?;
-            let found = verify::compare(&target, &wh, &my);
+            // A partition modified in the warehouse since its detection differs for that
+            // reason; its watermark is older than the change, so the next run reloads it.
+            let found: Vec<_> = verify::compare(&target, &wh, &my)
+                .into_iter()
+                .filter(|m| !moved.contains(&m.partition))
+                .collect();
             for m in &found {
                 tracing::error!(table.name = %target, partition.id = %m.partition, detail = m.detail, "loaded partition differs from the warehouse; its watermark is forgotten");
                 forget_watermark(&mut conn, &target, &m.partition)
@@ -138,6 +144,41 @@ async fn check_drift(
     })
     .await
     .map_err(blocking_err)?
+}
+
+/// The batch's partitions whose `last_modified_time` moved since detection (metadata; none
+/// known in fingerprint mode, where detection records no times).
+async fn changed_since_detection(
+    run: &BatchRun<'_>,
+    source: &PartitionedSource,
+    plan: &Plan,
+) -> Result<Vec<String>, GroupError> {
+    if plan
+        .loads
+        .iter()
+        .all(|l| l.partition.modified_micros.is_none())
+    {
+        return Ok(Vec::new());
+    }
+    let (now, _) = crate::source::detect(
+        &run.ctx.warehouse,
+        run.ctx.dataset(),
+        source,
+        domain::config::ChangeDetection::Metadata,
+    )
+    .await?;
+    Ok(plan
+        .loads
+        .iter()
+        .filter(|l| {
+            let current = now
+                .iter()
+                .find(|p| p.id == l.partition.id)
+                .and_then(|p| p.modified_micros);
+            matches!((current, l.partition.modified_micros), (Some(c), Some(d)) if c > d)
+        })
+        .map(|l| l.partition.id.clone())
+        .collect())
 }
 
 fn forget_watermark(

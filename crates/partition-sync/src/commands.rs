@@ -91,7 +91,8 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
                 let (parts, _) =
                     source::detect(&ctx.warehouse, &ctx.config.warehouse.dataset, &table, how)
                         .await?;
-                Ok::<_, source::SourceError>((parts, table.scheme.ingestion_time))
+                let buffered = table.scheme.ingestion_time || spec.mysql_partitioning;
+                Ok::<_, source::SourceError>((parts, buffered))
             }
             .await;
             match detected {

@@ -77,8 +77,10 @@ async fn plan_table(
     *bytes += b;
     let forced = forced_partitions(spec, opts, &parts);
     let synced = state.get(spec.target.as_str()).cloned().unwrap_or_default();
-    let buffered = table.scheme.ingestion_time;
-    if how != ChangeDetection::Changes || buffered {
+    // __UNPARTITIONED__ waits for ingestion-time tables (the streaming buffer) and for
+    // targets partitioned in MySQL (no MySQL partition holds dates outside 1960..2159).
+    let buffered = table.scheme.ingestion_time || spec.mysql_partitioning;
+    if how != ChangeDetection::Changes || table.scheme.ingestion_time {
         return Ok((plan::plan(&parts, &synced, &forced, buffered), None));
     }
     let named = match cursor.map(|c| (c, c.window(started))) {
@@ -105,7 +107,10 @@ async fn plan_table(
             plan::plan(&parts, &synced, &forced, buffered),
             Some(HistoryCursor::after_full_diff(started)),
         ),
-        Some((ids, next)) => (history_plan(&parts, &synced, &forced, &ids), Some(next)),
+        Some((ids, next)) => (
+            history_plan(&parts, &synced, &forced, &ids, buffered),
+            Some(next),
+        ),
     })
 }
 
@@ -116,9 +121,30 @@ fn history_plan(
     synced: &[SyncedPartition],
     forced: &[String],
     named: &[String],
+    buffered: bool,
 ) -> Plan {
+    // A named partition already loaded since its last modification (an earlier run of the
+    // same window that stopped at its time budget) is not loaded again: the window then
+    // converges over runs instead of reloading its first batches each time.
+    let loaded_since = |id: &String| {
+        let now = parts
+            .iter()
+            .find(|p| &p.id == id)
+            .and_then(|p| p.modified_micros);
+        let then = synced
+            .iter()
+            .find(|s| &s.id == id)
+            .and_then(|s| s.modified_micros);
+        matches!((now, then), (Some(now), Some(then)) if then >= now)
+    };
+    let named: Vec<String> = named
+        .iter()
+        .filter(|id| !loaded_since(id))
+        .cloned()
+        .collect();
+    let named = &named;
     let wanted: Vec<String> = forced.iter().chain(named).cloned().collect();
-    let mut plan = plan::plan(parts, synced, &wanted, false);
+    let mut plan = plan::plan(parts, synced, &wanted, buffered);
     plan.loads.retain(|l| wanted.contains(&l.partition.id));
     for l in &mut plan.loads {
         if named.contains(&l.partition.id) && !forced.contains(&l.partition.id) {
@@ -196,4 +222,36 @@ fn table_selected(spec: &TableSpec, opts: &Options) -> bool {
     opts.table
         .as_ref()
         .is_none_or(|t| &spec.target == t || &spec.source == t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_history_window_cut_short_by_the_time_budget_does_not_reload_what_it_loaded() {
+        let part = |id: &str, modified| SourcePartition {
+            id: id.into(),
+            rows: 1,
+            modified_micros: Some(modified),
+            fingerprint: None,
+        };
+        let synced = |id: &str, modified| SyncedPartition {
+            id: id.into(),
+            rows: 1,
+            modified_micros: Some(modified),
+            fingerprint: None,
+        };
+        let parts = [part("20260101", 100), part("20260102", 100)];
+        // The previous run of this window loaded 20260101 after its last change, not 20260102.
+        let state = [synced("20260101", 100), synced("20260102", 50)];
+        let named = ["20260101".to_string(), "20260102".to_string()];
+        let plan = history_plan(&parts, &state, &[], &named, false);
+        let ids: Vec<_> = plan.loads.iter().map(|l| l.partition.id.as_str()).collect();
+        assert_eq!(ids, vec!["20260102"]);
+        assert_eq!(plan.loads[0].reason, plan::Reason::History);
+        // resync still forces it.
+        let plan = history_plan(&parts, &state, &["20260101".into()], &named, false);
+        assert_eq!(plan.loads.len(), 2);
+    }
 }

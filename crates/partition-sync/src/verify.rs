@@ -12,7 +12,10 @@ use domain::canon;
 use domain::schema::{convert, Column};
 use sync_engine::warehouse::Warehouse;
 
-use crate::partition::{Granularity, Scheme, NULL_PARTITION};
+use crate::partition::{
+    Granularity, Scheme, END_PARTITIONABLE_DAY, FIRST_PARTITIONABLE_DAY, NULL_PARTITION,
+    UNPARTITIONED,
+};
 use crate::source::PartitionedSource;
 
 /// Count and digest of one partition's rows.
@@ -58,6 +61,14 @@ fn row_hash(parts: impl Iterator<Item = Vec<u8>>) -> u64 {
 fn partition_of(scheme: &Scheme, value: &[u8]) -> String {
     if value == canon::NULL.as_bytes() {
         return NULL_PARTITION.to_string();
+    }
+    // Dates outside BigQuery's partitionable range are its __UNPARTITIONED__ partition
+    // (the canonical form starts with the date, so text order is date order).
+    if !scheme.ingestion_time {
+        let text = String::from_utf8_lossy(value);
+        if *text < *FIRST_PARTITIONABLE_DAY || *text >= *END_PARTITIONABLE_DAY {
+            return UNPARTITIONED.to_string();
+        }
     }
     let digits: String = String::from_utf8_lossy(value)
         .chars()

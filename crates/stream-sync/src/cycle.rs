@@ -227,11 +227,16 @@ async fn cycle_inner(
     conn: &mut Conn,
     report: &mut CycleReport,
 ) -> Result<(), SyncError> {
+    let started = chrono::Utc::now();
     let meta = prepare(env, state, conn, &mut report.fetch).await?;
     let Some(mut src) = state.source.clone() else {
         return Err(SyncError::Permanent("source table not described".into()));
     };
-    src.snapshot_micros = snapshot_at(&meta, chrono::Utc::now().timestamp_micros());
+    // The snapshot is taken at the table's last modification: only where that time is
+    // trusted (with `fingerprint`, writes that don't move it must still be seen: read live).
+    if state.change_detection(env.settings).trusts_metadata() {
+        src.snapshot_micros = snapshot_at(&meta, started.timestamp_micros());
+    }
     let table = state.spec.target.clone();
     let max_packet = state.max_packet(conn)?;
     if state.rewrite {
@@ -262,7 +267,6 @@ async fn cycle_inner(
             Err(e) => return Err(e),
         }
     }
-    let started = chrono::Utc::now();
     let wh = full_diff(env, &src, conn, &table, max_packet, report).await?;
     state.last_meta = Some(meta);
     state.last_digest = Some(plan::table_digest(&wh));

@@ -13,7 +13,7 @@ use serde_json::Value as Json;
 use domain::history::HistoryCursor;
 
 use crate::cycle::{CycleReport, Env, TableState};
-use crate::plan::{self, StaleRow};
+use crate::plan;
 use crate::source::{pk_positions, SourceTable};
 use crate::{apply, blocking, target, SyncError};
 
@@ -69,15 +69,10 @@ pub(crate) async fn history_cycle(
         last.upserts,
         report,
     )?;
-    apply::delete_rows(
-        env,
-        src,
-        conn,
-        &src.target,
-        &last.deletes,
-        &last.raw_keys,
-        report,
-    )?;
+    for batch in last.deletes.chunks(env.settings.batch_rows.max(1)) {
+        report.deleted +=
+            blocking(|| target::delete_keys(conn, &src.target, &src.primary_key, batch))? as u64;
+    }
     Ok(cursor.after(to))
 }
 
@@ -86,10 +81,10 @@ pub(crate) async fn history_cycle(
 struct LastChanges {
     /// MySQL values (bucket and hash last) of keys whose last change inserted or updated.
     upserts: Vec<Vec<mysql::Value>>,
-    /// Keys whose last change deleted them, with the hash of the version deleted: MySQL
-    /// loses the row only while it still holds that version.
-    deletes: Vec<StaleRow>,
-    raw_keys: HashMap<String, Vec<mysql::Value>>,
+    /// Keys (MySQL values) whose last change deleted them. Deleted whatever version MySQL
+    /// holds: between full diffs it can hold no version newer than the window's (a key
+    /// updated then deleted in one window still has its version from before).
+    deletes: Vec<Vec<mysql::Value>>,
     inserts: u64,
     updates: u64,
 }
@@ -126,14 +121,11 @@ fn last_change_per_key(
         }
     }
     let mut out = LastChanges::default();
-    for (key, (_, deleted, kind, cells)) in latest {
-        let (values, hash) = target::convert_row(&src.target, &src.columns, &pk_idx, cells)?;
+    for (_, deleted, kind, cells) in latest.into_values() {
+        let (values, _) = target::convert_row(&src.target, &src.columns, &pk_idx, cells)?;
         if deleted {
-            out.raw_keys.insert(
-                key.clone(),
-                pk_idx.iter().map(|i| values[*i].clone()).collect(),
-            );
-            out.deletes.push(StaleRow { key, hash });
+            out.deletes
+                .push(pk_idx.iter().map(|i| values[*i].clone()).collect());
         } else {
             if kind.eq_ignore_ascii_case("INSERT") {
                 out.inserts += 1;

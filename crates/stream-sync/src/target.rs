@@ -400,6 +400,33 @@ pub fn delete_batch(
     Ok(n)
 }
 
+/// Deletes the rows with these keys (MySQL values, as an upsert binds them) in one transaction,
+/// whatever version they hold. Returns the rows deleted.
+pub fn delete_keys(
+    conn: &mut Conn,
+    table: &Ident,
+    pk: &[Column],
+    keys: &[Vec<Value>],
+) -> Result<usize, SyncError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let cols: Vec<&str> = pk.iter().map(|c| c.name.quoted()).collect();
+    let tuple = format!("({})", vec!["?"; cols.len()].join(", "));
+    let sql = format!(
+        "DELETE FROM {} WHERE ({}) IN ({})",
+        table.quoted(),
+        cols.join(", "),
+        vec![tuple.as_str(); keys.len()].join(", ")
+    );
+    let params: Vec<Value> = keys.iter().flatten().cloned().collect();
+    let mut tx = conn.start_transaction(TxOpts::default())?;
+    tx.exec_drop(sql, params)?;
+    let n = tx.affected_rows() as usize;
+    tx.commit()?;
+    Ok(n)
+}
+
 /// MySQL's largest cursor value, as a BigQuery literal; `None` when the table is empty. Time
 /// cursors count only values up to now: one future-dated row must not hide every row after it
 /// until the next full diff (docs/sync.md#cursor-mode).

@@ -219,7 +219,9 @@ pub fn exact_collation(conn: &mut Conn) -> Result<String, MysqlError> {
 
 /// The table's unique keys (PRIMARY and UNIQUE), each with its columns in order.
 pub fn unique_keys(conn: &mut Conn, table: &str) -> Result<Vec<(String, Vec<String>)>, MysqlError> {
-    let rows: Vec<(String, String)> = conn.exec(
+    // A functional key part (MySQL 8) has no COLUMN_NAME: such a key never matches a list of
+    // columns, so it is kept with a placeholder.
+    let rows: Vec<(String, Option<String>)> = conn.exec(
         "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
          WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
          ORDER BY INDEX_NAME, SEQ_IN_INDEX",
@@ -227,6 +229,7 @@ pub fn unique_keys(conn: &mut Conn, table: &str) -> Result<Vec<(String, Vec<Stri
     )?;
     let mut keys: Vec<(String, Vec<String>)> = Vec::new();
     for (index, column) in rows {
+        let column = column.unwrap_or_else(|| "(expression)".to_string());
         match keys.last_mut() {
             Some((name, cols)) if *name == index => cols.push(column),
             _ => keys.push((index, vec![column])),

@@ -16,10 +16,16 @@ pub const FRESH: Duration = Duration::from_secs(1);
 /// How long a probe may take before the answer is "not ready".
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 
+/// The probe connection's slot: one probe at a time uses it.
+type Slot = Arc<Mutex<Option<MysqlConnection>>>;
+
 /// The probe connection and the last result.
 pub struct Readiness {
     url: String,
-    conn: Mutex<Option<MysqlConnection>>,
+    /// The current slot. A probe that does not answer in time keeps its (stuck) slot and
+    /// the next probe gets a fresh one, so one hung connection can't hold readiness down
+    /// after the database recovers.
+    slot: Mutex<Slot>,
     last: Mutex<Option<(Instant, bool)>>,
 }
 
@@ -27,7 +33,7 @@ impl Readiness {
     pub fn new(database_url: &str) -> Arc<Readiness> {
         Arc::new(Readiness {
             url: database_url.to_string(),
-            conn: Mutex::new(None),
+            slot: Mutex::new(Arc::new(Mutex::new(None))),
             last: Mutex::new(None),
         })
     }
@@ -37,15 +43,18 @@ impl Readiness {
         if let Some(ready) = self.fresh() {
             return ready;
         }
-        let me = Arc::clone(self);
-        let ready = matches!(
-            tokio::time::timeout(
-                PROBE_TIMEOUT,
-                tokio::task::spawn_blocking(move || me.probe())
-            )
-            .await,
-            Ok(Ok(true))
-        );
+        let slot = Arc::clone(&self.slot.lock().unwrap_or_else(|e| e.into_inner()));
+        let url = self.url.clone();
+        let answer = tokio::time::timeout(
+            PROBE_TIMEOUT,
+            tokio::task::spawn_blocking(move || probe(&url, &slot)),
+        )
+        .await;
+        if answer.is_err() {
+            // Stuck: leave that connection to its probe, give the next one a fresh slot.
+            *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(Mutex::new(None));
+        }
+        let ready = matches!(answer, Ok(Ok(true)));
         self.record(ready);
         ready
     }
@@ -59,22 +68,20 @@ impl Readiness {
     fn record(&self, ready: bool) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), ready));
     }
+}
 
-    /// Blocking: `SELECT 1` on the probe connection, (re)connecting when there is none. A
-    /// probe still stuck on the connection (a hung server) makes this one not ready at once.
-    fn probe(&self) -> bool {
-        let Ok(mut conn) = self.conn.try_lock() else {
-            return false;
-        };
-        if conn.is_none() {
-            *conn = MysqlConnection::establish(&self.url).ok();
-        }
-        let ready = conn
-            .as_mut()
-            .is_some_and(|c| c.batch_execute("SELECT 1").is_ok());
-        if !ready {
-            *conn = None;
-        }
-        ready
+/// Blocking: `SELECT 1` on the slot's connection, (re)connecting when there is none. A probe
+/// running concurrently on the same slot is waited for (bounded by the caller's timeout).
+fn probe(url: &str, slot: &Slot) -> bool {
+    let mut conn = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if conn.is_none() {
+        *conn = MysqlConnection::establish(url).ok();
     }
+    let ready = conn
+        .as_mut()
+        .is_some_and(|c| c.batch_execute("SELECT 1").is_ok());
+    if !ready {
+        *conn = None;
+    }
+    ready
 }
