@@ -386,6 +386,20 @@ pub fn is_exact_collation(collation: &str) -> bool {
     c == "binary" || c.ends_with("_nopad_bin") || c.ends_with("_0900_bin")
 }
 
+/// Key columns of an existing table whose collation pads spaces or folds case.
+pub fn padded_key_columns(primary_key: &[Ident], have: &[MysqlColumn]) -> Vec<String> {
+    primary_key
+        .iter()
+        .filter_map(|k| have.iter().find(|c| c.name.eq_ignore_ascii_case(k)))
+        .filter(|c| {
+            c.collation
+                .as_deref()
+                .is_some_and(|co| !is_exact_collation(co))
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
 /// Key columns of an existing table whose collation would let distinct warehouse keys collide
 /// (one message per column, with the fix).
 pub fn key_collation_problems(

@@ -55,6 +55,7 @@ pub fn ensure_target(conn: &mut Conn, table: &mut PartitionedSource) -> Result<b
         .map_err(sink_err(format!("table {target}: reading its columns")))?
     {
         Some(have) => {
+            let have = upgrade_key_collations(conn, table, have)?;
             let mut problems = schema_drift(&target, &table.columns, &have);
             problems.extend(key_collation_problems(
                 &target,
@@ -75,6 +76,40 @@ pub fn ensure_target(conn: &mut Conn, table: &mut PartitionedSource) -> Result<b
             Ok(true)
         }
     }
+}
+
+/// A target this sync loaded before (it has watermarks) whose string keys still have the
+/// padding collation earlier versions created gets the exact one, once. Returns the columns
+/// as they are now.
+fn upgrade_key_collations(
+    conn: &mut Conn,
+    table: &PartitionedSource,
+    have: Vec<domain::schema::MysqlColumn>,
+) -> Result<Vec<domain::schema::MysqlColumn>, LoadError> {
+    let target = table.spec.target.clone();
+    let padded = domain::schema::padded_key_columns(&table.spec.primary_key, &have);
+    if padded.is_empty() {
+        return Ok(have);
+    }
+    let owned: Option<i64> = conn
+        .exec_first(
+            "SELECT 1 FROM sync_partitions WHERE target_table = ? LIMIT 1",
+            (target.as_str(),),
+        )
+        .map_err(my_err(format!("table {target}: reading its watermarks")))?;
+    if owned.is_none() {
+        return Ok(have);
+    }
+    let collation = session::exact_collation(conn).map_err(sink_err(format!(
+        "table {target}: choosing the string collation"
+    )))?;
+    tracing::warn!(table.name = %target, columns = ?padded, collation = %collation, "converting key columns to an exact collation (one-time; rebuilds the table)");
+    session::convert_collation(conn, &target, &padded, &collation).map_err(sink_err(format!(
+        "table {target}: converting key collations"
+    )))?;
+    Ok(session::table_columns(conn, &target)
+        .map_err(sink_err(format!("table {target}: reading its columns")))?
+        .unwrap_or_default())
 }
 
 /// Adopts an existing target's NOT NULL and VARCHAR/CHAR lengths into the table's columns.

@@ -5,7 +5,8 @@
 use domain::config::TableSpec;
 use domain::ident::{quote as quote_ident, Ident};
 use domain::schema::{
-    create_table_sql, key_collation_problems, schema_drift, unique_key_problem, Column,
+    create_table_sql, key_collation_problems, padded_key_columns, schema_drift, unique_key_problem,
+    Column,
 };
 use mysql::prelude::Queryable;
 use mysql::{Conn, TxOpts, Value};
@@ -39,6 +40,17 @@ pub fn ensure_table(
             tracing::info!(table.name = %spec.target, "created the MySQL table from the warehouse schema");
             table_columns(conn, &spec.target)?.unwrap_or_default()
         }
+    };
+    // A table this sync wrote (it carries the bucket marker) whose string keys still have the
+    // padding collation earlier versions created gets the exact one, once.
+    let padded = padded_key_columns(&spec.primary_key, &have);
+    let have = if !padded.is_empty() && bucket_marker(conn, &spec.target)?.is_some() {
+        let collation = sync_engine::session::exact_collation(conn)?;
+        tracing::warn!(table.name = %spec.target, columns = ?padded, collation = %collation, "converting key columns to an exact collation (one-time; rebuilds the table)");
+        sync_engine::session::convert_collation(conn, &spec.target, &padded, &collation)?;
+        table_columns(conn, &spec.target)?.unwrap_or_default()
+    } else {
+        have
     };
     let mut drift = schema_drift(&spec.target, columns, &have);
     drift.extend(key_collation_problems(

@@ -883,3 +883,32 @@ async fn an_adopted_table_keyed_by_a_surrogate_id_is_refused_until_the_key_is_un
         "an update did not insert a second row"
     );
 }
+
+#[tokio::test]
+async fn a_table_an_earlier_version_created_with_padding_key_collation_is_upgraded_once() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.codes (id STRING NOT NULL, v INT64)")
+        .await;
+    f.bq("INSERT INTO {ds}.codes (id, v) VALUES ('a', 1), ('b', 2)")
+        .await;
+    let config = f.config(&table("codes", &["id"], "varchar = { id = 64 }"), "");
+    ok(&f.sync(&config).await, "codes");
+    // What earlier versions created: utf8mb4_bin, which pads trailing spaces.
+    use mysql::prelude::Queryable;
+    f.my()
+        .query_drop(
+            "ALTER TABLE codes MODIFY id VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
+        )
+        .unwrap();
+    f.bq("INSERT INTO {ds}.codes (id, v) VALUES ('a ', 3)")
+        .await;
+    ok(&f.sync(&config).await, "codes");
+    assert_eq!(
+        f.my_rows(
+            "SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = 'codes' AND COLUMN_NAME = 'id'"
+        ),
+        vec![vec!["utf8mb4_nopad_bin"]]
+    );
+    assert_eq!(f.my_count("codes"), 3, "'a' and 'a ' are two rows");
+}

@@ -217,6 +217,44 @@ pub fn exact_collation(conn: &mut Conn) -> Result<String, MysqlError> {
         })
 }
 
+/// Converts `columns` of `table` to `collation`, keeping each column's type and nullability
+/// (`ALTER TABLE … MODIFY`, which rebuilds the table): the one-time upgrade of key columns a
+/// sync created with a padding collation (docs/sync.md#type-map).
+pub fn convert_collation(
+    conn: &mut Conn,
+    table: &str,
+    columns: &[String],
+    collation: &str,
+) -> Result<(), MysqlError> {
+    let mut modify = Vec::new();
+    for c in columns {
+        let found: Option<(String, String)> = conn.exec_first(
+            "SELECT COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = ?",
+            (table, c),
+        )?;
+        if let Some((column_type, nullable)) = found {
+            let null = if nullable == "YES" {
+                "NULL"
+            } else {
+                "NOT NULL"
+            };
+            modify.push(format!(
+                "MODIFY {} {column_type} CHARACTER SET utf8mb4 COLLATE {collation} {null}",
+                domain::ident::quote(c)
+            ));
+        }
+    }
+    if !modify.is_empty() {
+        conn.query_drop(format!(
+            "ALTER TABLE {} {}",
+            domain::ident::quote(table),
+            modify.join(", ")
+        ))?;
+    }
+    Ok(())
+}
+
 /// The table's unique keys (PRIMARY and UNIQUE), each with its columns in order.
 pub fn unique_keys(conn: &mut Conn, table: &str) -> Result<Vec<(String, Vec<String>)>, MysqlError> {
     // A functional key part (MySQL 8) has no COLUMN_NAME: such a key never matches a list of
