@@ -157,7 +157,9 @@ where
             if CommitGate::may_commit() {
                 Ok(value)
             } else {
-                Err(ApiError::Unavailable(anyhow::anyhow!(
+                // Not `Unavailable`: the connection is fine and stays in the pool (the handler
+                // answered its own 503 already; this result is dropped).
+                Err(ApiError::Contention(anyhow::anyhow!(
                     "the request gave up waiting; rolled back"
                 )))
             }
