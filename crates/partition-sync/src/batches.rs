@@ -5,7 +5,7 @@
 //! run continues. The group's advisory lock is held across the batches.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use domain::history::HistoryCursor;
 use sync_engine::session;
@@ -53,11 +53,15 @@ pub(crate) async fn run_batches(
     );
     let mut conn = conn;
     let mut outcomes: Vec<TableLoadSummary> = Vec::new();
-    let mut last: Option<Duration> = None;
     let mut left = batches.len();
     for batch in &batches {
-        if last.is_some_and(|d| Instant::now() + d > run.deadline) || Instant::now() > run.deadline
-        {
+        // As long as the longest batch so far (of any group of this run) must still fit.
+        let longest = *run
+            .ctx
+            .longest_batch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if Instant::now() + longest > run.deadline {
             tracing::warn!(
                 batches_left = left,
                 "the run's deadline is near: the rest of the group waits for the next run"
@@ -79,7 +83,14 @@ pub(crate) async fn run_batches(
                 return Err(GroupError::Drift(drift));
             }
         }
-        last = Some(started.elapsed());
+        {
+            let mut longest = run
+                .ctx
+                .longest_batch
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *longest = (*longest).max(started.elapsed());
+        }
         left -= 1;
     }
     let pending = pending_per_table(&sources, &batches[batches.len() - left..]);

@@ -38,6 +38,9 @@ pub struct Context {
     pub store: Arc<dyn ObjectStore>,
     pub store_prefix: Path,
     pub format: domain::config::StagingFormat,
+    /// The longest batch of this process so far: no batch starts when one as long would end
+    /// after the run's deadline (`docs/sync.md#batches`), whichever group it belongs to.
+    pub(crate) longest_batch: std::sync::Mutex<Duration>,
 }
 
 impl Context {
@@ -86,6 +89,7 @@ impl Context {
             store,
             store_prefix,
             format: staging.format,
+            longest_batch: std::sync::Mutex::new(Duration::ZERO),
         })
     }
 
