@@ -264,7 +264,12 @@ async fn cycle_inner(
                 state.history = None;
                 report.history = None;
             }
-            Err(e) => return Err(e),
+            // Any other failure: the next cycle is a full diff (which restarts the history),
+            // so a window that can't be applied never blocks the table.
+            Err(e) => {
+                state.history = None;
+                return Err(e);
+            }
         }
     }
     let wh = full_diff(env, &src, conn, &table, max_packet, report).await?;
