@@ -387,7 +387,10 @@ pub fn is_exact_collation(collation: &str) -> bool {
 }
 
 /// Key columns of an existing table whose collation pads spaces or folds case.
-pub fn padded_key_columns(primary_key: &[Ident], have: &[MysqlColumn]) -> Vec<String> {
+fn padded_keys<'a>(
+    primary_key: &'a [Ident],
+    have: &'a [MysqlColumn],
+) -> impl Iterator<Item = &'a MysqlColumn> {
     primary_key
         .iter()
         .filter_map(|k| have.iter().find(|c| c.name.eq_ignore_ascii_case(k)))
@@ -396,6 +399,11 @@ pub fn padded_key_columns(primary_key: &[Ident], have: &[MysqlColumn]) -> Vec<St
                 .as_deref()
                 .is_some_and(|co| !is_exact_collation(co))
         })
+}
+
+/// The names of [`padded_keys`].
+pub fn padded_key_columns(primary_key: &[Ident], have: &[MysqlColumn]) -> Vec<String> {
+    padded_keys(primary_key, have)
         .map(|c| c.name.clone())
         .collect()
 }
@@ -407,20 +415,17 @@ pub fn key_collation_problems(
     primary_key: &[Ident],
     have: &[MysqlColumn],
 ) -> Vec<String> {
-    primary_key
-        .iter()
-        .filter_map(|k| have.iter().find(|c| c.name.eq_ignore_ascii_case(k)))
-        .filter_map(|c| {
-            let collation = c.collation.as_deref()?;
-            (!is_exact_collation(collation)).then(|| {
-                format!(
-                    "{table}.{}: key column has collation {collation}, which ignores trailing spaces (or case): \
-                     distinct warehouse keys such as 'a' and 'a ' would collide; change it, e.g. \
-                     ALTER TABLE `{table}` MODIFY `{}` VARCHAR(n) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin \
-                     (MySQL 8: utf8mb4_0900_bin)",
-                    c.name, c.name
-                )
-            })
+    padded_keys(primary_key, have)
+        .map(|c| {
+            format!(
+                "{table}.{}: key column has collation {}, which ignores trailing spaces (or case): \
+                 distinct warehouse keys such as 'a' and 'a ' would collide; change it, e.g. \
+                 ALTER TABLE `{table}` MODIFY `{}` VARCHAR(n) CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin \
+                 (MySQL 8: utf8mb4_0900_bin)",
+                c.name,
+                c.collation.as_deref().unwrap_or_default(),
+                c.name
+            )
         })
         .collect()
 }

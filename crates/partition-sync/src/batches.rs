@@ -115,7 +115,7 @@ async fn check_drift(
     conn: mysql::Conn,
 ) -> Result<(mysql::Conn, Vec<PartitionMismatch>), GroupError> {
     let mut wanted = Vec::new();
-    for (source, plan) in sources.iter().zip(batch) {
+    for (i, (source, plan)) in sources.iter().zip(batch).enumerate() {
         let ids: Vec<String> = plan.loads.iter().map(|l| l.partition.id.clone()).collect();
         if ids.is_empty() {
             continue;
@@ -128,28 +128,47 @@ async fn check_drift(
                     source.spec.target
                 ))
             })?;
-        let moved = changed_since_detection(run, source, plan).await?;
-        wanted.push((source.clone(), ids, wh, moved));
+        wanted.push((i, source.clone(), ids, wh));
+    }
+    let (mut conn, differ) = tokio::task::spawn_blocking(move || {
+        let mut conn = conn;
+        let mut differ = Vec::new();
+        for (i, source, ids, wh) in wanted {
+            let target = source.spec.target.to_string();
+            let my = verify::mysql_digests(&mut conn, &source, Some(&ids)).map_err(|e| {
+                GroupError::Load(load::my_err(format!("table {target}: checking the load"))(
+                    e,
+                ))
+            })?;
+            let found = verify::compare(&target, &wh, &my);
+            if !found.is_empty() {
+                differ.push((i, found));
+            }
+        }
+        Ok::<_, GroupError>((conn, differ))
+    })
+    .await
+    .map_err(blocking_err)??;
+    // Only where something differs: a partition modified in the warehouse since its
+    // detection differs for that reason; its watermark is older than the change, so the
+    // next run reloads it anyway. What remains is drift.
+    let mut drift = Vec::new();
+    for (i, found) in differ {
+        let moved = changed_since_detection(run, &sources[i], &batch[i]).await?;
+        drift.extend(found.into_iter().filter(|m| !moved.contains(&m.partition)));
+    }
+    if drift.is_empty() {
+        return Ok((conn, drift));
     }
     tokio::task::spawn_blocking(move || {
-        let mut conn = conn;
-        let mut drift = Vec::new();
-        for (source, ids, wh, moved) in wanted {
-            let target = source.spec.target.to_string();
-            let my = verify::mysql_digests(&mut conn, &source, Some(&ids))
-                .map_err(|e| GroupError::Load(load::my_err(format!("table {target}: checking the load"))(e)))?;
-            // A partition modified in the warehouse since its detection differs for that
-            // reason; its watermark is older than the change, so the next run reloads it.
-            let found: Vec<_> = verify::compare(&target, &wh, &my)
-                .into_iter()
-                .filter(|m| !moved.contains(&m.partition))
-                .collect();
-            for m in &found {
-                tracing::error!(table.name = %target, partition.id = %m.partition, detail = m.detail, "loaded partition differs from the warehouse; its watermark is forgotten");
-                forget_watermark(&mut conn, &target, &m.partition)
-                    .map_err(|e| GroupError::Load(load::my_err(format!("table {target}: forgetting a watermark"))(e)))?;
-            }
-            drift.extend(found);
+        for m in &drift {
+            tracing::error!(table.name = %m.table, partition.id = %m.partition, detail = m.detail, "loaded partition differs from the warehouse; its watermark is forgotten");
+            forget_watermark(&mut conn, &m.table, &m.partition).map_err(|e| {
+                GroupError::Load(load::my_err(format!(
+                    "table {}: forgetting a watermark",
+                    m.table
+                ))(e))
+            })?;
         }
         Ok((conn, drift))
     })

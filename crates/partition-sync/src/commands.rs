@@ -91,8 +91,7 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
                 let (parts, _) =
                     source::detect(&ctx.warehouse, &ctx.config.warehouse.dataset, &table, how)
                         .await?;
-                let buffered = table.scheme.ingestion_time || spec.mysql_partitioning;
-                Ok::<_, source::SourceError>((parts, buffered))
+                Ok::<_, source::SourceError>((parts, table.unpartitioned_waits()))
             }
             .await;
             match detected {

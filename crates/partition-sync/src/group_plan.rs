@@ -77,9 +77,7 @@ async fn plan_table(
     *bytes += b;
     let forced = forced_partitions(spec, opts, &parts);
     let synced = state.get(spec.target.as_str()).cloned().unwrap_or_default();
-    // __UNPARTITIONED__ waits for ingestion-time tables (the streaming buffer) and for
-    // targets partitioned in MySQL (no MySQL partition holds dates outside 1960..2159).
-    let buffered = table.scheme.ingestion_time || spec.mysql_partitioning;
+    let buffered = table.unpartitioned_waits();
     if how != ChangeDetection::Changes || table.scheme.ingestion_time {
         return Ok((plan::plan(&parts, &synced, &forced, buffered), None));
     }

@@ -47,6 +47,14 @@ pub struct PartitionedSource {
 }
 
 impl PartitionedSource {
+    /// Whether `__UNPARTITIONED__` waits instead of loading: in an ingestion-time table it is
+    /// the streaming buffer; a target partitioned in MySQL has no partition for the dates
+    /// outside BigQuery's range it holds in a column-partitioned table
+    /// (docs/sync.md#partition-ids).
+    pub fn unpartitioned_waits(&self) -> bool {
+        self.scheme.ingestion_time || self.spec.mysql_partitioning
+    }
+
     /// `SELECT` list exporting every target column in canonical form.
     pub fn select_list(&self) -> String {
         self.columns

@@ -385,31 +385,18 @@ pub fn delete_batch(
     rows: &[StaleRow],
     raw: &std::collections::HashMap<String, Vec<Value>>,
 ) -> Result<usize, SyncError> {
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let mut cols: Vec<&str> = pk.iter().map(|c| c.name.quoted()).collect();
-    cols.push("`_sync_hash`");
-    let tuple = format!("({})", vec!["?"; cols.len()].join(", "));
-    let sql = format!(
-        "DELETE FROM {} WHERE ({}) IN ({})",
-        table.quoted(),
-        cols.join(", "),
-        vec![tuple.as_str(); rows.len()].join(", ")
-    );
-    let mut params: Vec<Value> = Vec::with_capacity(rows.len() * cols.len());
+    let mut tuples: Vec<Vec<Value>> = Vec::with_capacity(rows.len());
     for r in rows {
         let key = raw.get(&r.key).ok_or_else(|| {
             SyncError::Permanent(format!("{table}: no MySQL key values for a stale row"))
         })?;
-        params.extend(key.iter().cloned());
-        params.push(Value::Int(r.hash));
+        let mut tuple = key.clone();
+        tuple.push(Value::Int(r.hash));
+        tuples.push(tuple);
     }
-    let mut tx = conn.start_transaction(TxOpts::default())?;
-    tx.exec_drop(sql, params)?;
-    let n = tx.affected_rows() as usize;
-    tx.commit()?;
-    Ok(n)
+    let mut cols: Vec<&str> = pk.iter().map(|c| c.name.quoted()).collect();
+    cols.push("`_sync_hash`");
+    delete_tuples(conn, table, &cols, tuples)
 }
 
 /// Deletes the rows with these keys (MySQL values, as an upsert binds them) in one transaction,
@@ -420,18 +407,29 @@ pub fn delete_keys(
     pk: &[Column],
     keys: &[Vec<Value>],
 ) -> Result<usize, SyncError> {
-    if keys.is_empty() {
+    let cols: Vec<&str> = pk.iter().map(|c| c.name.quoted()).collect();
+    delete_tuples(conn, table, &cols, keys.to_vec())
+}
+
+/// `DELETE … WHERE (cols) IN ((…), …)` of these value tuples, in one transaction. Returns
+/// the rows deleted.
+fn delete_tuples(
+    conn: &mut Conn,
+    table: &Ident,
+    cols: &[&str],
+    tuples: Vec<Vec<Value>>,
+) -> Result<usize, SyncError> {
+    if tuples.is_empty() {
         return Ok(0);
     }
-    let cols: Vec<&str> = pk.iter().map(|c| c.name.quoted()).collect();
     let tuple = format!("({})", vec!["?"; cols.len()].join(", "));
     let sql = format!(
         "DELETE FROM {} WHERE ({}) IN ({})",
         table.quoted(),
         cols.join(", "),
-        vec![tuple.as_str(); keys.len()].join(", ")
+        vec![tuple.as_str(); tuples.len()].join(", ")
     );
-    let params: Vec<Value> = keys.iter().flatten().cloned().collect();
+    let params: Vec<Value> = tuples.into_iter().flatten().collect();
     let mut tx = conn.start_transaction(TxOpts::default())?;
     tx.exec_drop(sql, params)?;
     let n = tx.affected_rows() as usize;

@@ -38,54 +38,39 @@ impl Emulator {
 
     /// Adds a fault rule as given (see docs/emulator.md#faults); panics when refused.
     pub async fn fault(&self, rule: Value) {
+        self.post("faults", rule).await;
+    }
+
+    /// POSTs `body` to a control endpoint `/_emulator/<path>`; panics unless it succeeds.
+    async fn post(&self, path: &str, body: Value) {
         let response = self
             .http
-            .post(format!("{}/_emulator/faults", self.base))
-            .json(&rule)
+            .post(format!("{}/_emulator/{path}", self.base))
+            .json(&body)
             .send()
             .await
-            .unwrap_or_else(|e| panic!("emulator fault endpoint: {e}"));
+            .unwrap_or_else(|e| panic!("emulator /_emulator/{path}: {e}"));
         let status = response.status();
-        let body = response.text().await.unwrap_or_default();
+        let text = response.text().await.unwrap_or_default();
         assert!(
             status.is_success(),
-            "fault rule {rule} refused: {status} {body}"
+            "emulator /_emulator/{path} refused {body}: {status} {text}"
         );
     }
 
     /// Moves the rows streamed into an ingestion-time table out of its streaming buffer into
     /// their partitions, as BigQuery does a while after `insertAll`.
     pub async fn flush(&self, dataset: &str, table: &str) {
-        let response = self
-            .http
-            .post(format!("{}/_emulator/flush", self.base))
-            .json(&json!({ "dataset": dataset, "table": table }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("emulator flush endpoint: {e}"));
-        assert!(
-            response.status().is_success(),
-            "flush refused: {}",
-            response.status()
-        );
+        self.post("flush", json!({ "dataset": dataset, "table": table }))
+            .await;
     }
 
     /// Moves a table's whole history (its change history, modification times, time-travel
     /// versions) `by` into the past, so tests reach BigQuery's time rules (`CHANGES` answers
     /// 10 minutes behind) without waiting.
     pub async fn age(&self, dataset: &str, table: &str, by: std::time::Duration) {
-        let response = self
-            .http
-            .post(format!("{}/_emulator/age", self.base))
-            .json(&json!({ "dataset": dataset, "table": table, "seconds": by.as_secs() }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("emulator age endpoint: {e}"));
-        assert!(
-            response.status().is_success(),
-            "age refused: {}",
-            response.status()
-        );
+        let body = json!({ "dataset": dataset, "table": table, "seconds": by.as_secs() });
+        self.post("age", body).await;
     }
 
     /// How many requests the rules whose `sql` is exactly `sql` have failed so far.

@@ -440,23 +440,10 @@ async fn the_service_recovers_when_the_database_drops_its_connections() {
     assert_eq!(app.get(&path).await.status(), StatusCode::OK);
 
     // The server kills every connection of the service, as a restart or failover would.
-    let db = app.db.as_ref().unwrap();
-    let mut admin = db.connect();
-    #[derive(diesel::QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        id: i64,
-    }
-    use diesel::RunQueryDsl;
-    let ids: Vec<Id> = diesel::sql_query(format!(
-        "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST WHERE DB = '{}' AND ID <> CONNECTION_ID()",
-        db.name
-    ))
-    .load(&mut admin)
-    .unwrap();
+    let ids = app.session_ids("TRUE");
     assert!(!ids.is_empty());
-    for Id { id } in ids {
-        let _ = diesel::sql_query(format!("KILL {id}")).execute(&mut admin);
+    for id in ids {
+        app.kill_session(id);
     }
 
     // At most a request per pooled connection may see 503; then it serves again.

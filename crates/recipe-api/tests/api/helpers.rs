@@ -120,6 +120,34 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Ids of the test database's MySQL sessions (the service's) matching `condition` on
+    /// `information_schema.PROCESSLIST` (e.g. `INFO LIKE 'INSERT%'`; `TRUE` for all).
+    pub fn session_ids(&self, condition: &str) -> Vec<i64> {
+        #[derive(QueryableByName)]
+        struct Id {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+        }
+        let db = self.db.as_ref().expect("a test database");
+        let mut conn = db.connect();
+        diesel::sql_query(format!(
+            "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
+             WHERE DB = '{}' AND ID <> CONNECTION_ID() AND ({condition})",
+            db.name
+        ))
+        .load::<Id>(&mut conn)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect()
+    }
+
+    /// Kills a MySQL session, as a failover or an operator would.
+    pub fn kill_session(&self, id: i64) {
+        let mut conn = self.db.as_ref().expect("a test database").connect();
+        let _ = diesel::sql_query(format!("KILL {id}")).execute(&mut conn);
+    }
+
     /// Rows in a table, read directly from the database.
     pub fn count(&self, table: &str) -> i64 {
         let mut conn = self.db.as_ref().expect("a test database").connect();

@@ -88,22 +88,12 @@ async fn a_write_whose_connection_is_killed_mid_way_commits_nothing() {
     );
 
     // The server kills the connection of the waiting write (a failover, an operator's KILL).
-    let db = app.db.as_ref().unwrap();
-    let mut admin = db.connect();
-    #[derive(diesel::QueryableByName)]
-    struct Id {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        id: i64,
-    }
-    let waiting = format!(
-        "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
-         WHERE DB = '{}' AND INFO LIKE 'INSERT INTO `recipe_ingredients`%'",
-        db.name
-    );
     let deadline = Instant::now() + Duration::from_secs(10);
     let victim = loop {
-        let ids: Vec<Id> = diesel::sql_query(&waiting).load(&mut admin).unwrap();
-        if let Some(Id { id }) = ids.first() {
+        if let Some(id) = app
+            .session_ids("INFO LIKE 'INSERT INTO `recipe_ingredients`%'")
+            .first()
+        {
             break *id;
         }
         assert!(
@@ -112,9 +102,7 @@ async fn a_write_whose_connection_is_killed_mid_way_commits_nothing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    diesel::sql_query(format!("KILL {victim}"))
-        .execute(&mut admin)
-        .unwrap();
+    app.kill_session(victim);
 
     let response = request.await.unwrap().unwrap();
     assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
