@@ -14,15 +14,11 @@ use std::time::Instant;
 use domain::config::SyncConfig;
 use mysql::prelude::Queryable;
 use stream_sync::cycle::CycleReport;
+
+mod bench_common;
+use bench_common::{env, table_sql, Change};
 use stream_sync::runner::{Mode, Runner};
 use sync_engine::warehouse::{Credentials, Warehouse};
-
-fn env(key: &str, default: Option<&str>) -> String {
-    std::env::var(key)
-        .ok()
-        .or(default.map(String::from))
-        .unwrap_or_else(|| panic!("{key} is not set: run through `make bench-stream`"))
-}
 
 async fn cycle(runner: &mut Runner) -> (CycleReport, f64) {
     let t = Instant::now();
@@ -83,14 +79,9 @@ async fn main() {
     };
     println!("stream-sync benchmark: {rows} rows, {buckets} buckets (emulator + MariaDB)");
     let t = Instant::now();
-    q("CREATE TABLE {ds}.bench (id INT64 NOT NULL, name STRING, qty INT64, price FLOAT64, day DATE) \
-       OPTIONS (enable_change_history = TRUE)".into()).await;
-    q(format!(
-        "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, CONCAT('item ', CAST(x AS STRING)), \
-         MOD(x, 1000), x / 7.0, DATE_ADD(DATE '2020-01-01', INTERVAL MOD(x, 2000) DAY) \
-         FROM UNNEST(GENERATE_ARRAY(1, {rows})) AS x"
-    ))
-    .await;
+    for sql in table_sql(rows, "OPTIONS (enable_change_history = TRUE)") {
+        q(sql).await;
+    }
     println!(
         "loaded the warehouse table in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -118,34 +109,14 @@ async fn main() {
 
     // 0.1% of the rows: half updated, a quarter deleted, a quarter inserted. Two rounds on
     // different rows: one applied from the change history, one through the IBLT path.
-    let changed = (rows / 1000).max(4);
-    let (upd, del, ins) = (
-        changed / 2,
-        changed / 4,
-        changed - changed / 2 - changed / 4,
-    );
-    let change = |round: i64| {
+    let change = Change::of(rows);
+    let apply_change = |round: i64| {
         let q = &q;
+        let statements = change.sql(round);
         async move {
-            let step = rows / upd;
-            q(format!(
-                "UPDATE {{ds}}.bench SET qty = -qty, name = 'changed {round}' WHERE MOD(id, {step}) = {}",
-                2 * round
-            ))
-            .await;
-            let dstep = rows / del;
-            q(format!(
-                "DELETE FROM {{ds}}.bench WHERE MOD(id, {dstep}) = {}",
-                1 + 2 * round
-            ))
-            .await;
-            q(format!(
-                "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, 'new', 1, 1.0, DATE '2030-01-01' \
-                 FROM UNNEST(GENERATE_ARRAY({}, {})) AS x",
-                rows + round * ins + 1,
-                rows + (round + 1) * ins
-            ))
-            .await;
+            for sql in statements {
+                q(sql).await;
+            }
         }
     };
 
@@ -167,7 +138,7 @@ async fn main() {
     .unwrap();
     history.warehouse_mut().query_timeout = std::time::Duration::from_secs(3600);
     cycle(&mut history).await;
-    change(0).await;
+    apply_change(0).await;
     let age = std::time::Duration::from_secs(20 * 60);
     emu.age(&tag, "bench", age).await;
     history.age_history(age);
@@ -185,7 +156,7 @@ async fn main() {
     .await
     .unwrap();
     runner.warehouse_mut().query_timeout = std::time::Duration::from_secs(3600);
-    change(1).await;
+    apply_change(1).await;
     let (delta, delta_s) = cycle(&mut runner).await;
 
     let fetched = |r: &CycleReport| {
@@ -229,7 +200,7 @@ async fn main() {
     println!(
         "0.1% cycle: {} changed rows ({} updates, {} inserts, {} deletes), {} buckets differed; \
          full rows fetched = {:.3}% of the table, all warehouse rows read (digests + IBLT cells + keys + rows) = {:.2}% of the table",
-        upd + ins + del,
+        change.total(),
         delta.updates,
         delta.inserts,
         delta.deleted,

@@ -19,12 +19,8 @@ use mysql::prelude::Queryable;
 use stream_sync::runner::{Mode, Runner};
 use sync_engine::warehouse::{Credentials, Warehouse};
 
-fn env(key: &str, default: Option<&str>) -> String {
-    std::env::var(key)
-        .ok()
-        .or(default.map(String::from))
-        .unwrap_or_else(|| panic!("{key} is not set: run through `make bench-stream-scale`"))
-}
+mod bench_common;
+use bench_common::{env, table_sql, Change};
 
 /// The stream-sync release binary, next to this example's directory.
 fn stream_sync_bin() -> PathBuf {
@@ -46,6 +42,7 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
 
 struct Case {
     rows: i64,
+    changed: i64,
     peak_mib: f64,
     secs: f64,
     log: String,
@@ -79,13 +76,9 @@ async fn case(label: &str, rows: i64, bq_url: &str, project: &str, mysql_server:
                 .unwrap_or_else(|e| panic!("{e}: {sql}"))
         }
     };
-    q("CREATE TABLE {ds}.bench (id INT64 NOT NULL, name STRING, qty INT64, price FLOAT64, day DATE)".into()).await;
-    q(format!(
-        "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, CONCAT('item ', CAST(x AS STRING)), \
-         MOD(x, 1000), x / 7.0, DATE_ADD(DATE '2020-01-01', INTERVAL MOD(x, 2000) DAY) \
-         FROM UNNEST(GENERATE_ARRAY(1, {rows})) AS x"
-    ))
-    .await;
+    for sql in table_sql(rows, "") {
+        q(sql).await;
+    }
     let dir = std::env::temp_dir().join(&tag);
     std::fs::create_dir_all(&dir).unwrap();
     let config_text = format!(
@@ -112,29 +105,10 @@ async fn case(label: &str, rows: i64, bq_url: &str, project: &str, mysql_server:
     drop(runner);
 
     // 0.1% of the rows: half updated, a quarter deleted, a quarter inserted.
-    let changed = (rows / 1000).max(4);
-    let (upd, del, ins) = (
-        changed / 2,
-        changed / 4,
-        changed - changed / 2 - changed / 4,
-    );
-    q(format!(
-        "UPDATE {{ds}}.bench SET qty = -qty, name = 'changed' WHERE MOD(id, {}) = 0",
-        rows / upd
-    ))
-    .await;
-    q(format!(
-        "DELETE FROM {{ds}}.bench WHERE MOD(id, {}) = 1",
-        rows / del
-    ))
-    .await;
-    q(format!(
-        "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, 'new', 1, 1.0, DATE '2030-01-01' \
-         FROM UNNEST(GENERATE_ARRAY({}, {})) AS x",
-        rows + 1,
-        rows + ins
-    ))
-    .await;
+    let change = Change::of(rows);
+    for sql in change.sql(0) {
+        q(sql).await;
+    }
 
     // The change, synced by a fresh process.
     let started = Instant::now();
@@ -168,6 +142,7 @@ async fn case(label: &str, rows: i64, bq_url: &str, project: &str, mysql_server:
     let _ = std::fs::remove_dir_all(&dir);
     Case {
         rows,
+        changed: change.total(),
         peak_mib: peak_kib as f64 / 1024.0,
         secs,
         log,
@@ -185,8 +160,8 @@ async fn main() {
     let four = case("4x", 4 * rows, &bq_url, &project, &mysql_server).await;
     for (label, c) in [("1x", &one), ("4x", &four)] {
         println!(
-            "{label}: {} rows, the 0.1% change synced in {:.2} s, peak RSS {:.1} MiB",
-            c.rows, c.secs, c.peak_mib
+            "{label}: {} rows, the 0.1% change ({} rows) synced in {:.2} s, peak RSS {:.1} MiB",
+            c.rows, c.changed, c.secs, c.peak_mib
         );
         println!("    {}", c.log);
     }

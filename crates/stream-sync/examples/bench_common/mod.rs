@@ -1,0 +1,73 @@
+//! What the stream-sync benchmarks (`bench_stream`, `bench_stream_scale`) share: settings from
+//! the environment, the benchmark table, and a 0.1% change of it. SQL uses `{ds}` for the
+//! dataset.
+
+/// A setting from the environment (`.dev/env`, loaded by make), or `default`.
+pub fn env(key: &str, default: Option<&str>) -> String {
+    std::env::var(key)
+        .ok()
+        .or(default.map(String::from))
+        .unwrap_or_else(|| panic!("{key} is not set: run the benchmark through make"))
+}
+
+/// The statements creating the table `{ds}.bench` (with `options`, e.g. `OPTIONS (…)`) and
+/// filling it with `rows` rows.
+pub fn table_sql(rows: i64, options: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE {{ds}}.bench (id INT64 NOT NULL, name STRING, qty INT64, price FLOAT64, day DATE) {options}"
+        ),
+        format!(
+            "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, CONCAT('item ', CAST(x AS STRING)), \
+             MOD(x, 1000), x / 7.0, DATE_ADD(DATE '2020-01-01', INTERVAL MOD(x, 2000) DAY) \
+             FROM UNNEST(GENERATE_ARRAY(1, {rows})) AS x"
+        ),
+    ]
+}
+
+/// 0.1% of a `rows`-row table: half updated, a quarter deleted, a quarter inserted.
+pub struct Change {
+    pub rows: i64,
+    pub updates: i64,
+    pub deletes: i64,
+    pub inserts: i64,
+}
+
+impl Change {
+    pub fn of(rows: i64) -> Change {
+        let changed = (rows / 1000).max(4);
+        Change {
+            rows,
+            updates: changed / 2,
+            deletes: changed / 4,
+            inserts: changed - changed / 2 - changed / 4,
+        }
+    }
+
+    pub fn total(&self) -> i64 {
+        self.updates + self.deletes + self.inserts
+    }
+
+    /// The statements of change number `round` (0, 1, …): each round touches other rows.
+    pub fn sql(&self, round: i64) -> Vec<String> {
+        let rows = self.rows;
+        vec![
+            format!(
+                "UPDATE {{ds}}.bench SET qty = -qty, name = 'changed {round}' WHERE MOD(id, {}) = {}",
+                rows / self.updates,
+                2 * round
+            ),
+            format!(
+                "DELETE FROM {{ds}}.bench WHERE MOD(id, {}) = {}",
+                rows / self.deletes,
+                1 + 2 * round
+            ),
+            format!(
+                "INSERT INTO {{ds}}.bench (id, name, qty, price, day) SELECT x, 'new', 1, 1.0, DATE '2030-01-01' \
+                 FROM UNNEST(GENERATE_ARRAY({}, {})) AS x",
+                rows + round * self.inserts + 1,
+                rows + (round + 1) * self.inserts
+            ),
+        ]
+    }
+}
