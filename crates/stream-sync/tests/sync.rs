@@ -6,6 +6,7 @@
 mod common;
 
 use common::{ok, table, Fixture};
+use domain::config::SyncConfig;
 use stream_sync::cycle::CycleSettings;
 use stream_sync::runner::{Mode, Runner};
 use stream_sync::ErrorKind;
@@ -199,10 +200,10 @@ async fn the_mass_delete_guard_stops_a_cycle_that_would_empty_or_gut_the_table()
     assert_eq!(f.my_count("items"), 0);
 }
 
-#[tokio::test]
-async fn a_schema_mismatch_stops_its_table_with_a_clear_error_while_another_keeps_syncing() {
-    let f = Fixture::new().await;
-    items(&f, 10).await;
+/// Ten `items` that sync, and `prices` whose MySQL column `price` is a DATE where the
+/// warehouse has FLOAT64 (a permanent error); returns the config syncing both.
+async fn prices_mismatched_beside_items(f: &Fixture) -> SyncConfig {
+    items(f, 10).await;
     f.bq("CREATE TABLE {ds}.prices (id INT64 NOT NULL, price FLOAT64)")
         .await;
     f.bq("INSERT INTO {ds}.prices (id, price) VALUES (1, 1.5), (2, 2.5)")
@@ -213,14 +214,20 @@ async fn a_schema_mismatch_stops_its_table_with_a_clear_error_while_another_keep
             .query_drop("CREATE TABLE prices (id BIGINT PRIMARY KEY, price DATE NULL)")
             .unwrap();
     }
-    let config = f.config(
+    f.config(
         &format!(
             "{}{}",
             table("prices", &["id"], ""),
             table("items", &["id"], "")
         ),
         "",
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_schema_mismatch_stops_its_table_with_a_clear_error_while_another_keeps_syncing() {
+    let f = Fixture::new().await;
+    let config = prices_mismatched_beside_items(&f).await;
     let mut runner = f.runner(&config, None).await;
     let out = runner.run(Mode::Once { max_attempts: 3 }).await;
     let prices = out.iter().find(|o| o.table == "prices").unwrap();
@@ -253,25 +260,7 @@ fn table_up(runner_metrics: &stream_sync::metrics::Metrics, table: &str) -> Opti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_rechecks_a_stopped_table_and_it_heals_once_the_cause_is_fixed() {
     let f = Fixture::new().await;
-    items(&f, 10).await;
-    f.bq("CREATE TABLE {ds}.prices (id INT64 NOT NULL, price FLOAT64)")
-        .await;
-    f.bq("INSERT INTO {ds}.prices (id, price) VALUES (1, 1.5), (2, 2.5)")
-        .await;
-    {
-        use mysql::prelude::Queryable;
-        f.my()
-            .query_drop("CREATE TABLE prices (id BIGINT PRIMARY KEY, price DATE NULL)")
-            .unwrap();
-    }
-    let config = f.config(
-        &format!(
-            "{}{}",
-            table("prices", &["id"], ""),
-            table("items", &["id"], "")
-        ),
-        "",
-    );
+    let config = prices_mismatched_beside_items(&f).await;
     let mut runner = f.runner(&config, None).await;
     runner.set_permanent_recheck(std::time::Duration::from_secs(1));
     let (stop, health, metrics) = (
