@@ -1,6 +1,6 @@
 //! Spawning the application per test and small request helpers.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
@@ -180,6 +180,23 @@ pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
         assert!(!text.contains(leak), "problem leaks {leak}: {body}");
     }
     body
+}
+
+/// Asserts a request started at `started` was answered 503 with `Retry-After` well before
+/// it could have hung (5 s, beyond the test's short timeouts); returns the problem body.
+pub async fn assert_unavailable_promptly(started: Instant, response: Response) -> Value {
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered in {:?}: {}",
+        started.elapsed(),
+        response.url()
+    );
+    assert!(
+        response.headers().get("retry-after").is_some(),
+        "no Retry-After: {}",
+        response.url()
+    );
+    assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await
 }
 
 /// The fields named by a 422.
