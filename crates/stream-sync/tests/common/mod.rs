@@ -70,6 +70,12 @@ impl Fixture {
             .run(Mode::Once { max_attempts: 3 })
             .await
     }
+
+    /// Asserts `verify` (a fresh runner's, up to 10 differences) finds MySQL in sync.
+    pub async fn assert_in_sync(&self, config: &SyncConfig) {
+        let differences = self.runner(config, None).await.verify(10).await.unwrap();
+        assert!(differences.is_empty(), "{differences:?}");
+    }
 }
 
 /// The outcome of `table`, which must have succeeded.
