@@ -16,7 +16,7 @@ use mysql::prelude::Queryable;
 use stream_sync::cycle::CycleReport;
 
 mod bench_common;
-use bench_common::{env, table_sql, Change};
+use bench_common::{bench_runner, env, table_sql, Change};
 use stream_sync::runner::{Mode, Runner};
 use sync_engine::warehouse::{Credentials, Warehouse};
 
@@ -93,15 +93,7 @@ async fn main() {
 
     let config =
         SyncConfig::parse(&config_text(&project, &tag, &bq_url, buckets), "bench").unwrap();
-    let mut runner = Runner::new(
-        &config,
-        mysql_url.clone(),
-        Runner::settings_from(&config),
-        None,
-    )
-    .await
-    .unwrap();
-    runner.warehouse_mut().query_timeout = std::time::Duration::from_secs(3600);
+    let mut runner = bench_runner(&config, &mysql_url).await;
 
     let (full, full_s) = cycle(&mut runner).await;
     let (idle, idle_s) = cycle(&mut runner).await;
@@ -128,15 +120,7 @@ async fn main() {
         "bench",
     )
     .unwrap();
-    let mut history = Runner::new(
-        &history_config,
-        mysql_url.clone(),
-        Runner::settings_from(&history_config),
-        None,
-    )
-    .await
-    .unwrap();
-    history.warehouse_mut().query_timeout = std::time::Duration::from_secs(3600);
+    let mut history = bench_runner(&history_config, &mysql_url).await;
     cycle(&mut history).await;
     apply_change(0).await;
     let age = std::time::Duration::from_secs(20 * 60);
@@ -147,15 +131,7 @@ async fn main() {
     drop(history);
 
     // The same size of change through the IBLT path (fingerprint detection: no history).
-    let mut runner = Runner::new(
-        &config,
-        mysql_url.clone(),
-        Runner::settings_from(&config),
-        None,
-    )
-    .await
-    .unwrap();
-    runner.warehouse_mut().query_timeout = std::time::Duration::from_secs(3600);
+    let mut runner = bench_runner(&config, &mysql_url).await;
     apply_change(1).await;
     let (delta, delta_s) = cycle(&mut runner).await;
 

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use domain::config::SyncConfig;
 use mysql::prelude::Queryable;
-use stream_sync::runner::{Mode, Runner};
+use stream_sync::runner::Mode;
 use sync_engine::warehouse::{Credentials, Warehouse};
 
 mod bench_common;
-use bench_common::{env, table_sql, Change};
+use bench_common::{bench_runner, env, table_sql, Change};
 
 /// The stream-sync release binary, next to this example's directory.
 fn stream_sync_bin() -> PathBuf {
@@ -91,15 +91,7 @@ async fn case(label: &str, rows: i64, bq_url: &str, project: &str, mysql_server:
     std::fs::write(&config_path, &config_text).unwrap();
     // The initial load, in this process (its memory is not what is measured).
     let config = SyncConfig::parse(&config_text, "bench").unwrap();
-    let mut runner = Runner::new(
-        &config,
-        mysql_url.clone(),
-        Runner::settings_from(&config),
-        None,
-    )
-    .await
-    .unwrap();
-    runner.warehouse_mut().query_timeout = Duration::from_secs(3600);
+    let mut runner = bench_runner(&config, &mysql_url).await;
     let out = runner.run(Mode::Once { max_attempts: 3 }).await;
     assert!(out.iter().all(|o| o.error.is_none()), "initial load failed");
     drop(runner);

@@ -2,6 +2,24 @@
 //! the environment, the benchmark table, and a 0.1% change of it. SQL uses `{ds}` for the
 //! dataset.
 
+use domain::config::SyncConfig;
+use stream_sync::runner::Runner;
+
+/// A runner for `config` writing to `mysql_url`, with its configured settings and room for
+/// the long warehouse queries of a large table (an hour).
+pub async fn bench_runner(config: &SyncConfig, mysql_url: &str) -> Runner {
+    let mut runner = Runner::new(
+        config,
+        mysql_url.to_string(),
+        Runner::settings_from(config),
+        None,
+    )
+    .await
+    .unwrap();
+    runner.warehouse_mut().query_timeout = std::time::Duration::from_secs(3600);
+    runner
+}
+
 /// A setting from the environment (`.dev/env`, loaded by make), or `default`.
 pub fn env(key: &str, default: Option<&str>) -> String {
     std::env::var(key)
