@@ -1,77 +1,10 @@
-"""A patched emulator for tests (test_history*.py): started by deploy/dev/bqemu.py on free ports
-with a temporary --persistent data dir, stopped by its PID; and a small REST client."""
+"""A small REST client for test_history.py, over the private emulator of faults_emulator.py."""
 
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 
 import requests
 
-PROJECT = "local-project"
-BQEMU = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bqemu.py")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Emulator:
-    """One emulator process; restart() keeps its data dir (and port)."""
-
-    def __init__(self):
-        self.dir = tempfile.mkdtemp(prefix="bqemu-history-")
-        self.port, self.grpc_port = free_port(), free_port()
-        self.process = None
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def start(self):
-        env = dict(os.environ, BQEMU_ENABLE_FORMAT_EXTENSIONS="false",
-                   BQEMU_GCS_LOCAL_ROOT=os.path.join(self.dir, "gcs"))
-        os.makedirs(env["BQEMU_GCS_LOCAL_ROOT"], exist_ok=True)
-        self.log = open(os.path.join(self.dir, "emulator.log"), "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, BQEMU, "start", "--rest-host", "127.0.0.1", "--rest-port", str(self.port),
-             "--grpc-host", "127.0.0.1", "--grpc-port", str(self.grpc_port), "--project", PROJECT,
-             "--persistent", "--data-dir", os.path.join(self.dir, "data")],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"emulator exited: see {self.dir}/emulator.log")
-            try:
-                if requests.get(self.base + "/healthz", timeout=1).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("emulator did not become healthy")
-
-    def stop(self):
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-        self.log.close()
-
-    def restart(self):
-        self.stop()
-        return self.start()
-
-    def remove(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
+from emulator.faults_emulator import PROJECT, Emulator  # noqa: F401 (re-exported)
 
 
 class QueryError(Exception):

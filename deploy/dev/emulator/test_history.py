@@ -22,14 +22,13 @@ class History(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.emulator = Emulator().start()
-        cls.bq = Client(cls.emulator.base)
+        cls.bq = Client(cls.emulator.url)
         cls.bq.dataset("h")
         cls.n = 0
 
     @classmethod
     def tearDownClass(cls):
         cls.emulator.stop()
-        cls.emulator.remove()
 
     def new_table(self, fields=DAY, **extra):
         """A fresh table name (tables are never shared between tests)."""
