@@ -81,6 +81,10 @@ bench-stream-scale: services ## stream-sync's peak memory syncing a 0.1% change 
 	@$(CARGO) build --release -q -p stream-sync
 	@$(LOAD_ENV); $(CARGO) run --release -q -p stream-sync --example bench_stream_scale
 
+.PHONY: bench-partition-scale
+bench-partition-scale: services ## partition-sync: a two-year backlog synced by repeated runs under a deadline (BENCH_BACKLOG_DEADLINE_S=15)
+	@$(LOAD_ENV); $(CARGO) run --release -q -p partition-sync --example bench_partition_scale
+
 .PHONY: bench-sync
 bench-sync: services ## partition-sync loader vs LOAD DATA LOCAL INFILE on 1,000,000 rows (BENCH_ROWS=...)
 	@$(LOAD_ENV); $(CARGO) run --release -p partition-sync --example bench_sync
