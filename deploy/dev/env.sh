@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Local development services on loopback: MariaDB, the BigQuery emulator (bqemulator),
+# Local development services on loopback: MariaDB (a primary with its binary log, and a real
+# replica of it that applies only the databases named `repl_*`), the BigQuery emulator (bqemulator),
 # the GCS emulator (fake-gcs-server) and a Prometheus Pushgateway; promtool for rule tests.
 #
 #   deploy/dev/env.sh install  install the Debian packages the build and services need
@@ -9,13 +10,14 @@
 #
 # Everything lives under .dev/ (git-ignored). `up` is idempotent: services already running
 # are reused. It writes .dev/env, which `make run`, `make test` and `make bench` read.
-# Ports can be changed with DEV_MYSQL_PORT, DEV_BQ_PORT, DEV_BQ_GRPC_PORT, DEV_GCS_PORT,
+# Ports can be changed with DEV_MYSQL_PORT, DEV_REPLICA_PORT, DEV_BQ_PORT, DEV_BQ_GRPC_PORT, DEV_GCS_PORT,
 # DEV_PUSHGATEWAY_PORT.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DEV="${DEV_DIR:-$ROOT/.dev}"
 MYSQL_PORT="${DEV_MYSQL_PORT:-33306}"
+REPLICA_PORT="${DEV_REPLICA_PORT:-33307}"
 BQ_PORT="${DEV_BQ_PORT:-9050}"
 BQ_GRPC_PORT="${DEV_BQ_GRPC_PORT:-9060}"
 GCS_PORT="${DEV_GCS_PORT:-4443}"
@@ -130,7 +132,9 @@ mysql_up() {
       --pid-file="$pidfile" --log-error="$dir/error.log" --skip-name-resolve \
       --local-infile=1 --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
       --max-connections=1000 --max-allowed-packet=64M --innodb-buffer-pool-size=512M \
-      --innodb-flush-log-at-trx-commit=2 --skip-log-bin \
+      --innodb-flush-log-at-trx-commit=2 \
+      --server-id=1 --log-bin=mysql-bin --binlog-format=ROW --binlog-expire-logs-seconds=3600 \
+      --max-binlog-size=256M \
       >"$dir/stdout.log" 2>&1 </dev/null &
     wait_for MariaDB 60 mariadb-admin --no-defaults --socket="$(mysql_sock)" -uroot ping --silent >/dev/null 2>&1
   fi
@@ -138,11 +142,64 @@ mysql_up() {
 CREATE USER IF NOT EXISTS '$MYSQL_USER'@'%' IDENTIFIED BY '$MYSQL_PASSWORD';
 GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'%' WITH GRANT OPTION;
 CREATE DATABASE IF NOT EXISTS recipes CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;
+CREATE USER IF NOT EXISTS 'repl'@'%' IDENTIFIED BY 'repl';
+GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';
 SQL
   wait_for "MariaDB (TCP)" 10 port_open "$MYSQL_PORT"
 }
 
 mysql_down() { stop_pid MariaDB "$DEV/mysql/mysqld.pid"; }
+
+# A real replica of the primary (binlog + CHANGE MASTER TO), for the throttling tests and
+# benchmarks. It applies only databases named repl_* (the rest of the tests' traffic is
+# filtered out) and, each time it starts, follows the primary from its current position.
+replica_sock() { echo "$DEV/replica/mysqld.sock"; }
+
+replica_up() {
+  local dir="$DEV/replica" pidfile="$DEV/replica/mysqld.pid"
+  mkdir -p "$dir"
+  if claim_port "MariaDB replica" "$REPLICA_PORT" "$pidfile"; then
+    log "MariaDB replica already running (pid $(cat "$pidfile"), port $REPLICA_PORT)"
+    return
+  fi
+  if [ ! -d "$dir/data/mysql" ]; then
+    log "initialising the replica's datadir"
+    mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+      --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 \
+      || die "mariadb-install-db failed; see $dir/install.log"
+  fi
+  log "starting the MariaDB replica on 127.0.0.1:$REPLICA_PORT"
+  setsid nohup mariadbd --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+    --bind-address=127.0.0.1 --port="$REPLICA_PORT" --socket="$(replica_sock)" \
+    --pid-file="$pidfile" --log-error="$dir/error.log" --skip-name-resolve \
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+    --max-connections=200 --max-allowed-packet=64M --innodb-buffer-pool-size=256M \
+    --innodb-flush-log-at-trx-commit=2 --server-id=2 --skip-log-bin --read-only \
+    --skip-slave-start --relay-log=relay-bin '--replicate-wild-do-table=repl\_%.%' \
+    >"$dir/stdout.log" 2>&1 </dev/null &
+  wait_for "MariaDB replica" 60 mariadb-admin --no-defaults --socket="$(replica_sock)" -uroot ping --silent >/dev/null 2>&1
+  local file pos
+  read -r file pos < <(mariadb --no-defaults --socket="$(mysql_sock)" -uroot -N -e "SHOW MASTER STATUS" | cut -f1,2)
+  [ -n "$file" ] || die "the primary has no binary log (SHOW MASTER STATUS is empty)"
+  mariadb --no-defaults --socket="$(replica_sock)" -uroot <<SQL
+CREATE USER IF NOT EXISTS '$MYSQL_USER'@'%' IDENTIFIED BY '$MYSQL_PASSWORD';
+GRANT ALL PRIVILEGES ON *.* TO '$MYSQL_USER'@'%';
+STOP SLAVE;
+RESET SLAVE ALL;
+CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$MYSQL_PORT, MASTER_USER='repl',
+  MASTER_PASSWORD='repl', MASTER_LOG_FILE='$file', MASTER_LOG_POS=$pos, MASTER_USE_GTID=no,
+  MASTER_CONNECT_RETRY=1;
+START SLAVE;
+SQL
+  wait_for "replication" 20 replica_running
+}
+
+replica_running() {
+  mariadb --no-defaults --socket="$(replica_sock)" -uroot -e "SHOW SLAVE STATUS\G" 2>/dev/null \
+    | grep -q "Slave_IO_Running: Yes"
+}
+
+replica_down() { stop_pid "MariaDB replica" "$DEV/replica/mysqld.pid"; }
 
 # --- BigQuery emulator -------------------------------------------------------------------
 
@@ -229,6 +286,7 @@ write_env() {
 MYSQL_URL=mysql://$MYSQL_USER:$MYSQL_PASSWORD@127.0.0.1:$MYSQL_PORT
 DATABASE_URL=mysql://$MYSQL_USER:$MYSQL_PASSWORD@127.0.0.1:$MYSQL_PORT/recipes
 MYSQL_SOCKET=$(mysql_sock)
+MYSQL_REPLICA_URL=mysql://$MYSQL_USER:$MYSQL_PASSWORD@127.0.0.1:$REPLICA_PORT
 BIGQUERY_URL=http://127.0.0.1:$BQ_PORT/bigquery/v2
 BIGQUERY_PROJECT=$BQ_PROJECT
 BIGQUERY_EXPORT_ROOT=$DEV/gcs-local
@@ -255,16 +313,18 @@ case "${1:-}" in
     install_packages
     install_venv
     mysql_up
+    replica_up
     bq_up
     gcs_up
     pushgateway_up
     write_env
     ;;
   down)
-    pushgateway_down; gcs_down; bq_down; mysql_down
+    pushgateway_down; gcs_down; bq_down; replica_down; mysql_down
     ;;
   status)
     status_line MariaDB "$DEV/mysql/mysqld.pid" "mysql://127.0.0.1:$MYSQL_PORT"
+    status_line "MariaDB replica" "$DEV/replica/mysqld.pid" "mysql://127.0.0.1:$REPLICA_PORT (repl_* only)"
     status_line "BigQuery emulator" "$DEV/bigquery/pid" "http://127.0.0.1:$BQ_PORT/bigquery/v2"
     status_line "GCS emulator" "$DEV/gcs/pid" "http://127.0.0.1:$GCS_PORT"
     status_line Pushgateway "$DEV/pushgateway/pid" "http://127.0.0.1:$PUSHGATEWAY_PORT"

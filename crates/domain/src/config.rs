@@ -39,7 +39,136 @@ pub struct SyncConfig {
     #[serde(default)]
     pub stream_sync: StreamSyncSettings,
     #[serde(default)]
+    pub throttle: ThrottleConfig,
+    #[serde(default)]
     pub tables: Vec<TableSpec>,
+}
+
+/// How both syncs protect the MySQL they write to (`docs/sync.md#throttling`): between chunks
+/// they pause while the primary is busy or a replica lags.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Pause while the primary's `Threads_running` is above this (0: don't check).
+    #[serde(default = "default_threads_running")]
+    pub max_threads_running: u64,
+    /// Pause while any replica lags more than this many seconds.
+    #[serde(default = "default_replica_lag")]
+    pub max_replica_lag_secs: f64,
+    /// Replicas whose lag is watched.
+    #[serde(default)]
+    pub replicas: Vec<ReplicaConfig>,
+    /// `heartbeat` (default): the sync writes `sync_heartbeat` on the primary every
+    /// `heartbeat_interval_ms` and reads its age on each replica (sub-second, pt-heartbeat
+    /// style); `seconds_behind_master`: the replica's own `SHOW REPLICA STATUS` figure
+    /// (whole seconds; no writes).
+    #[serde(default)]
+    pub lag_source: LagSource,
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval_ms: u64,
+    /// One pause lasting longer than this fails the batch or cycle (transient: retried later)
+    /// instead of waiting on.
+    #[serde(default = "default_max_pause")]
+    pub max_pause_secs: u64,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            max_threads_running: default_threads_running(),
+            max_replica_lag_secs: default_replica_lag(),
+            replicas: Vec::new(),
+            lag_source: LagSource::default(),
+            heartbeat_interval_ms: default_heartbeat_interval(),
+            max_pause_secs: default_max_pause(),
+        }
+    }
+}
+
+fn default_threads_running() -> u64 {
+    40
+}
+fn default_replica_lag() -> f64 {
+    1.0
+}
+fn default_heartbeat_interval() -> u64 {
+    100
+}
+fn default_max_pause() -> u64 {
+    600
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LagSource {
+    #[default]
+    Heartbeat,
+    SecondsBehindMaster,
+}
+
+/// One replica to watch: its DSN (same database as the primary's) from an environment
+/// variable or a file, and a name for logs and metrics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    pub name: String,
+    #[serde(default)]
+    pub url_env: Option<String>,
+    #[serde(default)]
+    pub url_file: Option<String>,
+}
+
+impl ThrottleConfig {
+    fn validate(&self) -> Result<(), String> {
+        if !(self.max_replica_lag_secs.is_finite() && self.max_replica_lag_secs > 0.0) {
+            return Err("throttle.max_replica_lag_secs must be a positive number".into());
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return Err("throttle.heartbeat_interval_ms must be at least 1".into());
+        }
+        let mut names = BTreeSet::new();
+        for r in &self.replicas {
+            if r.name.is_empty() || !names.insert(r.name.as_str()) {
+                return Err(format!(
+                    "throttle.replicas: name `{}` is empty or listed twice",
+                    r.name
+                ));
+            }
+            if r.url_env.is_none() && r.url_file.is_none() {
+                return Err(format!(
+                    "throttle.replicas `{}`: set url_env or url_file",
+                    r.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ReplicaConfig {
+    /// The replica's DSN.
+    pub fn url(&self) -> Result<String, ConfigError> {
+        match (&self.url_file, &self.url_env) {
+            (Some(file), _) => std::fs::read_to_string(file)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| {
+                    ConfigError::Secret(format!(
+                        "replica {}: cannot read url_file {file}: {e}",
+                        self.name
+                    ))
+                }),
+            (None, Some(var)) => std::env::var(var).map_err(|_| {
+                ConfigError::Secret(format!(
+                    "replica {}: environment variable {var} is not set",
+                    self.name
+                ))
+            }),
+            (None, None) => Err(ConfigError::Secret(format!(
+                "replica {}: set url_env or url_file",
+                self.name
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,6 +328,27 @@ pub struct PartitionSyncSettings {
     /// `drift` and forgets those partitions' watermarks, so the next run reloads them.
     #[serde(default = "default_true")]
     pub verify_after_load: bool,
+    /// How a changed partition of a `mysql_partitioning` target is replaced: `exchange`
+    /// (default; loaded in chunks into a shadow table, then swapped in with `EXCHANGE
+    /// PARTITION`, `docs/sync.md#exchange`) or `transaction` (DELETE + load in the batch's
+    /// transaction, as for every other target).
+    #[serde(default)]
+    pub replace: Replace,
+    /// Rows per chunk (one transaction each) of a shadow-table load.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Replace {
+    #[default]
+    Exchange,
+    Transaction,
+}
+
+fn default_chunk_rows() -> u64 {
+    50_000
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -220,6 +370,8 @@ impl Default for PartitionSyncSettings {
             max_batch_rows: default_batch_rows(),
             max_run_secs: default_max_run_secs(),
             verify_after_load: true,
+            replace: Replace::Exchange,
+            chunk_rows: default_chunk_rows(),
         }
     }
 }
@@ -372,6 +524,12 @@ impl SyncConfig {
                 .map_err(|m| ConfigError::Invalid(format!("{at}: {m}")))?;
         }
         self.validate_dependencies().map_err(ConfigError::Invalid)?;
+        self.throttle.validate().map_err(ConfigError::Invalid)?;
+        if self.partition_sync.chunk_rows == 0 {
+            return Err(ConfigError::Invalid(
+                "partition_sync.chunk_rows must be at least 1".into(),
+            ));
+        }
         self.stream_sync.validate().map_err(ConfigError::Invalid)
     }
 

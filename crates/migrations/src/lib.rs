@@ -14,10 +14,16 @@ pub const SYNC_STATE_UP: &str =
 pub const SYNC_HISTORY_UP: &str =
     include_str!("../../../migrations/2026-12-02-000004_create_sync_history/up.sql");
 
-/// The statements of [`SYNC_STATE_UP`] and [`SYNC_HISTORY_UP`], comments removed.
+/// The migration that creates `sync_heartbeat` (the syncs' replica-lag heartbeat).
+pub const SYNC_HEARTBEAT_UP: &str =
+    include_str!("../../../migrations/2026-12-02-000005_create_sync_heartbeat/up.sql");
+
+/// The statements of [`SYNC_STATE_UP`], [`SYNC_HISTORY_UP`] and [`SYNC_HEARTBEAT_UP`],
+/// comments removed.
 pub fn sync_state_statements() -> Vec<String> {
     let mut all = statements(SYNC_STATE_UP);
     all.extend(statements(SYNC_HISTORY_UP));
+    all.extend(statements(SYNC_HEARTBEAT_UP));
     all
 }
 
@@ -89,7 +95,7 @@ mod tests {
     #[test]
     fn the_sync_state_ddl_is_idempotent_creates_without_comments() {
         let stmts = sync_state_statements();
-        assert_eq!(stmts.len(), 3, "{stmts:#?}");
+        assert_eq!(stmts.len(), 4, "{stmts:#?}");
         for s in &stmts {
             assert!(s.starts_with("CREATE TABLE IF NOT EXISTS sync_"), "{s}");
             assert!(!s.contains("--"), "{s}");

@@ -5,10 +5,12 @@
 //! run continues. The group's advisory lock is held across the batches.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use domain::history::HistoryCursor;
 use sync_engine::session;
+use sync_engine::throttle::Throttle;
 
 use crate::export::{clean_staging, export_group};
 use crate::load::{self, LoadError, TableLoadSummary, TableWork};
@@ -26,6 +28,8 @@ pub(crate) struct BatchRun<'a> {
     pub(crate) progress: &'a ProgressFn,
     /// No batch starts when it would likely end after this.
     pub(crate) deadline: Instant,
+    /// Waited on between chunks and before each batch's transaction.
+    pub(crate) throttle: Arc<Throttle>,
 }
 
 /// What the batches of a group did.
@@ -245,6 +249,7 @@ fn merge(all: &mut Vec<TableLoadSummary>, batch: Vec<TableLoadSummary>) {
         match all.iter_mut().find(|a| a.table == t.table) {
             Some(a) => {
                 a.partitions_loaded += t.partitions_loaded;
+                a.partitions_exchanged += t.partitions_exchanged;
                 a.partitions_removed += t.partitions_removed;
                 a.rows_loaded += t.rows_loaded;
                 a.rows_deleted += t.rows_deleted;
@@ -293,14 +298,20 @@ async fn load_exported(
     let store = run.ctx.store.clone();
     let rt = tokio::runtime::Handle::current();
     let run_id = run.run_id.to_string();
-    let loader = run.ctx.config.partition_sync.loader;
-    let ddl_lock_wait = run.ctx.config.partition_sync.ddl_lock_wait_secs;
+    let settings = run.ctx.config.partition_sync.clone();
+    let throttle = run.throttle.clone();
     let progress = run.progress.clone();
     let loaded = tokio::task::spawn_blocking(move || -> Result<_, LoadError> {
         let mut work = work;
-        prepare_targets(&mut conn, &mut work, ddl_lock_wait)?;
-        let outcomes =
-            load::load_group(&mut conn, &store, &rt, &run_id, &work, loader, &*progress)?;
+        prepare_targets(&mut conn, &mut work, settings.ddl_lock_wait_secs)?;
+        let opts = load::LoadOptions {
+            loader: settings.loader,
+            replace: settings.replace,
+            chunk_rows: settings.chunk_rows,
+            ddl_lock_wait_secs: settings.ddl_lock_wait_secs,
+            throttle: &throttle,
+        };
+        let outcomes = load::load_batch(&mut conn, &store, &rt, &run_id, &work, &opts, &*progress)?;
         Ok((conn, outcomes))
     })
     .await

@@ -259,6 +259,35 @@ fn register_run_metrics(reg: &Registry, summary: &RunSummary) -> anyhow::Result<
     )?;
     b.set(summary.warehouse_bytes_processed as f64);
     reg.register(Box::new(b))?;
+    // Pushed once per run: the run's own total, starting from 0 like a restarted process.
+    let throttled = prometheus::CounterVec::new(
+        Opts::new(
+            "partition_sync_throttled_seconds_total",
+            "Seconds the last run paused to protect MySQL, by reason",
+        ),
+        &["reason"],
+    )?;
+    for reason in ["threads_running", "replica_lag"] {
+        throttled.with_label_values(&[reason]).inc_by(
+            summary
+                .throttled_seconds
+                .get(reason)
+                .copied()
+                .unwrap_or(0.0),
+        );
+    }
+    reg.register(Box::new(throttled))?;
+    let lag = GaugeVec::new(
+        Opts::new(
+            "partition_sync_replica_lag_max_seconds",
+            "Highest lag read on each configured replica during the last run",
+        ),
+        &["replica"],
+    )?;
+    for (replica, secs) in &summary.replica_lag_max_seconds {
+        lag.with_label_values(&[replica]).set(*secs);
+    }
+    reg.register(Box::new(lag))?;
     Ok(())
 }
 

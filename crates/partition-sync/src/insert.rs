@@ -2,7 +2,7 @@
 //! INFILE` can't be (`docs/sync.md#load`): bound values, a statement flushed before it would
 //! outgrow `max_allowed_packet`, and an error naming "row N" traced back to that row's key.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use mysql::Value;
 use object_store::ObjectStore;
@@ -12,10 +12,10 @@ use sync_engine::batch::BatchInserter;
 use sync_engine::values;
 
 use crate::load::{staging_err, LoadError, PartitionLoad, Progress, TableWork};
-use crate::readers::RowReader;
+use crate::readers::{Chunk, RowCursor};
 use crate::rows::{decode, key_at};
 
-/// The multi-row INSERT path. Returns the rows loaded.
+/// The multi-row INSERT path of a whole partition into the target. Returns the rows loaded.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn insert_rows(
     tx: &mut mysql::Transaction<'_>,
@@ -27,15 +27,47 @@ pub(crate) fn insert_rows(
     max_packet: usize,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<u64, LoadError> {
+    let rows = Arc::new(Mutex::new(RowCursor::new(store, &load.files)));
+    let chunk = Chunk {
+        into: work.table.spec.target.as_str(),
+        rows: &rows,
+        limit: None,
+        offset: 0,
+    };
+    insert_chunk(
+        tx,
+        store,
+        rt,
+        (work, load),
+        names,
+        max_packet,
+        &chunk,
+        progress,
+    )
+}
+
+/// The multi-row INSERT path of one chunk of a partition's rows. Returns the rows loaded.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn insert_chunk(
+    tx: &mut mysql::Transaction<'_>,
+    store: &Arc<dyn ObjectStore>,
+    rt: &tokio::runtime::Handle,
+    (work, load): (&TableWork, &PartitionLoad),
+    names: &[String],
+    max_packet: usize,
+    chunk: &Chunk<'_>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<u64, LoadError> {
     let target = &work.table.spec.target;
     let pid = &load.partition.id;
-    let mut inserter = BatchInserter::new(target, names, max_packet, false);
+    let mut inserter = BatchInserter::new(chunk.into, names, max_packet, false);
+    let offset = chunk.offset as usize;
     let mut loaded = 0u64;
     // A MySQL error names the row ("at row N" of a batch); its key is re-read from the files.
     let named = |e: batch::InsertError| -> LoadError {
         let key = e
             .row
-            .and_then(|r| key_at(store, rt, &work.table, &load.files, r + 1));
+            .and_then(|r| key_at(store, rt, &work.table, &load.files, offset + r + 1));
         match (key, e.column) {
             (Some(key), Some(column)) => LoadError::BadRow {
                 table: target.to_string(),
@@ -50,20 +82,23 @@ pub(crate) fn insert_rows(
             },
         }
     };
-    for file in &load.files {
-        let mut rows =
-            RowReader::open(store, file, rt).map_err(|m| staging_err(target, pid, file, m))?;
-        while let Some(obj) = rows
+    let mut cursor = chunk
+        .rows
+        .lock()
+        .map_err(|_| staging_err(target, pid, &Default::default(), "row cursor lock poisoned"))?;
+    while chunk.limit.is_none_or(|l| loaded < l) {
+        let Some(obj) = cursor
             .next_row(rt)
-            .map_err(|m| staging_err(target, pid, file, m))?
-        {
-            let values = decode(&work.table, pid, &obj)?;
-            let row: Vec<Value> = values.into_iter().map(values::to_mysql).collect();
-            let written = inserter.push(tx, row).map_err(named)?;
-            loaded += 1;
-            if written > 0 {
-                progress(Progress::Rows(written as u64));
-            }
+            .map_err(|(file, m)| staging_err(target, pid, &file, m))?
+        else {
+            break;
+        };
+        let values = decode(&work.table, pid, &obj)?;
+        let row: Vec<Value> = values.into_iter().map(values::to_mysql).collect();
+        let written = inserter.push(tx, row).map_err(named)?;
+        loaded += 1;
+        if written > 0 {
+            progress(Progress::Rows(written as u64));
         }
     }
     let written = inserter.flush(tx).map_err(named)?;

@@ -6,6 +6,7 @@
 mod batches;
 pub mod commands;
 mod dry_run;
+pub mod exchange;
 mod export;
 mod group_plan;
 mod insert;

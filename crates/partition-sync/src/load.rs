@@ -14,7 +14,9 @@ use object_store::ObjectStore;
 
 use sync_engine::session;
 use sync_engine::session::MysqlError;
+use sync_engine::throttle::Throttle;
 
+use crate::exchange;
 use crate::insert::insert_rows;
 use crate::load_data::{self, Feed};
 use crate::plan::{Reason, SourcePartition};
@@ -45,6 +47,8 @@ pub struct TableWork {
 pub struct TableLoadSummary {
     pub table: String,
     pub partitions_loaded: usize,
+    /// Of `partitions_loaded`, those replaced by exchange (`docs/sync.md#exchange`).
+    pub partitions_exchanged: usize,
     pub partitions_removed: usize,
     pub rows_loaded: u64,
     pub rows_deleted: u64,
@@ -147,6 +151,79 @@ pub enum Progress {
         partition: String,
         rows: u64,
     },
+}
+
+/// How a batch is written: the loader, how partitions of `mysql_partitioning` targets are
+/// replaced and in what chunks, and the throttle that protects MySQL.
+pub struct LoadOptions<'a> {
+    pub loader: domain::config::Loader,
+    pub replace: domain::config::Replace,
+    pub chunk_rows: u64,
+    pub ddl_lock_wait_secs: u64,
+    pub throttle: &'a Throttle,
+}
+
+/// Loads one batch of a group. A group of one `mysql_partitioning` table replaces each
+/// partition that is exactly one MySQL partition by exchange, one at a time, each with its
+/// watermark (`docs/sync.md#exchange`); everything else (other partitions, vanished ones,
+/// groups of linked tables) loads in one transaction ([`load_group`]) once the throttle lets
+/// it. The caller holds the group's advisory lock.
+#[allow(clippy::too_many_arguments)]
+pub fn load_batch(
+    conn: &mut Conn,
+    store: &Arc<dyn ObjectStore>,
+    rt: &tokio::runtime::Handle,
+    run_id: &str,
+    tables: &[TableWork],
+    opts: &LoadOptions<'_>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<Vec<TableLoadSummary>, LoadError> {
+    let mut exchanged = TableLoadSummary::default();
+    let mut rest = tables.to_vec();
+    if let [work] = tables {
+        if opts.replace == domain::config::Replace::Exchange && work.table.spec.mysql_partitioning {
+            let exact = exchange::exact_partitions(conn, work)?;
+            let max_packet = session::max_allowed_packet(conn)
+                .map_err(sink_err("reading max_allowed_packet"))?;
+            let feed = load_data::enable(conn, opts.loader);
+            let ex = exchange::Exchanger {
+                store,
+                rt,
+                feed: feed.as_ref(),
+                max_packet,
+                chunk_rows: opts.chunk_rows,
+                ddl_lock_wait_secs: opts.ddl_lock_wait_secs,
+                throttle: opts.throttle,
+                progress,
+            };
+            let mut remaining = Vec::new();
+            for (load, part) in work.loads.iter().zip(exact) {
+                match part {
+                    Some(part) => {
+                        let done = ex.replace(conn, run_id, work, load, &part)?;
+                        exchanged.partitions_loaded += 1;
+                        exchanged.rows_loaded += done.rows_loaded;
+                        exchanged.rows_deleted += done.rows_deleted;
+                    }
+                    None => remaining.push(load.clone()),
+                }
+            }
+            rest[0].loads = remaining;
+        }
+    }
+    opts.throttle
+        .wait(conn)
+        .map_err(sink_err("waiting to start the batch's transaction"))?;
+    let mut outcomes = load_group(conn, store, rt, run_id, &rest, opts.loader, progress)?;
+    if exchanged.partitions_loaded > 0 {
+        let o = &mut outcomes[0];
+        o.partitions_loaded += exchanged.partitions_loaded;
+        o.partitions_exchanged += exchanged.partitions_loaded;
+        o.rows_loaded += exchanged.rows_loaded;
+        o.rows_deleted += exchanged.rows_deleted;
+        record_run(conn, run_id, &tables[0], o)?;
+    }
+    Ok(outcomes)
 }
 
 /// Loads a group in one transaction. The caller holds the group's advisory lock.
@@ -283,7 +360,7 @@ fn forget_vanished(
 
 /// Step 4: records what the run did to the table in `sync_runs`.
 fn record_run(
-    tx: &mut mysql::Transaction<'_>,
+    tx: &mut impl Queryable,
     run_id: &str,
     work: &TableWork,
     outcome: &TableLoadSummary,

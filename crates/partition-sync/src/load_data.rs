@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 
 use mysql::prelude::Queryable;
 use mysql::Conn;
-use object_store::path::Path;
 use object_store::ObjectStore;
 
 use domain::schema::SqlValue;
@@ -17,7 +16,7 @@ use sync_engine::batch;
 use sync_engine::session::MysqlError;
 
 use crate::load::{my_err, staging_err, LoadError, PartitionLoad, Progress, TableWork};
-use crate::readers::RowReader;
+use crate::readers::{Chunk, RowCursor};
 use crate::rows::{decode, key_at};
 use crate::source::PartitionedSource;
 
@@ -66,7 +65,7 @@ struct FeedOutcome {
     error: Option<LoadError>,
 }
 
-/// Loads one partition by LOAD DATA LOCAL INFILE. Returns the rows loaded.
+/// Loads one partition by LOAD DATA LOCAL INFILE into the target. Returns the rows loaded.
 pub(crate) fn load_data(
     tx: &mut mysql::Transaction<'_>,
     feed: &Feed,
@@ -76,11 +75,32 @@ pub(crate) fn load_data(
     load: &PartitionLoad,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<u64, LoadError> {
+    let rows = Arc::new(Mutex::new(RowCursor::new(store, &load.files)));
+    let chunk = Chunk {
+        into: work.table.spec.target.as_str(),
+        rows: &rows,
+        limit: None,
+        offset: 0,
+    };
+    load_chunk(tx, feed, rt, work, load, &chunk, progress)
+}
+
+/// Loads the chunk's rows by LOAD DATA LOCAL INFILE. Returns the rows loaded (0: no rows
+/// were left).
+pub(crate) fn load_chunk(
+    tx: &mut mysql::Transaction<'_>,
+    feed: &Feed,
+    rt: &tokio::runtime::Handle,
+    work: &TableWork,
+    load: &PartitionLoad,
+    chunk: &Chunk<'_>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<u64, LoadError> {
     let target = work.table.spec.target.clone();
     let pid = load.partition.id.clone();
     let outcome = Arc::new(Mutex::new(FeedOutcome::default()));
-    offer_rows(feed, store, rt, work, load, &outcome)?;
-    tx.query_drop(load_data_sql(&work.table))
+    offer_rows(feed, rt, work, load, chunk, &outcome)?;
+    tx.query_drop(load_data_sql(&work.table, chunk.into))
         .map_err(my_err(format!(
             "table {target}, partition {pid}: LOAD DATA"
         )))?;
@@ -93,38 +113,41 @@ pub(crate) fn load_data(
     if warnings > 0 || affected != result.rows {
         return Err(rejected_row(
             tx,
-            store,
+            chunk.rows,
             rt,
             work,
             load,
-            affected,
-            result.rows,
+            (affected, result.rows),
+            chunk.offset,
         ));
     }
     progress(Progress::Rows(result.rows));
     Ok(result.rows)
 }
 
-/// Puts the job that streams the partition's rows in the feed, for the handler to run when
-/// the server asks for the file. The job records what it sent in `outcome`.
+/// Puts the job that streams the chunk's rows in the feed, for the handler to run when the
+/// server asks for the file. The job records what it sent in `outcome`.
 fn offer_rows(
     feed: &Feed,
-    store: &Arc<dyn ObjectStore>,
     rt: &tokio::runtime::Handle,
     work: &TableWork,
     load: &PartitionLoad,
+    chunk: &Chunk<'_>,
     outcome: &Arc<Mutex<FeedOutcome>>,
 ) -> Result<(), LoadError> {
-    let (store, rt, table, files, outcome) = (
-        store.clone(),
+    let (rt, table, rows, limit, outcome) = (
         rt.clone(),
         work.table.clone(),
-        load.files.clone(),
+        chunk.rows.clone(),
+        chunk.limit,
         outcome.clone(),
     );
     let part = load.partition.id.clone();
     let job = move |out: &mut mysql::LocalInfile<'_>| -> std::io::Result<()> {
-        let sent = feed_rows(out, &store, &rt, &table, &files, &part)?;
+        let mut cursor = rows
+            .lock()
+            .map_err(|_| std::io::Error::other("row cursor lock poisoned"))?;
+        let sent = feed_rows(out, &mut cursor, &rt, &table, &part, limit)?;
         if let Ok(mut o) = outcome.lock() {
             *o = sent;
         }
@@ -137,51 +160,42 @@ fn offer_rows(
     Ok(())
 }
 
-/// Streams the rows of `files` to `out` as LOAD DATA text, in chunks of [`FEED_CHUNK`]. Stops
-/// at the first row that can't be read or decoded, sending nothing more, and returns it as
-/// the outcome's error.
+/// Streams up to `limit` rows from the cursor to `out` as LOAD DATA text, in chunks of
+/// [`FEED_CHUNK`]. Stops at the first row that can't be read or decoded, sending nothing
+/// more, and returns it as the outcome's error.
 fn feed_rows(
     out: &mut impl Write,
-    store: &Arc<dyn ObjectStore>,
+    cursor: &mut RowCursor,
     rt: &tokio::runtime::Handle,
     table: &PartitionedSource,
-    files: &[Path],
     part: &str,
+    limit: Option<u64>,
 ) -> std::io::Result<FeedOutcome> {
     let mut buf: Vec<u8> = Vec::with_capacity(FEED_CHUNK);
     let mut rows = 0u64;
     let mut error = None;
-    'files: for file in files {
-        let mut lines = match RowReader::open(store, file, rt) {
-            Ok(l) => l,
-            Err(m) => {
-                error = Some(staging_err(&table.spec.target, part, file, m));
+    while limit.is_none_or(|l| rows < l) {
+        let obj = match cursor.next_row(rt) {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err((file, m)) => {
+                error = Some(staging_err(&table.spec.target, part, &file, m));
                 break;
             }
         };
-        loop {
-            let obj = match lines.next_row(rt) {
-                Ok(Some(l)) => l,
-                Ok(None) => break,
-                Err(m) => {
-                    error = Some(staging_err(&table.spec.target, part, file, m));
-                    break 'files;
-                }
-            };
-            match decode(table, part, &obj) {
-                Ok(values) => {
-                    write_row(&mut buf, &values);
-                    rows += 1;
-                }
-                Err(e) => {
-                    error = Some(e);
-                    break 'files;
-                }
+        match decode(table, part, &obj) {
+            Ok(values) => {
+                write_row(&mut buf, &values);
+                rows += 1;
             }
-            if buf.len() >= FEED_CHUNK {
-                out.write_all(&buf)?;
-                buf.clear();
+            Err(e) => {
+                error = Some(e);
+                break;
             }
+        }
+        if buf.len() >= FEED_CHUNK {
+            out.write_all(&buf)?;
+            buf.clear();
         }
     }
     if error.is_none() {
@@ -190,13 +204,13 @@ fn feed_rows(
     Ok(FeedOutcome { rows, error })
 }
 
-/// The LOAD DATA statement reading the fed text into the target's columns.
-fn load_data_sql(table: &PartitionedSource) -> String {
+/// The LOAD DATA statement reading the fed text into table `into`, the target's columns.
+fn load_data_sql(table: &PartitionedSource, into: &str) -> String {
+    let into = domain::ident::quote(into);
     let cols: Vec<&str> = table.columns.iter().map(|c| c.name.quoted()).collect();
     format!(
-        "LOAD DATA LOCAL INFILE 'partition-sync' INTO TABLE {} CHARACTER SET utf8mb4 \
+        "LOAD DATA LOCAL INFILE 'partition-sync' INTO TABLE {into} CHARACTER SET utf8mb4 \
          FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
-        table.spec.target.quoted(),
         cols.join(", ")
     )
 }
@@ -206,12 +220,12 @@ fn load_data_sql(table: &PartitionedSource) -> String {
 /// files.
 fn rejected_row(
     tx: &mut mysql::Transaction<'_>,
-    store: &Arc<dyn ObjectStore>,
+    rows: &Arc<Mutex<RowCursor>>,
     rt: &tokio::runtime::Handle,
     work: &TableWork,
     load: &PartitionLoad,
-    affected: u64,
-    sent: u64,
+    (affected, sent): (u64, u64),
+    offset: u64,
 ) -> LoadError {
     let target = work.table.spec.target.clone();
     let w: Option<(String, u32, String)> = match tx.query_first("SHOW WARNINGS LIMIT 1") {
@@ -229,8 +243,10 @@ fn rejected_row(
         }
         None => (format!("{affected} rows stored of {sent} sent"), None, None),
     };
+    let store = rows.lock().map(|c| c.store()).ok();
     let key = row
-        .and_then(|r| key_at(store, rt, &work.table, &load.files, r))
+        .zip(store)
+        .and_then(|(r, store)| key_at(&store, rt, &work.table, &load.files, offset as usize + r))
         .unwrap_or_else(|| "(unknown)".into());
     LoadError::BadRow {
         table: target.to_string(),

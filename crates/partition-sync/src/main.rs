@@ -333,8 +333,13 @@ fn print_summary(summary: &RunSummary) {
             );
         }
         for t in &g.tables {
+            let exchanged = if t.partitions_exchanged > 0 {
+                format!(" ({} by exchange)", t.partitions_exchanged)
+            } else {
+                String::new()
+            };
             println!(
-                "  {}: {} partitions loaded, {} removed, {} rows loaded, {} rows deleted",
+                "  {}: {} partitions loaded{exchanged}, {} removed, {} rows loaded, {} rows deleted",
                 t.table, t.partitions_loaded, t.partitions_removed, t.rows_loaded, t.rows_deleted
             );
         }
@@ -352,6 +357,21 @@ fn print_summary(summary: &RunSummary) {
             human_bytes(bytes),
             human_bytes(summary.warehouse_bytes_processed)
         );
+    }
+    let throttled: f64 = summary.throttled_seconds.values().sum();
+    if throttled > 0.0 {
+        let why: Vec<String> = summary
+            .throttled_seconds
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1}s"))
+            .collect();
+        println!(
+            "paused {throttled:.1}s to protect MySQL ({})",
+            why.join(", ")
+        );
+    }
+    for (replica, lag) in &summary.replica_lag_max_seconds {
+        println!("replica {replica}: highest lag read {lag:.2}s");
     }
     if summary.partitions_pending > 0 {
         println!(

@@ -46,6 +46,71 @@ impl RowReader {
     }
 }
 
+/// Where a load writes and which of the partition's rows it takes.
+pub(crate) struct Chunk<'a> {
+    /// The table written, unquoted (the target, or its shadow: `docs/sync.md#exchange`).
+    pub(crate) into: &'a str,
+    /// The partition's rows, read on from where the previous chunk stopped.
+    pub(crate) rows: &'a Arc<std::sync::Mutex<RowCursor>>,
+    /// At most this many rows (`None`: all that are left).
+    pub(crate) limit: Option<u64>,
+    /// Rows of the partition before this chunk (to name a rejected row's key).
+    pub(crate) offset: u64,
+}
+
+/// The rows of a partition's staged files in order, read across calls: a load takes them in
+/// chunks (`docs/sync.md#exchange`) or all at once.
+pub(crate) struct RowCursor {
+    store: Arc<dyn ObjectStore>,
+    files: Vec<Path>,
+    next: usize,
+    current: Option<(Path, RowReader)>,
+}
+
+/// A row of a staged file, as its JSON object.
+pub(crate) type Row = serde_json::Map<String, serde_json::Value>;
+
+impl RowCursor {
+    pub(crate) fn new(store: &Arc<dyn ObjectStore>, files: &[Path]) -> RowCursor {
+        RowCursor {
+            store: store.clone(),
+            files: files.to_vec(),
+            next: 0,
+            current: None,
+        }
+    }
+
+    /// The store the files are read from.
+    pub(crate) fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    /// The next row, or `None` after the last file's last row. An error names the file.
+    pub(crate) fn next_row(
+        &mut self,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Option<Row>, (Path, String)> {
+        loop {
+            if self.current.is_none() {
+                let Some(file) = self.files.get(self.next).cloned() else {
+                    return Ok(None);
+                };
+                self.next += 1;
+                let reader =
+                    RowReader::open(&self.store, &file, rt).map_err(|m| (file.clone(), m))?;
+                self.current = Some((file, reader));
+            }
+            if let Some((file, reader)) = self.current.as_mut() {
+                match reader.next_row(rt) {
+                    Ok(Some(row)) => return Ok(Some(row)),
+                    Ok(None) => self.current = None,
+                    Err(m) => return Err((file.clone(), m)),
+                }
+            }
+        }
+    }
+}
+
 /// A Parquet file, copied from the store to a local temporary file (so memory stays bounded
 /// by a row group, whatever the file's size) and read row by row.
 pub(crate) struct ParquetRows {

@@ -13,6 +13,7 @@ use object_store::ObjectStore;
 
 use domain::config::{Group, SyncConfig};
 use sync_engine::session;
+use sync_engine::throttle::{Throttle, ThrottleObserver, ThrottleTally};
 use sync_engine::warehouse::Warehouse;
 
 use crate::batches::{self, write_cursors, BatchRun};
@@ -41,6 +42,8 @@ pub struct Context {
     /// The longest batch of this process so far: no batch starts when one as long would end
     /// after the run's deadline (`docs/sync.md#batches`), whichever group it belongs to.
     pub(crate) longest_batch: std::sync::Mutex<Duration>,
+    /// What the throttles of this process saw (`docs/sync.md#throttling`).
+    pub throttle_tally: Arc<ThrottleTally>,
 }
 
 impl Context {
@@ -90,6 +93,7 @@ impl Context {
             store_prefix,
             format: staging.format,
             longest_batch: std::sync::Mutex::new(Duration::ZERO),
+            throttle_tally: Arc::new(ThrottleTally::default()),
         })
     }
 
@@ -175,6 +179,11 @@ pub struct RunSummary {
     pub rows_deleted: u64,
     /// Planned partitions left for a later run (status `partial` groups).
     pub partitions_pending: usize,
+    /// Seconds the run paused to protect MySQL, by reason (`threads_running`,
+    /// `replica_lag`; `docs/sync.md#throttling`).
+    pub throttled_seconds: BTreeMap<String, f64>,
+    /// The highest lag read on each configured replica during the run.
+    pub replica_lag_max_seconds: BTreeMap<String, f64>,
     pub groups: Vec<GroupReport>,
 }
 
@@ -302,6 +311,7 @@ pub async fn run(
     let deadline = started + Duration::from_secs(max_run);
     let run_id = new_run_id();
     let groups = selected_groups(&ctx.config, opts)?;
+    ctx.throttle_tally.take();
     let mut reports = Vec::new();
     let mut bytes = 0u64;
     for group in &groups {
@@ -325,6 +335,7 @@ pub async fn run(
             .map(f)
             .sum::<u64>()
     };
+    let (throttled, lag_max) = ctx.throttle_tally.take();
     Ok(RunSummary {
         ok: reports.iter().all(|g| g.status != "failed"),
         dry_run: opts.dry_run,
@@ -338,9 +349,32 @@ pub async fn run(
             .iter()
             .flat_map(|g| g.partitions_pending.values())
             .sum(),
+        throttled_seconds: throttled
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        replica_lag_max_seconds: lag_max,
         groups: reports,
         run_id,
     })
+}
+
+/// Starts the throttle the group's batches wait on (`docs/sync.md#throttling`): with
+/// replicas configured, it writes the heartbeat until the group is done.
+async fn start_throttle(ctx: &Context) -> Result<Arc<Throttle>, GroupError> {
+    let settings = ctx.config.throttle.clone();
+    let url = ctx.mysql_url.clone();
+    let tally: Arc<dyn ThrottleObserver> = ctx.throttle_tally.clone();
+    tokio::task::spawn_blocking(move || Throttle::start(&settings, &url, tally))
+        .await
+        .map_err(blocking_err)?
+        .map(Arc::new)
+        .map_err(|source| {
+            GroupError::Load(LoadError::Sink {
+                context: "starting the throttle".into(),
+                source,
+            })
+        })
 }
 
 /// Runs a group, and again from the start after a transient MySQL failure (lost connection,
@@ -419,11 +453,13 @@ async fn run_group(
         let status = if opts.dry_run { "planned" } else { "unchanged" };
         return Ok(group_report(group, status, Vec::new(), plan, lag));
     }
+    let throttle = start_throttle(ctx).await?;
     let run = BatchRun {
         ctx,
         run_id,
         progress: &progress,
         deadline,
+        throttle,
     };
     let done = batches::run_batches(&run, tables, (conn, lock), cursors, bytes).await?;
     let status = if done.pending.values().all(|n| *n == 0) {

@@ -10,6 +10,7 @@ use domain::ident::quote as quote_ident;
 use domain::schema::{create_table_sql, key_collation_problems, schema_drift};
 use sync_engine::session;
 
+use crate::exchange::bound_text;
 use crate::load::{my_err, sink_err, LoadError, TableWork};
 use crate::source::PartitionedSource;
 
@@ -176,7 +177,8 @@ fn create_target(conn: &mut Conn, table: &PartitionedSource) -> Result<(), LoadE
 
 /// For a target partitioned in MySQL (`RANGE COLUMNS` on the partition column), adds a
 /// partition for every warehouse partition about to load whose range ends above the highest
-/// existing bound. DDL: runs before the group's transaction.
+/// existing bound (and one for the gap before it, if any). Returns the partitions added.
+/// DDL: runs before the group's transaction.
 pub fn ensure_mysql_partitions(
     conn: &mut Conn,
     table: &PartitionedSource,
@@ -200,40 +202,49 @@ pub fn ensure_mysql_partitions(
         .map(|b| b.trim_matches('\'').to_string())
         .max()
         .unwrap_or_default();
-    let mut ends: Vec<(String, String)> = Vec::new();
+    let mut ranges: Vec<(String, String, String)> = Vec::new();
     for pid in partitions
         .iter()
         .filter(|p| p.as_str() != crate::partition::NULL_PARTITION)
     {
-        let (_, end) = table
+        let (start, end) = table
             .scheme
             .range(pid)
             .map_err(|message| LoadError::Create {
                 table: target.to_string(),
                 message,
             })?;
-        let end = if table.scheme.column_type == domain::schema::BqType::Date {
-            end.format("%Y-%m-%d").to_string()
-        } else {
-            end.format("%Y-%m-%d %H:%M:%S").to_string()
-        };
-        ends.push((pid.clone(), end));
+        ranges.push((
+            pid.clone(),
+            bound_text(table, start),
+            bound_text(table, end),
+        ));
     }
-    ends.sort_by(|a, b| a.1.cmp(&b.1));
+    ranges.sort_by(|a, b| a.2.cmp(&b.2));
     let mut added = 0;
-    for (pid, end) in ends {
-        if end > max {
+    for (pid, start, end) in ranges {
+        if end <= max {
+            continue;
+        }
+        // A partition holding exactly the warehouse partition's range can be replaced by
+        // exchange (docs/sync.md#exchange): a gap before it gets its own MySQL partition.
+        let mut new = Vec::new();
+        if start > max {
+            new.push((format!("pgap_{pid}"), start));
+        }
+        new.push((format!("p{pid}"), end.clone()));
+        for (name, bound) in new {
             conn.query_drop(format!(
-                "ALTER TABLE {} ADD PARTITION (PARTITION {} VALUES LESS THAN ('{end}'))",
+                "ALTER TABLE {} ADD PARTITION (PARTITION {} VALUES LESS THAN ('{bound}'))",
                 target.quoted(),
-                quote_ident(&format!("p{pid}"))
+                quote_ident(&name)
             ))
             .map_err(my_err(format!(
                 "table {target}: adding MySQL partition for {pid}"
             )))?;
-            max = end;
             added += 1;
         }
+        max = end;
     }
     Ok(added)
 }

@@ -28,6 +28,9 @@ pub enum MysqlError {
     Io(String),
     #[error("MySQL: {0}")]
     Other(String),
+    /// A throttle pause outlasted its limit (`throttle::Throttle::wait`).
+    #[error("MySQL is over a throttle threshold: {0}")]
+    Throttled(String),
 }
 
 impl MysqlError {
@@ -36,7 +39,7 @@ impl MysqlError {
     pub fn class(&self) -> ErrorClass {
         match self {
             MysqlError::Server { code, .. } => fault::mysql_error(*code),
-            MysqlError::Io(_) => ErrorClass::Transient,
+            MysqlError::Io(_) | MysqlError::Throttled(_) => ErrorClass::Transient,
             MysqlError::Url(_) | MysqlError::Other(_) => ErrorClass::Permanent,
         }
     }

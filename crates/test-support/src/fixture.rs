@@ -27,8 +27,19 @@ pub struct SyncFixture {
 
 impl SyncFixture {
     pub async fn new() -> SyncFixture {
+        SyncFixture::with_db(TestDb::empty()).await
+    }
+
+    /// A fixture whose database the dev replica applies too; its replica URL is in the file
+    /// `replica-url` (for `throttle.replicas`).
+    pub async fn replicated() -> SyncFixture {
+        let f = SyncFixture::with_db(TestDb::replicated()).await;
+        std::fs::write(f.dir.join("replica-url"), &f.db.replica_url).expect("write replica-url");
+        f
+    }
+
+    async fn with_db(db: TestDb) -> SyncFixture {
         let ds = TestDataset::new().await;
-        let db = TestDb::empty();
         let wh = Warehouse::new(ds.client.clone(), ds.project.clone());
         let dir = std::env::temp_dir().join(format!("sync-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("create the fixture's temp dir");

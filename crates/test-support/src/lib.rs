@@ -33,6 +33,8 @@ pub struct DevEnv {
     pub gcs_url: String,
     /// Prometheus Pushgateway.
     pub pushgateway_url: String,
+    /// The real MariaDB replica of `mysql_url` (it applies only databases named `repl_*`).
+    pub mysql_replica_url: String,
 }
 
 fn workspace_root() -> PathBuf {
@@ -72,14 +74,18 @@ pub fn dev_env() -> DevEnv {
         export_root: PathBuf::from(get("BIGQUERY_EXPORT_ROOT")),
         gcs_url: get("GCS_URL"),
         pushgateway_url: get("PUSHGATEWAY_URL"),
+        mysql_replica_url: get("MYSQL_REPLICA_URL"),
     }
 }
 
-/// A fresh, uniquely named MySQL database (`test_<uuid>`), dropped when this value drops.
+/// A fresh, uniquely named MySQL database (`test_<uuid>`, or `repl_<uuid>` when replicated),
+/// dropped when this value drops.
 pub struct TestDb {
     pub name: String,
     /// URL of this database, for the code under test.
     pub url: String,
+    /// URL of this database on the dev replica (applied there only for `repl_*` databases).
+    pub replica_url: String,
     server_url: String,
 }
 
@@ -94,8 +100,54 @@ impl TestDb {
 
     /// A database with nothing in it.
     pub fn empty() -> TestDb {
+        TestDb::named("test")
+    }
+
+    /// An empty database that the dev replica applies too (`repl_<uuid>`). It is there as
+    /// soon as [`TestDb::wait_replicated`] returns.
+    pub fn replicated() -> TestDb {
+        let db = TestDb::named("repl");
+        db.wait_replicated();
+        db
+    }
+
+    /// Waits (up to 30 s) until everything written to this database so far has reached the
+    /// replica: a marker row written now is read there.
+    pub fn wait_replicated(&self) {
+        use mysql::prelude::Queryable;
+        let mut primary = mysql::Conn::new(self.url.as_str()).expect("connect to the primary");
+        primary
+            .query_drop(
+                "CREATE TABLE IF NOT EXISTS test_marker (id INT PRIMARY KEY, token VARCHAR(64))",
+            )
+            .expect("create marker table");
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        primary
+            .exec_drop("REPLACE INTO test_marker VALUES (1, ?)", (token.as_str(),))
+            .expect("write marker");
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(30) {
+            if let Ok(mut r) = mysql::Conn::new(self.replica_url.as_str()) {
+                let seen: Option<String> = r
+                    .query_first("SELECT token FROM test_marker WHERE id = 1")
+                    .unwrap_or(None);
+                if seen.as_deref() == Some(token.as_str()) {
+                    return;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "database {} did not reach the replica at {} within 30 s (is it replicating? \
+             `deploy/dev/env.sh status`)",
+            self.name,
+            redact(&self.replica_url)
+        );
+    }
+
+    fn named(prefix: &str) -> TestDb {
         let env = dev_env();
-        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         let mut admin = MysqlConnection::establish(&env.mysql_url).unwrap_or_else(|e| {
             panic!(
                 "MySQL is not reachable at {}: {e}; start it with `deploy/dev/env.sh up`",
@@ -108,9 +160,11 @@ impl TestDb {
             ))
             .expect("create test database");
         let url = format!("{}/{name}", env.mysql_url.trim_end_matches('/'));
+        let replica_url = format!("{}/{name}", env.mysql_replica_url.trim_end_matches('/'));
         TestDb {
             name,
             url,
+            replica_url,
             server_url: env.mysql_url,
         }
     }

@@ -31,6 +31,14 @@ impl Fixture {
         }
     }
 
+    /// A fixture whose database the dev replica applies (`SyncFixture::replicated`).
+    pub async fn replicated() -> Fixture {
+        Fixture {
+            base: SyncFixture::replicated().await,
+            format: std::cell::Cell::new("json"),
+        }
+    }
+
     /// Config text with `tables` (TOML `[[tables]]` blocks) appended.
     pub fn config_text(&self, tables: &str) -> String {
         self.base.config_text(Some(self.format.get()), tables)
@@ -47,6 +55,15 @@ impl Fixture {
     pub async fn run(&self, tables: &str, opts: Options) -> RunSummary {
         let ctx = Context::new(self.config(tables)).await.unwrap();
         runner::run(&ctx, &opts, Arc::new(|_| {})).await.unwrap()
+    }
+
+    /// `verify` finds MySQL equal to the warehouse.
+    pub async fn assert_in_sync(&self, tables: &str) {
+        let ctx = Context::new(self.config(tables)).await.unwrap();
+        let differ = partition_sync::commands::verify(&ctx, &Options::default())
+            .await
+            .unwrap();
+        assert!(differ.is_empty(), "verify found differences: {differ:?}");
     }
 
     /// Runs DML or a query in the warehouse; `{ds}` is replaced by the dataset.
@@ -90,7 +107,11 @@ pub fn stat(recipe: i64, day: &str, views: i64) -> serde_json::Value {
 }
 
 pub async fn stats_fixture(days: &[&str], recipes: i64) -> Fixture {
-    let f = Fixture::new().await;
+    fill_stats(Fixture::new().await, days, recipes).await
+}
+
+/// Creates the `stats` table in `f`'s dataset with `recipes` rows per day.
+pub async fn fill_stats(f: Fixture, days: &[&str], recipes: i64) -> Fixture {
     f.create_table("stats", stats_fields(), Some("day")).await;
     let mut rows = Vec::new();
     for d in days {

@@ -5,6 +5,7 @@
 mod helpers;
 
 mod cli;
+mod exchange;
 mod failures;
 mod faults;
 mod gcs;

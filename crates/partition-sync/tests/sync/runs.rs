@@ -521,13 +521,25 @@ async fn a_target_partitioned_in_mysql_gets_a_partition_per_new_warehouse_partit
         .collect()
     };
     let names: Vec<String> = parts(&f).into_iter().map(|p| p.0).collect();
-    assert_eq!(names, vec!["p_floor", "p20260101", "p20260102"]);
+    // A gap before a new range gets its own partition, so that each warehouse partition is
+    // exactly one MySQL partition (docs/sync.md#exchange).
+    assert_eq!(
+        names,
+        vec!["p_floor", "pgap_20260101", "p20260101", "p20260102"]
+    );
     f.insert("stats", vec![stat(1, "2026-01-05", 1)]).await;
     assert!(f.run(&tables, Options::default()).await.ok);
     let names: Vec<String> = parts(&f).into_iter().map(|p| p.0).collect();
     assert_eq!(
         names,
-        vec!["p_floor", "p20260101", "p20260102", "p20260105"]
+        vec![
+            "p_floor",
+            "pgap_20260101",
+            "p20260101",
+            "p20260102",
+            "pgap_20260105",
+            "p20260105"
+        ]
     );
     assert_eq!(count(&f, "stats"), 5);
     let ctx = partition_sync::runner::Context::new(f.config(&tables))
