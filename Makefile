@@ -82,7 +82,8 @@ bench-stream-scale: services ## stream-sync's peak memory syncing a 0.1% change 
 	@$(LOAD_ENV); $(CARGO) run --release -q -p stream-sync --example bench_stream_scale
 
 .PHONY: bench-partition-scale
-bench-partition-scale: services ## partition-sync: a two-year backlog synced by repeated runs under a deadline (BENCH_BACKLOG_DEADLINE_S=15)
+bench-partition-scale: services ## partition-sync: replacing a 1M-row day by exchange vs one transaction with the replica's lag, and a two-year backlog under a deadline
+	@$(LOAD_ENV); $(CARGO) run --release -q -p partition-sync --example bench_replace
 	@$(LOAD_ENV); $(CARGO) run --release -q -p partition-sync --example bench_partition_scale
 
 .PHONY: bench-sync

@@ -548,12 +548,15 @@ def rust_schema() -> tuple[dict, dict]:
         if "Deserialize" not in attrs:
             continue
         if what == "enum":
+            variants = [
+                re.match(r"\w+", s).group(0)
+                for s in (line.strip() for line in body.splitlines())
+                if s and not s.startswith(("//", "#"))
+            ]
             if 'rename_all = "lowercase"' in attrs:
-                enums[name] = [
-                    re.match(r"\w+", s).group(0).lower()
-                    for s in (line.strip() for line in body.splitlines())
-                    if s and not s.startswith(("//", "#"))
-                ]
+                enums[name] = [v.lower() for v in variants]
+            elif 'rename_all = "snake_case"' in attrs:
+                enums[name] = [re.sub(r"(?<!^)([A-Z])", r"_\1", v).lower() for v in variants]
             continue
         if "deny_unknown_fields" not in attrs:
             problem(str(CONFIG_RS.relative_to(ROOT)), f"{name} does not deny unknown fields")

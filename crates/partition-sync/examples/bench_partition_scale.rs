@@ -12,8 +12,9 @@
 //!   backlog_deadline_s: D
 //!
 //! `backlog_converged` is yes when the last run left nothing pending, every run succeeded
-//! and MariaDB holds every warehouse row. The exchange-partition and replica-lag figures of
-//! docs/ are not measured yet (no exchange path). A benchmark: it asserts nothing about time.
+//! and MariaDB holds every warehouse row. The exchange-partition and replica-lag figures come
+//! from `bench_replace`, which the make target runs first. A benchmark: it asserts nothing
+//! about time.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::sync::Arc;

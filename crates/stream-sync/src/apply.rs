@@ -21,6 +21,7 @@ struct Upserter<'a> {
     max_packet: usize,
     batch: usize,
     shutdown: &'a AtomicBool,
+    throttle: &'a sync_engine::throttle::Throttle,
     pending: Vec<Vec<mysql::Value>>,
     /// Rows written by the batches committed so far.
     upserted: u64,
@@ -40,6 +41,7 @@ impl<'a> Upserter<'a> {
             max_packet,
             batch,
             shutdown: env.shutdown,
+            throttle: env.throttle,
             pending: Vec::with_capacity(batch.min(10_000)),
             upserted: 0,
         }
@@ -58,6 +60,10 @@ impl<'a> Upserter<'a> {
 
     fn flush(&mut self, conn: &mut Conn) -> Result<(), SyncError> {
         let rows = std::mem::take(&mut self.pending);
+        if rows.is_empty() {
+            return Ok(());
+        }
+        blocking(|| self.throttle.wait(conn))?;
         self.upserted += blocking(|| {
             target::upsert_batch(conn, self.table, &self.columns, self.max_packet, rows)
         })? as u64;
@@ -183,6 +189,7 @@ pub(crate) fn delete_rows(
     report: &mut CycleReport,
 ) -> Result<(), SyncError> {
     for batch in deletes.chunks(env.settings.batch_rows.max(1)) {
+        blocking(|| env.throttle.wait(conn))?;
         report.deleted +=
             blocking(|| target::delete_batch(conn, table, &src.primary_key, batch, raw_keys))?
                 as u64;

@@ -56,6 +56,8 @@ pub struct Env<'a> {
     pub dataset: &'a str,
     pub settings: &'a CycleSettings,
     pub shutdown: &'a AtomicBool,
+    /// Waited on before each write batch (`docs/sync.md#throttling`).
+    pub throttle: &'a sync_engine::throttle::Throttle,
 }
 
 /// What a table remembers between cycles (in memory only: a restart costs one full digest).

@@ -23,6 +23,8 @@ pub struct Metrics {
     errors: IntCounterVec,
     bytes: IntCounterVec,
     table_up: IntGaugeVec,
+    throttled: prometheus::CounterVec,
+    replica_lag: GaugeVec,
 }
 
 /// Builds metric family `n` (its full name, so it can be found by grep) with its help text and registers it in `registry`.
@@ -110,6 +112,18 @@ impl Metrics {
                 "stream_sync_table_up",
                 "1 while the table syncs, 0 once a permanent error stopped it",
                 |o| IntGaugeVec::new(o, table),
+            )?,
+            throttled: family(
+                &registry,
+                "stream_sync_throttled_seconds_total",
+                "Seconds paused between write batches to protect MySQL, by reason (threads_running, replica_lag)",
+                |o| prometheus::CounterVec::new(o, &["reason"]),
+            )?,
+            replica_lag: family(
+                &registry,
+                "stream_sync_replica_lag_seconds",
+                "Lag of each configured replica as last read (heartbeat or Seconds_Behind_Master)",
+                |o| GaugeVec::new(o, &["replica"]),
             )?,
             registry,
         })
@@ -200,3 +214,12 @@ impl Metrics {
 }
 
 use prometheus::core::Collector as _;
+
+impl sync_engine::throttle::ThrottleObserver for Metrics {
+    fn paused(&self, reason: &'static str, secs: f64) {
+        self.throttled.with_label_values(&[reason]).inc_by(secs);
+    }
+    fn replica_lag(&self, replica: &str, secs: f64) {
+        self.replica_lag.with_label_values(&[replica]).set(secs);
+    }
+}

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use domain::config::{SyncConfig, TableSpec};
 use mysql::Conn;
 use sync_engine::session::{self, connect, ensure_state_tables, get_lock, MysqlError, RunRecord};
+use sync_engine::throttle::Throttle;
 use sync_engine::warehouse::Warehouse;
 
 use crate::cycle::{self, CycleReport, CycleSettings, Env, TableState};
@@ -64,6 +65,8 @@ pub struct Runner {
     shutdown: Arc<AtomicBool>,
     /// How long a parked table waits before its re-check ([`PERMANENT_RECHECK`]).
     permanent_recheck: Duration,
+    /// Protects MySQL between write batches; connects on its first check.
+    throttle: Arc<Throttle>,
 }
 
 impl Runner {
@@ -90,6 +93,11 @@ impl Runner {
             );
         }
         let metrics = Metrics::new().context("Failed to register metrics")?;
+        let throttle = Arc::new(Throttle::lazy(
+            &config.throttle,
+            &mysql_url,
+            Arc::new(metrics.clone()),
+        ));
         let health: Health = Arc::default();
         let now = Instant::now();
         let tables = specs
@@ -122,6 +130,7 @@ impl Runner {
             health,
             shutdown: Arc::new(AtomicBool::new(false)),
             permanent_recheck: PERMANENT_RECHECK,
+            throttle,
         })
     }
 
@@ -284,6 +293,7 @@ impl Runner {
             mysql_url: self.mysql_url.clone(),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
+            throttle: self.throttle.clone(),
         });
         let mut slots: Vec<Option<TableRun>> = std::mem::take(&mut self.tables)
             .into_iter()
@@ -323,6 +333,7 @@ struct Shared {
     mysql_url: String,
     metrics: Metrics,
     shutdown: Arc<AtomicBool>,
+    throttle: Arc<Throttle>,
 }
 
 /// One cycle of one table, connecting first when needed; records metrics, logs and history.
@@ -332,6 +343,7 @@ async fn attempt_table(shared: &Shared, t: &mut TableRun) -> TableOutcome {
         dataset: &shared.dataset,
         settings: &shared.settings,
         shutdown: &shared.shutdown,
+        throttle: &shared.throttle,
     };
     let mut report = CycleReport {
         table: t.state.spec.target.to_string(),
@@ -409,6 +421,7 @@ impl Runner {
             dataset: &self.dataset,
             settings: &self.settings,
             shutdown: &self.shutdown,
+            throttle: &self.throttle,
         };
         let mut conn =
             blocking(|| connect(&self.mysql_url)).context("Failed to connect to MySQL")?;

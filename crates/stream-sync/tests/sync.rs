@@ -889,3 +889,58 @@ async fn a_table_an_earlier_version_created_with_padding_key_collation_is_upgrad
     );
     assert_eq!(f.my_count("codes"), 3, "'a' and 'a ' are two rows");
 }
+
+/// `stream_sync_throttled_seconds_total{reason}` as the daemon exports it.
+fn throttled(runner_metrics: &stream_sync::metrics::Metrics, reason: &str) -> f64 {
+    runner_metrics
+        .registry
+        .gather()
+        .iter()
+        .find(|m| m.name() == "stream_sync_throttled_seconds_total")
+        .and_then(|m| {
+            m.get_metric()
+                .iter()
+                .find(|m| m.get_label().iter().any(|l| l.value() == reason))
+                .map(|m| m.get_counter().get_value())
+        })
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn write_batches_pause_while_the_primary_is_busy() {
+    let f = Fixture::new().await;
+    items(&f, 50).await;
+    // The server's quietest Threads_running plus 2; five statements running for 3 s put it
+    // over (docs/sync.md#throttling).
+    let mut c = f.my();
+    let quiet = (0..5)
+        .map(|_| sync_engine::throttle::threads_running(&mut c).unwrap())
+        .min()
+        .unwrap();
+    let config = f.config(
+        &table("items", &["id"], ""),
+        &format!(
+            "[throttle]\nmax_threads_running = {}\nmax_pause_secs = 120\n",
+            quiet + 2
+        ),
+    );
+    let busy: Vec<_> = (0..5)
+        .map(|_| {
+            let url = f.db.url.clone();
+            std::thread::spawn(move || {
+                use mysql::prelude::Queryable;
+                let mut c = mysql::Conn::new(url.as_str()).unwrap();
+                c.query_drop("SELECT SLEEP(3)").unwrap();
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut runner = f.runner(&config, None).await;
+    let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+    for b in busy {
+        b.join().unwrap();
+    }
+    assert_eq!(ok(&out, "items").upserted, 50);
+    assert!(throttled(&runner.metrics, "threads_running") > 0.0);
+    f.assert_in_sync(&config).await;
+}

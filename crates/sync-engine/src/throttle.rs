@@ -159,36 +159,68 @@ impl Drop for Heartbeat {
 /// Decides when a sync may go on writing. Shareable (`&self` everywhere).
 pub struct Throttle {
     settings: ThrottleConfig,
-    /// The primary's `@@server_id`: the heartbeat row replicas are asked about.
-    server_id: u64,
-    replicas: Mutex<Vec<Replica>>,
+    primary_url: String,
     observer: Arc<dyn ThrottleObserver>,
+    /// The replicas' sessions and the heartbeat, once started (first check, or
+    /// [`Throttle::start`]).
+    watch: Mutex<Option<Watch>>,
+}
+
+/// What watching replicas needs: the primary's `@@server_id` (the heartbeat row replicas are
+/// asked about), their sessions, the heartbeat writer.
+struct Watch {
+    server_id: u64,
+    replicas: Vec<Replica>,
     _heartbeat: Option<Heartbeat>,
 }
 
 impl Throttle {
     /// A throttle that never pauses (no thresholds, no replicas).
     pub fn off() -> Throttle {
-        Throttle {
-            settings: ThrottleConfig {
+        Throttle::lazy(
+            &ThrottleConfig {
                 max_threads_running: 0,
                 replicas: Vec::new(),
                 ..ThrottleConfig::default()
             },
-            server_id: 0,
-            replicas: Mutex::new(Vec::new()),
-            observer: Arc::new(NoObserver),
-            _heartbeat: None,
+            "",
+            Arc::new(NoObserver),
+        )
+    }
+
+    /// A throttle that connects on its first check (a daemon whose MySQL may be down at start).
+    pub fn lazy(
+        settings: &ThrottleConfig,
+        primary_url: &str,
+        observer: Arc<dyn ThrottleObserver>,
+    ) -> Throttle {
+        Throttle {
+            settings: settings.clone(),
+            primary_url: primary_url.to_string(),
+            observer,
+            watch: Mutex::new(None),
         }
     }
 
-    /// Starts the throttle of one process: resolves the replicas' DSNs and, with replicas and
+    /// Starts the throttle of one run now: resolves the replicas' DSNs and, with replicas and
     /// the heartbeat lag source, starts writing the heartbeat on the primary.
     pub fn start(
         settings: &ThrottleConfig,
         primary_url: &str,
         observer: Arc<dyn ThrottleObserver>,
     ) -> Result<Throttle, MysqlError> {
+        let t = Throttle::lazy(settings, primary_url, observer);
+        {
+            let mut watch = t.watch.lock().unwrap_or_else(|e| e.into_inner());
+            if !settings.replicas.is_empty() {
+                *watch = Some(t.start_watch()?);
+            }
+        }
+        Ok(t)
+    }
+
+    fn start_watch(&self) -> Result<Watch, MysqlError> {
+        let settings = &self.settings;
         let mut replicas = Vec::new();
         for r in &settings.replicas {
             let url = r.url().map_err(|e| MysqlError::Url(e.to_string()))?;
@@ -198,27 +230,25 @@ impl Throttle {
                 conn: None,
             });
         }
-        let mut primary = connect(primary_url)?;
+        let mut primary = connect(&self.primary_url)?;
         let server_id: u64 = primary
             .query_first("SELECT @@server_id")?
             .unwrap_or_default();
-        let heartbeat = if !replicas.is_empty() && settings.lag_source == LagSource::Heartbeat {
+        let heartbeat = if settings.lag_source == LagSource::Heartbeat {
             // The first beat is written before any check, so a caught-up replica reads
             // a fresh row at once.
             beat(&mut primary)?;
             Some(start_heartbeat(
                 primary,
-                primary_url.to_string(),
+                self.primary_url.clone(),
                 Duration::from_millis(settings.heartbeat_interval_ms),
             ))
         } else {
             None
         };
-        Ok(Throttle {
-            settings: settings.clone(),
+        Ok(Watch {
             server_id,
-            replicas: Mutex::new(replicas),
-            observer,
+            replicas,
             _heartbeat: heartbeat,
         })
     }
@@ -233,9 +263,19 @@ impl Throttle {
                 return Ok(Some(Over::ThreadsRunning { running, max }));
             }
         }
-        let mut replicas = self.replicas.lock().unwrap_or_else(|e| e.into_inner());
-        for r in replicas.iter_mut() {
-            match self.replica_lag(r) {
+        if self.settings.replicas.is_empty() {
+            return Ok(None);
+        }
+        let mut watch = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+        if watch.is_none() {
+            *watch = Some(self.start_watch()?);
+        }
+        let Some(watch) = watch.as_mut() else {
+            return Ok(None);
+        };
+        let server_id = watch.server_id;
+        for r in watch.replicas.iter_mut() {
+            match self.replica_lag(r, server_id) {
                 Ok(secs) => {
                     self.observer.replica_lag(&r.name, secs);
                     if secs > self.settings.max_replica_lag_secs {
@@ -292,13 +332,13 @@ impl Throttle {
 
     /// One replica's lag in seconds; `Err` says why it can't be known. The session is
     /// reopened on the next call after an error.
-    fn replica_lag(&self, r: &mut Replica) -> Result<f64, String> {
+    fn replica_lag(&self, r: &mut Replica, server_id: u64) -> Result<f64, String> {
         if r.conn.is_none() {
             r.conn = Some(connect(&r.url).map_err(|e| e.to_string())?);
         }
         let conn = r.conn.as_mut().ok_or("no session")?;
         let read = match self.settings.lag_source {
-            LagSource::Heartbeat => heartbeat_age(conn, self.server_id),
+            LagSource::Heartbeat => heartbeat_age(conn, server_id),
             LagSource::SecondsBehindMaster => seconds_behind(conn),
         };
         if read.is_err() {

@@ -1,0 +1,325 @@
+//! The replace half of `make bench-partition-scale`: replacing one day of a populated
+//! partitioned table, by the exchange path (`docs/sync.md#exchange`: chunks into a shadow
+//! table, throttled on the replica's lag, then EXCHANGE PARTITION) and by the one-transaction
+//! path (DELETE + load), the same staged rows through the same loader, while the dev MariaDB
+//! replica applies everything. A heartbeat written every 100 ms on the primary and read on the
+//! replica every 200 ms gives the replica's lag during each path. Prints, for the checks that
+//! read them:
+//!
+//!   replace_day_speedup: X                    one-transaction time / exchange time
+//!   replica_lag_max_s: X                      highest lag during the exchange path
+//!   replica_lag_max_s_one_transaction: Y      highest lag during the one-transaction path
+//!
+//! BENCH_REPLACE_ROWS (default 1,000,000) rows per day, three days in the table. A benchmark:
+//! it asserts nothing about time.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mysql::prelude::Queryable;
+use partition_sync::load::{self, LoadOptions, PartitionLoad, TableWork};
+use partition_sync::plan::{Reason, SourcePartition};
+use sync_engine::session::connect;
+use sync_engine::throttle::{heartbeat_age, NoObserver, Throttle};
+
+use common::{load_tsv_sql, mariadb, stage_day, stats_ddl, stats_source};
+
+fn main() {
+    let rows: u64 = std::env::var("BENCH_REPLACE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let env = test_support::dev_env();
+    let dir = std::env::temp_dir().join(format!("bench-replace-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let t = Instant::now();
+    let (files, tsv) = stage_day(&dir, "2026-01-02", rows, 100_000);
+    println!(
+        "staged {rows} rows of 2026-01-02 in {} files in {:.1}s",
+        files.len(),
+        t.elapsed().as_secs_f64()
+    );
+
+    // A database the dev replica applies (repl_*), the table partitioned by day as
+    // partition-sync makes it, three days of rows.
+    let db = format!("repl_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = connect(&env.mysql_url).unwrap();
+    admin.query_drop(format!("CREATE DATABASE `{db}`")).unwrap();
+    let url = format!("{}/{db}", env.mysql_url);
+    let replica_url = format!("{}/{db}", env.mysql_replica_url);
+    let mut conn = connect(&url).unwrap();
+    sync_engine::session::ensure_state_tables(&mut conn).unwrap();
+    conn.query_drop(stats_ddl(
+        "recipe_daily_stats",
+        " PARTITION BY RANGE COLUMNS(day) (PARTITION p_floor VALUES LESS THAN ('1000-01-01'), \
+         PARTITION pgap_20260101 VALUES LESS THAN ('2026-01-01'), \
+         PARTITION p20260101 VALUES LESS THAN ('2026-01-02'), \
+         PARTITION p20260102 VALUES LESS THAN ('2026-01-03'), \
+         PARTITION p20260103 VALUES LESS THAN ('2026-01-04'))",
+    ))
+    .unwrap();
+    let t = Instant::now();
+    let fill: Vec<String> = ["2026-01-01", "2026-01-02", "2026-01-03"]
+        .iter()
+        .map(|d| {
+            load_tsv_sql(&tsv, "recipe_daily_stats").replace(
+                "LINES TERMINATED BY '\\n'",
+                &format!(
+                    "LINES TERMINATED BY '\\n' (recipe_id, @d, views, cooks, avg_rating, note, updated_at) SET day = '{d}'"
+                ),
+            )
+        })
+        .collect();
+    mariadb(
+        &env.mysql_url,
+        &db,
+        &format!("SET time_zone='+00:00'; {};", fill.join("; ")),
+    );
+    println!(
+        "populated 3 days ({} rows) in {:.1}s",
+        3 * rows,
+        t.elapsed().as_secs_f64()
+    );
+
+    let lag = LagWatch::start(&url, &replica_url);
+    lag.wait_caught_up();
+    println!("the replica has caught up; replacing day 2026-01-02 twice");
+
+    let store: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir).unwrap());
+    let work = vec![TableWork {
+        table: stats_source(true),
+        loads: vec![PartitionLoad {
+            partition: SourcePartition {
+                id: "20260102".into(),
+                rows: rows as i64,
+                modified_micros: None,
+                fingerprint: Some(1),
+            },
+            reason: Reason::Modified,
+            files,
+        }],
+        vanished: vec![],
+    }];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+
+    // Today's path: DELETE + load in one transaction.
+    lag.reset();
+    let t = Instant::now();
+    let done = load::load_group(
+        &mut conn,
+        &store,
+        &handle,
+        "bench-tx",
+        &work,
+        Default::default(),
+        &|_| {},
+    )
+    .unwrap();
+    let one_tx_s = t.elapsed().as_secs_f64();
+    lag.wait_caught_up();
+    let one_tx_everywhere_s = t.elapsed().as_secs_f64();
+    let one_tx_lag = lag.max();
+    assert_eq!((done[0].rows_loaded, done[0].rows_deleted), (rows, rows));
+
+    // The exchange path, throttled on the replica's lag (limit 1 s).
+    let url_file = dir.join("replica-url");
+    std::fs::write(&url_file, &replica_url).unwrap();
+    let settings = domain::config::ThrottleConfig {
+        max_replica_lag_secs: 1.0,
+        replicas: vec![domain::config::ReplicaConfig {
+            name: "dev-replica".into(),
+            url_env: None,
+            url_file: Some(url_file.display().to_string()),
+        }],
+        ..Default::default()
+    };
+    let throttle = Throttle::start(&settings, &url, Arc::new(NoObserver)).unwrap();
+    let opts = LoadOptions {
+        loader: Default::default(),
+        replace: domain::config::Replace::Exchange,
+        chunk_rows: 50_000,
+        ddl_lock_wait_secs: 5,
+        throttle: &throttle,
+    };
+    lag.reset();
+    let t = Instant::now();
+    let done = load::load_batch(
+        &mut conn,
+        &store,
+        &handle,
+        "bench-ex",
+        &work,
+        &opts,
+        &|_| {},
+    )
+    .unwrap();
+    let exchange_s = t.elapsed().as_secs_f64();
+    lag.wait_caught_up();
+    let exchange_everywhere_s = t.elapsed().as_secs_f64();
+    let exchange_lag = lag.max();
+    drop(throttle);
+    assert_eq!(
+        (
+            done[0].partitions_exchanged,
+            done[0].rows_loaded,
+            done[0].rows_deleted
+        ),
+        (1, rows, rows)
+    );
+    let counts: Vec<(u64, u64)> = conn
+        .query("SELECT COUNT(*), SUM(day = '2026-01-02') FROM recipe_daily_stats")
+        .unwrap();
+    assert_eq!(counts[0], (3 * rows, rows));
+    let mut replica = connect(&replica_url).unwrap();
+    let on_replica: Option<u64> = replica
+        .query_first("SELECT COUNT(*) FROM recipe_daily_stats")
+        .unwrap();
+    assert_eq!(on_replica, Some(3 * rows), "the replica holds every row");
+    lag.stop();
+
+    println!();
+    println!(
+        "{:<46} {:>9} {:>16} {:>18}",
+        format!("replace one day ({rows} rows)"),
+        "seconds",
+        "replica lag max",
+        "applied on replica"
+    );
+    println!(
+        "{:<46} {:>9.2} {:>14.2} s {:>16.2} s",
+        "one transaction: DELETE + load", one_tx_s, one_tx_lag, one_tx_everywhere_s
+    );
+    println!(
+        "{:<46} {:>9.2} {:>14.2} s {:>16.2} s",
+        "exchange: 50k-row chunks, throttled at 1 s lag",
+        exchange_s,
+        exchange_lag,
+        exchange_everywhere_s
+    );
+    println!(
+        "(seconds: on the primary, until the call returned; applied on replica: until the \
+         replica had applied it too)"
+    );
+    println!("replace_day_speedup: {:.2}", one_tx_s / exchange_s);
+    println!("replica_lag_max_s: {exchange_lag:.2}");
+    println!("replica_lag_max_s_one_transaction: {one_tx_lag:.2}");
+
+    admin.query_drop(format!("DROP DATABASE `{db}`")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A heartbeat written on the primary every 100 ms and its age read on the replica every
+/// 200 ms, keeping the highest age since the last reset.
+struct LagWatch {
+    primary: Mutex<mysql::Conn>,
+    replica: Mutex<mysql::Conn>,
+    server_id: u64,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<(f64, f64)>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl LagWatch {
+    fn start(primary_url: &str, replica_url: &str) -> LagWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new((0.0f64, f64::INFINITY)));
+        let mut primary = connect(primary_url).unwrap();
+        let server_id: u64 = primary.query_first("SELECT @@server_id").unwrap().unwrap();
+        let writer = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    primary
+                        .query_drop(
+                            "INSERT INTO sync_heartbeat (server_id, ts) VALUES (@@server_id, UTC_TIMESTAMP(6)) \
+                             ON DUPLICATE KEY UPDATE ts = VALUES(ts)",
+                        )
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let reader = {
+            let (stop, seen) = (stop.clone(), seen.clone());
+            let mut replica = connect(replica_url).unwrap();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // No row yet (the first beat not applied): as lagging as can be.
+                    let age = heartbeat_age(&mut replica, server_id).unwrap_or(f64::INFINITY);
+                    if let Ok(mut s) = seen.lock() {
+                        if age.is_finite() {
+                            s.0 = s.0.max(age);
+                        }
+                        s.1 = age;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        };
+        LagWatch {
+            primary: Mutex::new(connect(primary_url).unwrap()),
+            replica: Mutex::new(connect(replica_url).unwrap()),
+            server_id,
+            stop,
+            seen,
+            threads: vec![writer, reader],
+        }
+    }
+
+    fn reset(&self) {
+        self.seen.lock().unwrap().0 = 0.0;
+    }
+
+    fn max(&self) -> f64 {
+        self.seen.lock().unwrap().0
+    }
+
+    /// Waits until a heartbeat written after this call began has reached the replica:
+    /// everything committed before it has been applied there.
+    fn wait_caught_up(&self) {
+        let now: String = self
+            .primary
+            .lock()
+            .unwrap()
+            .query_first("SELECT DATE_FORMAT(UTC_TIMESTAMP(6), '%Y-%m-%d %H:%i:%s.%f')")
+            .unwrap()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            let arrived: Option<Option<i64>> = self
+                .replica
+                .lock()
+                .unwrap()
+                .exec_first(
+                    "SELECT ts >= ? FROM sync_heartbeat WHERE server_id = ?",
+                    (now.as_str(), self.server_id),
+                )
+                .unwrap();
+            if arrived == Some(Some(1)) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "the replica did not catch up within 10 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
