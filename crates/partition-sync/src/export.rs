@@ -74,7 +74,14 @@ async fn export_partition(
     let rel = format!("{run_id}/{}/{}", table.spec.target, l.partition.id);
     let uri = format!("{}/{rel}", ctx.export_uri);
     tracing::debug!(table.name = %table.spec.target, partition.id = %l.partition.id, reason = %l.reason, "exporting");
-    let b = source::export(&ctx.warehouse, table, &l.partition.id, &uri, ctx.format).await?;
+    let b = source::export(
+        &ctx.warehouse,
+        table,
+        &l.partition.id,
+        &uri,
+        (ctx.format, ctx.config.partition_sync.export_order),
+    )
+    .await?;
     let prefix = join(&ctx.store_prefix, &rel);
     let mut files = list(&ctx.store, &prefix)
         .await

@@ -14,6 +14,7 @@ pub mod load;
 mod load_data;
 pub mod partition;
 pub mod plan;
+mod ranged;
 mod readers;
 mod rows;
 pub mod runner;

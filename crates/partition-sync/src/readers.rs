@@ -1,7 +1,7 @@
 //! Readers of the staged files a partition was exported to (`docs/sync.md#export`), each
 //! yielding the file's rows as JSON objects: newline-delimited JSON streamed one chunk plus one
-//! line at a time, or Parquet copied to a local temporary file and read row by row, its values
-//! put in the exported JSON's form. Memory stays bounded whatever the file's size
+//! line at a time, or Parquet read in place by ranged GETs and row by row, its values put in
+//! the exported JSON's form. Memory stays bounded whatever the file's size
 //! (`docs/sync.md#load`).
 
 use std::sync::Arc;
@@ -10,6 +10,8 @@ use base64::Engine as _;
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
+
+use crate::ranged::RangedFile;
 
 /// The rows of one staged file: newline-delimited JSON (streamed) or Parquet (by extension).
 pub(crate) enum RowReader {
@@ -111,19 +113,11 @@ impl RowCursor {
     }
 }
 
-/// A Parquet file, copied from the store to a local temporary file (so memory stays bounded
-/// by a row group, whatever the file's size) and read row by row.
+/// A Parquet file read in place by ranged GETs ([`RangedFile`]), row by row: memory stays
+/// bounded by a few blocks and a row group's pages, whatever the file's size, and nothing is
+/// written to local disk.
 pub(crate) struct ParquetRows {
     rows: parquet::record::reader::RowIter<'static>,
-    _file: TempFile,
-}
-
-struct TempFile(std::path::PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 impl ParquetRows {
@@ -132,27 +126,11 @@ impl ParquetRows {
         path: &Path,
         rt: &tokio::runtime::Handle,
     ) -> Result<ParquetRows, String> {
-        use std::io::Write;
-        let tmp = TempFile(std::env::temp_dir().join(format!(
-            "partition-sync-{}.parquet",
-            uuid::Uuid::new_v4().simple()
-        )));
-        let mut out = std::fs::File::create(&tmp.0).map_err(|e| format!("temporary file: {e}"))?;
-        let mut stream = rt
-            .block_on(store.get(path))
-            .map_err(|e| e.to_string())?
-            .into_stream();
-        while let Some(chunk) = rt.block_on(stream.next()) {
-            out.write_all(&chunk.map_err(|e| e.to_string())?)
-                .map_err(|e| format!("temporary file: {e}"))?;
-        }
-        drop(out);
-        let file = std::fs::File::open(&tmp.0).map_err(|e| format!("temporary file: {e}"))?;
+        let file = RangedFile::open(store, path, rt)?;
         let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
             .map_err(|e| format!("not a Parquet file: {e}"))?;
         Ok(ParquetRows {
-            rows: reader.into_iter(),
-            _file: tmp,
+            rows: parquet::record::reader::RowIter::from_file_into(Box::new(reader)),
         })
     }
 

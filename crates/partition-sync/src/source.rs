@@ -273,15 +273,20 @@ pub fn fingerprint(xor: i64, sum: i64) -> i64 {
 }
 
 /// Exports one partition to `uri_prefix/*.json` (newline-delimited JSON) or
-/// `uri_prefix/*.parquet`. Returns the bytes the export processed.
+/// `uri_prefix/*.parquet`, with `order` in primary-key order (BigQuery keeps a top-level
+/// ORDER BY across the files, in file-name order). Returns the bytes the export processed.
 pub async fn export(
     wh: &Warehouse,
     table: &PartitionedSource,
     partition: &str,
     uri_prefix: &str,
-    format: domain::config::StagingFormat,
+    (format, order): (domain::config::StagingFormat, domain::config::ExportOrder),
 ) -> Result<u64, SourceError> {
-    let query = table.partition_query(partition)?;
+    let mut query = table.partition_query(partition)?;
+    if order == domain::config::ExportOrder::PrimaryKey && !table.spec.primary_key.is_empty() {
+        let keys: Vec<&str> = table.spec.primary_key.iter().map(|k| k.quoted()).collect();
+        query.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+    }
     let (ext, fmt) = match format {
         domain::config::StagingFormat::Json => ("json", "JSON"),
         domain::config::StagingFormat::Parquet => ("parquet", "PARQUET"),

@@ -805,3 +805,36 @@ async fn a_load_that_differs_from_the_warehouse_after_commit_is_drift_and_reload
         vec![5, 5]
     );
 }
+
+#[tokio::test]
+async fn exports_are_in_primary_key_order() {
+    let f = Fixture::new().await;
+    f.create_table("stats", stats_fields(), Some("day")).await;
+    // Inserted in reverse key order.
+    let rows = (1..=40).rev().map(|r| stat(r, "2026-01-01", r)).collect();
+    f.insert("stats", rows).await;
+    let s = f
+        .run(&format!("keep_files = true\n{STATS}"), Options::default())
+        .await;
+    assert!(s.ok, "{s:?}");
+    let mut files = staged_files(&f);
+    files.sort();
+    let ids: Vec<i64> = files
+        .iter()
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    match &v["recipe_id"] {
+                        serde_json::Value::String(s) => s.parse().unwrap(),
+                        n => n.as_i64().unwrap(),
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(ids, (1..=40).collect::<Vec<_>>());
+}
