@@ -1,12 +1,13 @@
 //! The replace half of `make bench-partition-scale`: replacing one day of a populated
 //! partitioned table, by the exchange path (`docs/sync.md#exchange`: chunks into a shadow
-//! table, throttled on the replica's lag, then EXCHANGE PARTITION) and by the one-transaction
-//! path (DELETE + load), the same staged rows through the same loader, while the dev MariaDB
-//! replica applies everything. A heartbeat written every 100 ms on the primary and read on the
-//! replica every 200 ms gives the replica's lag during each path. Prints, for the checks that
-//! read them:
+//! table, then EXCHANGE PARTITION) and by the one-transaction path (DELETE + load), the same
+//! staged rows through the same loader. Twice: on the primary alone (a database the replica
+//! does not apply, no throttle), and with the dev MariaDB replica applying everything, the
+//! exchange path throttled at 1 s of lag. A heartbeat written every 100 ms on the primary and
+//! read on the replica every 200 ms gives the replica's lag during each path. Prints, for the
+//! checks that read them:
 //!
-//!   replace_day_speedup: X                    one-transaction time / exchange time
+//!   replace_day_speedup: X                    one-transaction / exchange seconds, primary alone
 //!   replica_lag_max_s: X                      highest lag during the exchange path
 //!   replica_lag_max_s_one_transaction: Y      highest lag during the one-transaction path
 //!
@@ -45,51 +46,6 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    // A database the dev replica applies (repl_*), the table partitioned by day as
-    // partition-sync makes it, three days of rows.
-    let db = format!("repl_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = connect(&env.mysql_url).unwrap();
-    admin.query_drop(format!("CREATE DATABASE `{db}`")).unwrap();
-    let url = format!("{}/{db}", env.mysql_url);
-    let replica_url = format!("{}/{db}", env.mysql_replica_url);
-    let mut conn = connect(&url).unwrap();
-    sync_engine::session::ensure_state_tables(&mut conn).unwrap();
-    conn.query_drop(stats_ddl(
-        "recipe_daily_stats",
-        " PARTITION BY RANGE COLUMNS(day) (PARTITION p_floor VALUES LESS THAN ('1000-01-01'), \
-         PARTITION pgap_20260101 VALUES LESS THAN ('2026-01-01'), \
-         PARTITION p20260101 VALUES LESS THAN ('2026-01-02'), \
-         PARTITION p20260102 VALUES LESS THAN ('2026-01-03'), \
-         PARTITION p20260103 VALUES LESS THAN ('2026-01-04'))",
-    ))
-    .unwrap();
-    let t = Instant::now();
-    let fill: Vec<String> = ["2026-01-01", "2026-01-02", "2026-01-03"]
-        .iter()
-        .map(|d| {
-            load_tsv_sql(&tsv, "recipe_daily_stats").replace(
-                "LINES TERMINATED BY '\\n'",
-                &format!(
-                    "LINES TERMINATED BY '\\n' (recipe_id, @d, views, cooks, avg_rating, note, updated_at) SET day = '{d}'"
-                ),
-            )
-        })
-        .collect();
-    mariadb(
-        &env.mysql_url,
-        &db,
-        &format!("SET time_zone='+00:00'; {};", fill.join("; ")),
-    );
-    println!(
-        "populated 3 days ({} rows) in {:.1}s",
-        3 * rows,
-        t.elapsed().as_secs_f64()
-    );
-
-    let lag = LagWatch::start(&url, &replica_url);
-    lag.wait_caught_up();
-    println!("the replica has caught up; replacing day 2026-01-02 twice");
-
     let store: Arc<dyn object_store::ObjectStore> =
         Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir).unwrap());
     let work = vec![TableWork {
@@ -106,116 +62,234 @@ fn main() {
         }],
         vanished: vec![],
     }];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let handle = rt.handle().clone();
-
-    // Today's path: DELETE + load in one transaction.
-    lag.reset();
-    let t = Instant::now();
-    let done = load::load_group(
-        &mut conn,
-        &store,
-        &handle,
-        "bench-tx",
-        &work,
-        Default::default(),
-        &|_| {},
-    )
-    .unwrap();
-    let one_tx_s = t.elapsed().as_secs_f64();
-    lag.wait_caught_up();
-    let one_tx_everywhere_s = t.elapsed().as_secs_f64();
-    let one_tx_lag = lag.max();
-    assert_eq!((done[0].rows_loaded, done[0].rows_deleted), (rows, rows));
-
-    // The exchange path, throttled on the replica's lag (limit 1 s).
-    let url_file = dir.join("replica-url");
-    std::fs::write(&url_file, &replica_url).unwrap();
-    let settings = domain::config::ThrottleConfig {
-        max_replica_lag_secs: 1.0,
-        replicas: vec![domain::config::ReplicaConfig {
-            name: "dev-replica".into(),
-            url_env: None,
-            url_file: Some(url_file.display().to_string()),
-        }],
-        ..Default::default()
+    let bench = Bench {
+        env: &env,
+        dir: &dir,
+        tsv: &tsv,
+        rows,
+        store,
+        work,
     };
-    let throttle = Throttle::start(&settings, &url, Arc::new(NoObserver)).unwrap();
-    let opts = LoadOptions {
-        loader: Default::default(),
-        replace: domain::config::Replace::Exchange,
-        chunk_rows: 50_000,
-        ddl_lock_wait_secs: 5,
-        throttle: &throttle,
-    };
-    lag.reset();
-    let t = Instant::now();
-    let done = load::load_batch(
-        &mut conn,
-        &store,
-        &handle,
-        "bench-ex",
-        &work,
-        &opts,
-        &|_| {},
-    )
-    .unwrap();
-    let exchange_s = t.elapsed().as_secs_f64();
-    lag.wait_caught_up();
-    let exchange_everywhere_s = t.elapsed().as_secs_f64();
-    let exchange_lag = lag.max();
-    drop(throttle);
-    assert_eq!(
-        (
-            done[0].partitions_exchanged,
-            done[0].rows_loaded,
-            done[0].rows_deleted
-        ),
-        (1, rows, rows)
-    );
-    let counts: Vec<(u64, u64)> = conn
-        .query("SELECT COUNT(*), SUM(day = '2026-01-02') FROM recipe_daily_stats")
-        .unwrap();
-    assert_eq!(counts[0], (3 * rows, rows));
-    let mut replica = connect(&replica_url).unwrap();
-    let on_replica: Option<u64> = replica
-        .query_first("SELECT COUNT(*) FROM recipe_daily_stats")
-        .unwrap();
-    assert_eq!(on_replica, Some(3 * rows), "the replica holds every row");
-    lag.stop();
+    // The primary alone (a database the replica does not apply, no throttle): what each path
+    // costs the server it runs on. Then with the replica applying everything on the same two
+    // cores, throttled at 1 s of lag: how far behind each path leaves it.
+    let alone = bench.replace_both(false);
+    let watched = bench.replace_both(true);
 
     println!();
     println!(
-        "{:<46} {:>9} {:>16} {:>18}",
+        "{:<52} {:>9} {:>16} {:>18}",
         format!("replace one day ({rows} rows)"),
         "seconds",
         "replica lag max",
         "applied on replica"
     );
-    println!(
-        "{:<46} {:>9.2} {:>14.2} s {:>16.2} s",
-        "one transaction: DELETE + load", one_tx_s, one_tx_lag, one_tx_everywhere_s
+    let line = |name: &str, secs: f64, lag: Option<(f64, f64)>| match lag {
+        Some((lag, everywhere)) => {
+            println!("{name:<52} {secs:>9.2} {lag:>14.2} s {everywhere:>16.2} s")
+        }
+        None => println!("{name:<52} {secs:>9.2} {:>16} {:>18}", "-", "-"),
+    };
+    line(
+        "primary alone: one transaction (DELETE + load)",
+        alone.one_tx.0,
+        None,
+    );
+    line(
+        "primary alone: exchange (50k-row chunks)",
+        alone.exchange.0,
+        None,
+    );
+    line(
+        "with the replica: one transaction",
+        watched.one_tx.0,
+        Some((watched.one_tx.1, watched.one_tx.2)),
+    );
+    line(
+        "with the replica: exchange, throttled at 1 s lag",
+        watched.exchange.0,
+        Some((watched.exchange.1, watched.exchange.2)),
     );
     println!(
-        "{:<46} {:>9.2} {:>14.2} s {:>16.2} s",
-        "exchange: 50k-row chunks, throttled at 1 s lag",
-        exchange_s,
-        exchange_lag,
-        exchange_everywhere_s
+        "(seconds: until the call returned on the primary; applied on replica: until the \
+         replica had applied it too; the replica shares this machine's 2 cores)"
     );
     println!(
-        "(seconds: on the primary, until the call returned; applied on replica: until the \
-         replica had applied it too)"
+        "replace_day_speedup: {:.2}",
+        alone.one_tx.0 / alone.exchange.0
     );
-    println!("replace_day_speedup: {:.2}", one_tx_s / exchange_s);
-    println!("replica_lag_max_s: {exchange_lag:.2}");
-    println!("replica_lag_max_s_one_transaction: {one_tx_lag:.2}");
-
-    admin.query_drop(format!("DROP DATABASE `{db}`")).unwrap();
+    println!("replica_lag_max_s: {:.2}", watched.exchange.1);
+    println!("replica_lag_max_s_one_transaction: {:.2}", watched.one_tx.1);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What a replace took: seconds on the primary, highest replica lag, seconds until the
+/// replica had applied it (the last two 0 without the replica).
+type Took = (f64, f64, f64);
+
+struct Figures {
+    one_tx: Took,
+    exchange: Took,
+}
+
+struct Bench<'a> {
+    env: &'a test_support::DevEnv,
+    dir: &'a std::path::Path,
+    tsv: &'a std::path::Path,
+    rows: u64,
+    store: Arc<dyn object_store::ObjectStore>,
+    work: Vec<TableWork>,
+}
+
+impl Bench<'_> {
+    /// A fresh database with the table partitioned by day as partition-sync makes it and three
+    /// days of rows; day 2 replaced by one transaction, then by exchange.
+    fn replace_both(&self, replicated: bool) -> Figures {
+        let (env, rows) = (self.env, self.rows);
+        let prefix = if replicated { "repl_bench" } else { "bench" };
+        let db = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = connect(&env.mysql_url).unwrap();
+        admin.query_drop(format!("CREATE DATABASE `{db}`")).unwrap();
+        let url = format!("{}/{db}", env.mysql_url);
+        let replica_url = format!("{}/{db}", env.mysql_replica_url);
+        let mut conn = connect(&url).unwrap();
+        sync_engine::session::ensure_state_tables(&mut conn).unwrap();
+        conn.query_drop(stats_ddl(
+            "recipe_daily_stats",
+            " PARTITION BY RANGE COLUMNS(day) (PARTITION p_floor VALUES LESS THAN ('1000-01-01'), \
+             PARTITION pgap_20260101 VALUES LESS THAN ('2026-01-01'), \
+             PARTITION p20260101 VALUES LESS THAN ('2026-01-02'), \
+             PARTITION p20260102 VALUES LESS THAN ('2026-01-03'), \
+             PARTITION p20260103 VALUES LESS THAN ('2026-01-04'))",
+        ))
+        .unwrap();
+        let t = Instant::now();
+        let fill: Vec<String> = ["2026-01-01", "2026-01-02", "2026-01-03"]
+            .iter()
+            .map(|d| {
+                load_tsv_sql(self.tsv, "recipe_daily_stats").replace(
+                    "LINES TERMINATED BY '\\n'",
+                    &format!(
+                        "LINES TERMINATED BY '\\n' (recipe_id, @d, views, cooks, avg_rating, note, updated_at) SET day = '{d}'"
+                    ),
+                )
+            })
+            .collect();
+        mariadb(
+            &env.mysql_url,
+            &db,
+            &format!("SET time_zone='+00:00'; {};", fill.join("; ")),
+        );
+        println!(
+            "{db}: populated 3 days ({} rows) in {:.1}s",
+            3 * rows,
+            t.elapsed().as_secs_f64()
+        );
+        let lag = replicated.then(|| LagWatch::start(&url, &replica_url));
+        if let Some(lag) = &lag {
+            lag.wait_caught_up();
+            println!("the replica has caught up");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        let took = |t: Instant, lag: &Option<LagWatch>| -> Took {
+            let secs = t.elapsed().as_secs_f64();
+            match lag {
+                Some(lag) => {
+                    lag.wait_caught_up();
+                    (secs, lag.max(), t.elapsed().as_secs_f64())
+                }
+                None => (secs, 0.0, 0.0),
+            }
+        };
+
+        // Today's path: DELETE + load in one transaction.
+        if let Some(lag) = &lag {
+            lag.reset();
+        }
+        let t = Instant::now();
+        let done = load::load_group(
+            &mut conn,
+            &self.store,
+            &handle,
+            "bench-tx",
+            &self.work,
+            Default::default(),
+            &|_| {},
+        )
+        .unwrap();
+        let one_tx = took(t, &lag);
+        assert_eq!((done[0].rows_loaded, done[0].rows_deleted), (rows, rows));
+
+        // The exchange path; with the replica, throttled on its lag (limit 1 s).
+        let throttle = if replicated {
+            let url_file = self.dir.join(format!("{db}-replica-url"));
+            std::fs::write(&url_file, &replica_url).unwrap();
+            let settings = domain::config::ThrottleConfig {
+                max_replica_lag_secs: 1.0,
+                replicas: vec![domain::config::ReplicaConfig {
+                    name: "dev-replica".into(),
+                    url_env: None,
+                    url_file: Some(url_file.display().to_string()),
+                }],
+                ..Default::default()
+            };
+            Throttle::start(&settings, &url, Arc::new(NoObserver)).unwrap()
+        } else {
+            Throttle::off()
+        };
+        let opts = LoadOptions {
+            loader: Default::default(),
+            replace: domain::config::Replace::Exchange,
+            chunk_rows: std::env::var("BENCH_CHUNK_ROWS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(50_000),
+            ddl_lock_wait_secs: 5,
+            throttle: &throttle,
+        };
+        if let Some(lag) = &lag {
+            lag.reset();
+        }
+        let t = Instant::now();
+        let done = load::load_batch(
+            &mut conn,
+            &self.store,
+            &handle,
+            "bench-ex",
+            &self.work,
+            &opts,
+            &|_| {},
+        )
+        .unwrap();
+        let exchange = took(t, &lag);
+        drop(throttle);
+        assert_eq!(
+            (
+                done[0].partitions_exchanged,
+                done[0].rows_loaded,
+                done[0].rows_deleted
+            ),
+            (1, rows, rows)
+        );
+        let counts: Vec<(u64, u64)> = conn
+            .query("SELECT COUNT(*), SUM(day = '2026-01-02') FROM recipe_daily_stats")
+            .unwrap();
+        assert_eq!(counts[0], (3 * rows, rows));
+        if let Some(lag) = lag {
+            let mut replica = connect(&replica_url).unwrap();
+            let on_replica: Option<u64> = replica
+                .query_first("SELECT COUNT(*) FROM recipe_daily_stats")
+                .unwrap();
+            assert_eq!(on_replica, Some(3 * rows), "the replica holds every row");
+            lag.stop();
+        }
+        admin.query_drop(format!("DROP DATABASE `{db}`")).unwrap();
+        Figures { one_tx, exchange }
+    }
 }
 
 /// A heartbeat written on the primary every 100 ms and its age read on the replica every
