@@ -59,9 +59,11 @@ pub(crate) async fn find_changes(
 }
 
 /// The key scan (see `docs/sync.md#key-scan`): `(key, hash)` of the mixed buckets from both
-/// sides, diffed. A duplicate warehouse key fails the cycle; so does a warehouse answer whose
-/// key count is not what the same snapshot's bucket digests say (an empty or partial answer
-/// must never turn into deletes).
+/// sides, diffed bucket by bucket as the warehouse's keys stream in (in bucket order), so that
+/// memory holds one bucket's keys and the plan (which follows the change), never the table's
+/// keys. A duplicate warehouse key fails the cycle; so does a bucket whose warehouse key count
+/// is not what the same snapshot's digest says (an empty or partial answer must never turn
+/// into deletes). Nothing is written before the whole scan adds up.
 async fn key_scan(
     env: &Env<'_>,
     src: &SourceTable,
@@ -71,25 +73,50 @@ async fn key_scan(
     wh: &Digests,
     report: &mut CycleReport,
 ) -> Result<Changes, SyncError> {
-    let my_mixed = blocking(|| target::keys(conn, table, &src.primary_key, &split.mixed))?;
-    let wh_keys = source::keys(env.warehouse, src, &split.mixed, &mut report.fetch).await?;
-    let expected: u64 = split
-        .mixed
-        .iter()
-        .filter_map(|b| wh.get(b))
-        .map(|d| d.count)
-        .sum();
-    if wh_keys.len() as u64 != expected {
-        return Err(SyncError::Inconsistent(format!(
-            "{table}: the warehouse listed {} keys for buckets whose digests count {expected} rows \
+    let expected = |b: u16| wh.get(&b).map_or(0, |d| d.count);
+    let inconsistent = |b: u16, listed: u64| {
+        SyncError::Inconsistent(format!(
+            "{table}: the warehouse listed {listed} keys for bucket {b} whose digest counts {} rows \
              (answers from different moments, or a partial answer): nothing deleted, the next cycle retries",
-            wh_keys.len()
-        )));
+            expected(b)
+        ))
+    };
+    let mut plan = RowPlan::default();
+    let mut raw_keys = HashMap::new();
+    let mut listed: HashSet<u16> = HashSet::new();
+    source::keys_by_bucket(
+        env.warehouse,
+        src,
+        &split.mixed,
+        &mut report.fetch,
+        |b, wh_keys| {
+            if wh_keys.len() as u64 != expected(b) || !listed.insert(b) {
+                return Err(inconsistent(b, wh_keys.len() as u64));
+            }
+            let mut my = blocking(|| target::keys(conn, table, &src.primary_key, &[b]))?;
+            let found = plan::plan_rows(&wh_keys, &my.keys)?;
+            for d in &found.deletes {
+                if let Some(v) = my.raw.remove(&d.key) {
+                    raw_keys.insert(d.key.clone(), v);
+                }
+            }
+            plan.fetch.extend(found.fetch);
+            plan.inserts += found.inserts;
+            plan.updates += found.updates;
+            plan.deletes.extend(found.deletes);
+            Ok(())
+        },
+    )
+    .await?;
+    if let Some(b) = split.mixed.iter().find(|b| !listed.contains(b)) {
+        return Err(inconsistent(*b, 0));
     }
+    plan.fetch.sort_unstable();
+    plan.fetch.dedup();
     Ok(Changes {
-        plan: plan::plan_rows(&wh_keys, &my_mixed.keys)?,
+        plan,
         prefetched: None,
-        raw_keys: my_mixed.raw,
+        raw_keys,
     })
 }
 

@@ -152,7 +152,7 @@ impl SourceTable {
             .map(|c| c.export_expr(c.name.quoted()))
             .collect();
         format!(
-            "SELECT {}, _sync_hash FROM {} WHERE _sync_bucket IN ({})",
+            "SELECT {}, _sync_hash, _sync_bucket FROM {} WHERE _sync_bucket IN ({}) ORDER BY _sync_bucket",
             cols.join(", "),
             self.hashed_keys(true),
             join_nums(buckets)
@@ -422,17 +422,21 @@ pub async fn iblt(
     Ok(crate::iblt::Iblt::from_cells(m, cells).ok())
 }
 
-/// Reads `(key, hash)` of the given buckets, in chunks of buckets.
-pub async fn keys(
+/// `(key, hash)` of the warehouse rows in `buckets`, handed to `on_bucket` one bucket at a
+/// time, in bucket order, as the pages stream in (the query is `ORDER BY _sync_bucket`): the
+/// caller holds one bucket's keys, never all of them (`docs/sync.md#key-scan`). Buckets
+/// without rows are not handed over.
+pub async fn keys_by_bucket(
     wh: &Warehouse,
     src: &SourceTable,
     buckets: &[u16],
     stats: &mut FetchStats,
-) -> Result<Vec<KeyHash>, SyncError> {
-    let mut out = Vec::new();
+    mut on_bucket: impl FnMut(u16, Vec<KeyHash>) -> Result<(), SyncError>,
+) -> Result<(), SyncError> {
     let n = src.primary_key.len();
     for chunk in buckets.chunks(4096) {
         stats.queries += 1;
+        let mut current: Option<(u16, Vec<KeyHash>)> = None;
         let bytes = wh
             .query_pages(&src.keys_sql(chunk), |page| {
                 stats.key_rows += page.rows.len() as u64;
@@ -449,17 +453,34 @@ pub async fn keys(
                         .get(n)
                         .and_then(sync_engine::warehouse::cell_i64)
                         .ok_or_else(|| SyncError::BadRow("row hash missing".into()))?;
-                    out.push(KeyHash {
+                    let bucket = r
+                        .get(n + 1)
+                        .and_then(sync_engine::warehouse::cell_i64)
+                        .and_then(|b| u16::try_from(b).ok())
+                        .ok_or_else(|| SyncError::BadRow("row bucket missing".into()))?;
+                    let key = KeyHash {
                         key: crate::canon::key(parts),
                         hash,
-                    });
+                    };
+                    match current.as_mut() {
+                        Some((b, keys)) if *b == bucket => keys.push(key),
+                        _ => {
+                            if let Some((b, keys)) = current.take() {
+                                on_bucket(b, keys)?;
+                            }
+                            current = Some((bucket, vec![key]));
+                        }
+                    }
                 }
                 Ok::<(), SyncError>(())
             })
             .await?;
+        if let Some((b, keys)) = current.take() {
+            on_bucket(b, keys)?;
+        }
         stats.bytes_processed += bytes;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -944,3 +944,41 @@ async fn write_batches_pause_while_the_primary_is_busy() {
     assert!(throttled(&runner.metrics, "threads_running") > 0.0);
     f.assert_in_sync(&config).await;
 }
+
+#[tokio::test]
+async fn an_empty_answer_to_the_key_scan_fails_the_cycle_and_deletes_nothing() {
+    let f = Fixture::new().await;
+    items(&f, 3000).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let mut runner = runner_with_buckets(&f, &config, 4).await;
+    ok(&cycle(&mut runner).await, "items");
+
+    // Too many changes for the IBLT: the key scan runs, and its warehouse answer comes back
+    // empty though complete-looking (docs/emulator.md#faults, `truncated`). Every MySQL row of
+    // the mixed buckets would look deleted; the digests of the same snapshot say otherwise.
+    f.bq("UPDATE {ds}.items SET qty = -qty WHERE MOD(id, 10) = 0")
+        .await;
+    let emu = test_support::Emulator::new(&f.ds.env);
+    let keys_sql = format!("(?s){}.*ORDER BY _sync_bucket", f.ds.dataset);
+    emu.fault_on_sql("truncated", &keys_sql, 1).await;
+    let out = cycle(&mut runner).await;
+    let items = out.iter().find(|o| o.table == "items").unwrap();
+    let (kind, msg) = items.error.clone().expect("the cycle must fail");
+    assert_eq!(kind, ErrorKind::Cycle, "{msg}");
+    assert!(
+        msg.contains("listed 0 keys") && msg.contains("nothing deleted"),
+        "{msg}"
+    );
+    assert_eq!(emu.fault_hits(&keys_sql).await, 1);
+    assert_eq!(f.my_count("items"), 3000);
+    assert_eq!(
+        f.my_rows("SELECT COUNT(*) FROM items WHERE qty < 0"),
+        vec![vec!["0"]],
+        "nothing written either"
+    );
+
+    // The next cycle reads a full answer and converges.
+    let r = ok(&cycle(&mut runner).await, "items").clone();
+    assert_eq!((r.updates, r.inserts, r.deleted), (300, 0, 0), "{r:?}");
+    assert!(runner.verify(10).await.unwrap().is_empty());
+}

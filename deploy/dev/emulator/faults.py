@@ -30,6 +30,11 @@ Kinds (bodies as BigQuery sends them: {"error": {"code", "message", "errors": [{
   totalRows will not be available"); jobs.insert / jobs.get -> the job with status RUNNING.
   The client polls getQueryResults (or jobs.get) and gets the real answer. Only those four
   endpoints can match an empty_page rule; an error answer passes unchanged.
+- truncated: the real request runs, then its finished 200 answer loses its rows: jobs.query /
+  getQueryResults -> `rows` empty, `totalRows` "0", no `pageToken` (an empty answer that
+  claims to be complete, as a broken proxy or a bug would give; BigQuery itself never does).
+  Only jobs.query and getQueryResults can match a truncated rule; an unfinished or error answer
+  passes unchanged and does not count (the rule waits for a finished answer).
 """
 
 import asyncio
@@ -50,6 +55,7 @@ KINDS = (
     "reset",
     "slow",
     "empty_page",
+    "truncated",
 )
 
 _TROUBLESHOOT = (
@@ -161,6 +167,8 @@ class _Registry:
                     continue
                 if rule.fault == "empty_page" and not job_endpoint:
                     continue
+                if rule.fault == "truncated" and job_endpoint != "queries":
+                    continue
                 rule.remaining -= 1
                 rule.hits += 1
                 if rule.remaining <= 0:
@@ -168,6 +176,19 @@ class _Registry:
                     self.spent = (self.spent + [rule])[-self.SPENT_KEPT :]
                 return rule.view()
         return None
+
+
+    def refund(self, rule_id):
+        """Gives back one use of a rule whose request it could not apply to."""
+        with self.lock:
+            for rule in self.pending + self.spent:
+                if rule.id == rule_id:
+                    rule.remaining += 1
+                    rule.hits -= 1
+                    if rule in self.spent:
+                        self.spent = [r for r in self.spent if r is not rule]
+                        self.pending.append(rule)
+                    return
 
 
 REGISTRY = _Registry()
@@ -418,6 +439,45 @@ async def _empty_page(app, scope, receive, send, kind, method):
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
+async def _truncated(app, scope, receive, send):
+    """Run the query request; answer its finished 200 without rows. Returns whether it did."""
+    start = None
+    chunks = []
+
+    async def capture(message):
+        nonlocal start
+        if message["type"] == "http.response.start":
+            start = message
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, capture)
+    body = b"".join(chunks)
+    document = None
+    if start is not None and start["status"] == 200:
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+    if isinstance(document, dict) and document.get("jobComplete", True) and not document.get(
+        "errors"
+    ):
+        document = dict(document)
+        document["rows"] = []
+        document["totalRows"] = "0"
+        document.pop("pageToken", None)
+        for message in _json_response_messages(200, document):
+            await send(message)
+        return True
+    if start is None:
+        return False
+    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+    return False
+
+
 def _job_endpoint(method, path):
     """('queries'|'jobs', match) when the request is jobs.query / getQueryResults / jobs.insert /
     jobs.get, else (None, match-or-None)."""
@@ -457,7 +517,7 @@ class FaultLayer:
                 sql = _sql_of_body(scope, body)
             elif method == "GET" and match is not None and match["job"]:
                 sql = _sql_of_job(self.fastapi_app, match)
-        rule = REGISTRY.take(method, path, sql, job_endpoint=kind is not None)
+        rule = REGISTRY.take(method, path, sql, job_endpoint=kind)
         if rule is None:
             await self.app(scope, receive, send)
             return
@@ -472,6 +532,9 @@ class FaultLayer:
             await self.app(scope, receive, send)
         elif fault == "empty_page":
             await _empty_page(self.app, scope, receive, send, kind, method)
+        elif fault == "truncated":
+            if not await _truncated(self.app, scope, receive, send):
+                REGISTRY.refund(rule["id"])
 
 
 # -- Installation ----------------------------------------------------------------------------

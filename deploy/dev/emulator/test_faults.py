@@ -127,6 +127,33 @@ class Faults(unittest.TestCase):
         self.assert_passes(self.datasets())
         self.assertEqual(self.rules()["faults"][0]["hits"], 0)
 
+    def test_truncated_answers_a_finished_query_without_rows(self):
+        self.add(fault="truncated", sql="UNNEST")
+        first = self.emu.query("SELECT x FROM UNNEST([1, 2, 3]) AS x ORDER BY x")
+        self.assert_passes(first)
+        body = first.json()
+        self.assertIs(body["jobComplete"], True)
+        self.assertEqual((body["rows"], body["totalRows"]), ([], "0"))
+        self.assertNotIn("pageToken", body)
+        self.assertIn("schema", body)
+        # Spent: the same query then answers in full.
+        again = self.emu.query("SELECT x FROM UNNEST([1, 2, 3]) AS x ORDER BY x")
+        self.assertEqual([r["f"][0]["v"] for r in again.json()["rows"]], ["1", "2", "3"])
+        # On getQueryResults too: an unfinished first answer (empty_page), then the poll's
+        # finished one loses its rows.
+        self.add(fault="empty_page", sql="GENERATE_ARRAY")
+        self.add(fault="truncated", sql="GENERATE_ARRAY")
+        first = self.emu.query("SELECT x FROM UNNEST(GENERATE_ARRAY(1, 4)) AS x")
+        self.assertIs(first.json()["jobComplete"], False)
+        poll = self.emu.api("GET", f"/queries/{first.json()['jobReference']['jobId']}")
+        self.assert_passes(poll)
+        self.assertEqual((poll.json()["rows"], poll.json()["totalRows"]), ([], "0"))
+        # jobs.insert is no query page: a truncated rule does not apply to it.
+        self.add(fault="truncated", method="POST", path="/jobs$")
+        query = {"query": "SELECT 5", "useLegacySql": False}
+        self.assert_passes(self.emu.api("POST", "/jobs", {"configuration": {"query": query}}))
+        self.assertEqual(self.rules()["faults"][0]["hits"], 0)
+
     def test_empty_page_on_jobs_insert_is_a_running_job(self):
         self.add(fault="empty_page", method="POST", path="/jobs$")
         query = {"query": "SELECT 5", "useLegacySql": False}
