@@ -8,7 +8,7 @@
    models of the `kubernetes` Python client: unknown fields, wrong types, missing required
    fields are errors); the Prometheus Operator objects against a hand-written subset.
 4. What the deployment needs (docs/architecture.md#deployment): probes, resources, non-root, read-only root FS,
-   no capabilities, CronJob limits, Recreate for stream-sync, Indexed-Job consistency, and
+   no capabilities, CronJob limits, stream-sync's StatefulSet (replicas = shards), Indexed-Job consistency, and
    cross-references (Service/PDB/monitor selectors match pods, named ports exist, service
    accounts and ConfigMaps exist, only the documented Secrets are used, pinned images).
 5. Every sync.toml (files and the rendered ConfigMaps) parses and uses only keys of
@@ -211,7 +211,7 @@ def check_monitoring_schema(where: str, obj: dict) -> None:
 
 def pod_spec(obj: dict) -> dict | None:
     kind = obj["kind"]
-    if kind in ("Deployment", "Job"):
+    if kind in ("Deployment", "StatefulSet", "Job"):
         return obj["spec"]["template"]["spec"]
     if kind == "CronJob":
         return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -273,8 +273,9 @@ def check_requirements(name: str, objs: list[dict], overlay: bool, rules: bool) 
     accounts = by_kind.get("ServiceAccount", {})
     hpas = by_kind.get("HorizontalPodAutoscaler", {})
 
-    for kind, names in {"Deployment": ["recipe-api", "stream-sync"], "CronJob": ["partition-sync"],
-                        "Job": ["recipe-api-migrate"], "Service": ["recipe-api"],
+    for kind, names in {"Deployment": ["recipe-api"], "StatefulSet": ["stream-sync"],
+                        "CronJob": ["partition-sync"],
+                        "Job": ["recipe-api-migrate"], "Service": ["recipe-api", "stream-sync"],
                         "HorizontalPodAutoscaler": ["recipe-api"],
                         "PodDisruptionBudget": ["recipe-api"], "ServiceMonitor": ["recipe-api"],
                         "PodMonitor": ["stream-sync"], "PrometheusRule": ["recipes-sync"],
@@ -443,15 +444,29 @@ def check_requirements(name: str, objs: list[dict], overlay: bool, rules: bool) 
         if pod_spec(cj).get("restartPolicy") != "Never":
             problem(w, "restartPolicy must be Never (podFailurePolicy needs it)")
 
-    # stream-sync
-    sd = by_kind.get("Deployment", {}).get("stream-sync")
-    sc = container("Deployment", "stream-sync")
+    # stream-sync: a StatefulSet whose replicas are the shards of sync.toml
+    sd = by_kind.get("StatefulSet", {}).get("stream-sync")
+    sc = container("StatefulSet", "stream-sync")
     if sd and sc:
-        w = f"{name} Deployment/stream-sync"
-        if (sd["spec"].get("strategy") or {}).get("type") != "Recreate":
-            problem(w, "strategy must be Recreate")
-        if sd["spec"].get("replicas") != 1:
-            problem(w, "replicas must be 1 (one daemon per set of tables)")
+        w = f"{name} StatefulSet/stream-sync"
+        spec = sd["spec"]
+        if spec.get("podManagementPolicy") != "Parallel":
+            problem(w, "podManagementPolicy must be Parallel (shards are independent)")
+        if (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") != "RollingUpdate":
+            problem(w, "updateStrategy must be RollingUpdate (one pod per ordinal at a time)")
+        svc = by_kind.get("Service", {}).get(spec.get("serviceName", ""))
+        if not svc:
+            problem(w, f"serviceName {spec.get('serviceName')!r} names no Service")
+        elif svc["spec"].get("clusterIP") != "None" or not matches(svc["spec"].get("selector"), pod_labels(sd)):
+            problem(f"{name} Service/{svc['metadata']['name']}",
+                    "must be headless (clusterIP: None) and select stream-sync's pods")
+        pod_name = [e for e in sc.get("env") or [] if e.get("name") == "POD_NAME"]
+        if not pod_name or ((pod_name[0].get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") != "metadata.name":
+            problem(w, "env POD_NAME must come from metadata.name (the pod's ordinal is its shard)")
+        shards = stream_shards(pod_spec(sd), sc, configmaps)
+        if shards is not None and spec.get("replicas", 1) != shards:
+            problem(w, f"replicas ({spec.get('replicas', 1)}) must equal stream_sync.shards "
+                       f"({shards}) of its sync.toml")
         if sc.get("args") != SYNC_ARGS:
             problem(w, f"args must be {SYNC_ARGS}")
         if not any(p.get("name") == "metrics" and p.get("containerPort") == 9464 for p in sc.get("ports") or []):
@@ -503,6 +518,20 @@ def check_run_budget(w: str, deadline, configmaps: dict) -> None:
         if not isinstance(budget, int) or budget <= 0 or budget + RUN_BUDGET_MARGIN_SECS > deadline:
             problem(w, f"partition_sync.max_run_secs ({budget}) must leave {RUN_BUDGET_MARGIN_SECS} s "
                        f"before activeDeadlineSeconds ({deadline}) in ConfigMap/{cm['metadata']['name']}")
+
+
+def stream_shards(pod: dict, c: dict, configmaps: dict) -> int | None:
+    """`stream_sync.shards` of the sync.toml the container mounts (None: not found)."""
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for m in c.get("volumeMounts") or []:
+        if m["mountPath"] != "/etc/sync":
+            continue
+        cm = configmaps.get((volumes.get(m["name"], {}).get("configMap") or {}).get("name"))
+        try:
+            return tomllib.loads(cm["data"]["sync.toml"]).get("stream_sync", {}).get("shards", 1)
+        except (TypeError, KeyError, tomllib.TOMLDecodeError):
+            return None
+    return None
 
 
 def check_sync_workload(w: str, pod: dict, c: dict, configmaps: dict, listen_port: int | None = None) -> None:

@@ -255,7 +255,7 @@ image_kube() {
   check "recipe-api-migrate exits 0" wait_exit recipe-api-migrate-migrate 60
   DATABASE_URL="$db_url" python3 deploy/dev/demo/demo.py --dataset "$tag" seed-api >/dev/null
 
-  log "kube play: the recipe-api and stream-sync Deployments"
+  log "kube play: the recipe-api Deployment and stream-sync's StatefulSet pod"
   KUBE_FILES+=("$kube/services.yaml")
   pm kube play "$kube/services.yaml" >/dev/null
   local url="http://127.0.0.1:$port"

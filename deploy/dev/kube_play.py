@@ -4,9 +4,11 @@
 usage: kube_play.py RENDERED.yaml SYNC_TOML API_PORT DATABASE_URL TOKEN OUT_DIR EXPORT_ROOT
 
 Writes OUT_DIR/migrate.yaml (the migration Job's pod), OUT_DIR/services.yaml (the ConfigMap,
-the recipe-api and stream-sync Deployments), OUT_DIR/partition-sync.yaml (the CronJob's pod)
+the recipe-api Deployment, stream-sync's StatefulSet pod 0), OUT_DIR/partition-sync.yaml (the CronJob's pod)
 and OUT_DIR/secret-*.json (the Secrets, for `podman secret create`). What podman's kube play lacks, and how each is covered (README "Images"):
 - Job and CronJob: their pod templates run as Pods (restartPolicy Never), one after the other.
+- StatefulSet (podman 4.3 has none): its pod 0 runs as a Pod named as the StatefulSet names it
+  (`stream-sync-0`), POD_NAME set to that name (the downward API's metadata.name).
 - Secrets are not in the manifests (created per namespace): generated here from test values,
   with the names and keys the manifests reference.
 - Services, HPA, PDB, ServiceMonitor/PodMonitor, PrometheusRule, ServiceAccounts, Namespace:
@@ -138,6 +140,17 @@ def main():
             dep["spec"]["template"]["spec"], api_port, secret_dir
         )
         services.append(dep)
+
+    for sts in by_kind.get("StatefulSet", []):
+        pod = as_pod(f"{sts['metadata']['name']}-0", sts["spec"]["template"], api_port, secret_dir)
+        pod["spec"]["restartPolicy"] = "Always"
+        for c in pod["spec"]["containers"]:
+            for e in c.get("env", []):
+                field = ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+                if field == "metadata.name":
+                    e.pop("valueFrom")
+                    e["value"] = pod["metadata"]["name"]
+        services.append(pod)
 
     cron = by_kind["CronJob"][0]
     partition_sync = as_pod(

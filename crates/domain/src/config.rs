@@ -425,6 +425,14 @@ pub struct StreamSyncSettings {
     pub max_delete_fraction: f64,
     #[serde(default = "default_batch")]
     pub batch_rows: usize,
+    /// The tables are spread over this many stream-sync processes (the pods of a StatefulSet;
+    /// `docs/sync.md#sharding`): each syncs the tables whose name hashes to its index.
+    #[serde(default = "default_shards")]
+    pub shards: u64,
+}
+
+fn default_shards() -> u64 {
+    1
 }
 
 impl Default for StreamSyncSettings {
@@ -434,6 +442,7 @@ impl Default for StreamSyncSettings {
             buckets: default_buckets(),
             max_delete_fraction: default_max_delete(),
             batch_rows: default_batch(),
+            shards: default_shards(),
         }
     }
 }
@@ -699,6 +708,9 @@ impl StreamSyncSettings {
         }
         if self.buckets == 0 || self.buckets > 65_535 {
             return Err("stream_sync.buckets must be within 1..=65535".into());
+        }
+        if self.shards == 0 || self.shards > 1024 {
+            return Err("stream_sync.shards must be within 1..=1024".into());
         }
         Ok(())
     }

@@ -171,24 +171,3 @@ mod tests {
         assert!(bad.is_some_and(|e| e.contains("not a valid identifier")));
     }
 }
-
-/// A stable 32-bit hash of a name (FNV-1a): the same on every build, platform and run, for
-/// names derived from others (shadow tables) and for sharding tables over replicas.
-pub fn stable_hash(name: &str) -> u32 {
-    name.bytes().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-    })
-}
-
-#[cfg(test)]
-mod stable_hash_tests {
-    use super::stable_hash;
-
-    #[test]
-    fn is_fnv1a() {
-        // Reference values of 32-bit FNV-1a.
-        assert_eq!(stable_hash(""), 0x811c_9dc5);
-        assert_eq!(stable_hash("a"), 0xe40c_292c);
-        assert_eq!(stable_hash("foobar"), 0xbf9c_f968);
-    }
-}

@@ -10,3 +10,4 @@ pub mod fault;
 pub mod history;
 pub mod ident;
 pub mod schema;
+pub mod shard;

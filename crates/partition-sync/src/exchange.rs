@@ -52,7 +52,7 @@ pub fn shadow_name(target: &str) -> String {
     let head: String = target.chars().take(40).collect();
     format!(
         "sync_shadow_{head}_{:08x}",
-        domain::ident::stable_hash(target)
+        domain::canon::fnv1a(target.as_bytes()) as u32
     )
 }
 

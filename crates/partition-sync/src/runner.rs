@@ -280,9 +280,7 @@ pub fn selected_groups(config: &SyncConfig, opts: &Options) -> anyhow::Result<Ve
                 .is_none_or(|t| g.tables.iter().any(|s| &s.target == t || &s.source == t))
         })
         .filter(|g| match opts.shard {
-            Some((index, count)) if count > 1 => {
-                domain::canon::fnv1a(g.name.as_bytes()) % count == index
-            }
+            Some((index, count)) if count > 1 => domain::shard::owns(&g.name, index, count),
             _ => true,
         })
         .collect())

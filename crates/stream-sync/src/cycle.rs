@@ -35,6 +35,9 @@ pub struct CycleSettings {
     /// In cursor and change-history mode, run the full bucket diff every N cycles (and on
     /// the first).
     pub full_diff_every: u64,
+    /// `(index, count)`: this process syncs the tables whose name hashes to `index` of
+    /// `count` shards (`docs/sync.md#sharding`; `(0, 1)`: all of them).
+    pub shard: (u64, u64),
 }
 
 impl Default for CycleSettings {
@@ -46,6 +49,7 @@ impl Default for CycleSettings {
             allow_mass_delete: false,
             change_detection: ChangeDetection::Fingerprint,
             full_diff_every: 10,
+            shard: (0, 1),
         }
     }
 }

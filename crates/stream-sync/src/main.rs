@@ -51,6 +51,11 @@ enum Command {
         /// --once: attempts per table for transient errors.
         #[arg(long, default_value_t = 10)]
         max_attempts: u32,
+        /// With `stream_sync.shards` > 1: this process's shard, 0-based; it syncs the tables
+        /// whose name hashes to it. Default: the ordinal of the StatefulSet pod this runs in
+        /// (the number ending POD_NAME or HOSTNAME, e.g. stream-sync-2).
+        #[arg(long, env = "SYNC_SHARD_INDEX")]
+        shard_index: Option<u64>,
     },
     /// Rewrites every row of one table from the warehouse (each upsert a batch transaction,
     /// the table stays readable), then deletes rows whose keys the warehouse no longer has.
@@ -104,9 +109,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             allow_mass_delete,
             full_diff_every,
             max_attempts,
+            shard_index,
         } => {
             settings.allow_mass_delete = allow_mass_delete;
             settings.full_diff_every = full_diff_every;
+            settings.shard.0 = shard_index_of(shard_index, settings.shard.1)?;
             let runner = Runner::new(&config, url, settings, table.as_deref()).await?;
             run_tables(&config, runner, once, max_attempts).await
         }
@@ -133,6 +140,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `run`: the daemon (with the metrics server), or one cycle per table with `--once`.
+/// This process's shard: `--shard-index`, else the ordinal of its StatefulSet pod.
+fn shard_index_of(given: Option<u64>, shards: u64) -> anyhow::Result<u64> {
+    if shards <= 1 {
+        return Ok(0);
+    }
+    let index = match given {
+        Some(i) => i,
+        None => ["POD_NAME", "HOSTNAME"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .find_map(|name| domain::shard::pod_ordinal(&name))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "stream_sync.shards is {shards}: give --shard-index (SYNC_SHARD_INDEX) or run \
+                     in a StatefulSet pod whose POD_NAME or HOSTNAME ends with its ordinal"
+                )
+            })?,
+    };
+    anyhow::ensure!(
+        index < shards,
+        "shard index {index} is not below stream_sync.shards ({shards}): the StatefulSet's \
+         replicas and stream_sync.shards must agree"
+    );
+    Ok(index)
+}
+
 async fn run_tables(
     config: &SyncConfig,
     mut runner: Runner,
@@ -237,4 +270,20 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_index_of;
+
+    #[test]
+    fn the_shard_index_must_fit_the_shard_count() {
+        assert_eq!(shard_index_of(None, 1).unwrap(), 0);
+        assert_eq!(shard_index_of(Some(1), 2).unwrap(), 1);
+        let e = shard_index_of(Some(2), 2).unwrap_err().to_string();
+        assert!(
+            e.contains("replicas") && e.contains("stream_sync.shards"),
+            "{e}"
+        );
+    }
 }

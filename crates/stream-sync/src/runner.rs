@@ -85,7 +85,21 @@ impl Runner {
             .stream_tables()
             .into_iter()
             .filter(|t| only.is_none_or(|o| *o == t.target || *o == t.source))
+            // A table named explicitly is synced whichever shard owns it.
+            .filter(|t| {
+                let (index, count) = settings.shard;
+                only.is_some() || domain::shard::owns(&t.target, index, count)
+            })
             .collect();
+        if settings.shard.1 > 1 && only.is_none() {
+            let names: Vec<&str> = specs.iter().map(|t| t.target.as_str()).collect();
+            tracing::info!(
+                shard = settings.shard.0,
+                shards = settings.shard.1,
+                tables = ?names,
+                "this shard's tables"
+            );
+        }
         if let Some(o) = only {
             anyhow::ensure!(
                 !specs.is_empty(),
@@ -160,6 +174,7 @@ impl Runner {
             max_delete_fraction: config.stream_sync.max_delete_fraction,
             batch_rows: config.stream_sync.batch_rows,
             change_detection: config.warehouse.change_detection,
+            shard: (0, config.stream_sync.shards),
             ..CycleSettings::default()
         }
     }

@@ -982,3 +982,44 @@ async fn an_empty_answer_to_the_key_scan_fails_the_cycle_and_deletes_nothing() {
     assert_eq!((r.updates, r.inserts, r.deleted), (300, 0, 0), "{r:?}");
     assert!(runner.verify(10).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn shards_split_the_tables_between_them_and_cover_them_all() {
+    let f = Fixture::new().await;
+    let names = ["alpha", "beta", "gamma", "delta", "epsilon"];
+    let mut tables = String::new();
+    for n in names {
+        f.bq(&format!(
+            "CREATE TABLE {{ds}}.{n} (id INT64 NOT NULL, v STRING); \
+             INSERT INTO {{ds}}.{n} (id, v) VALUES (1, '{n}')"
+        ))
+        .await;
+        tables.push_str(&table(n, &["id"], ""));
+    }
+    let config = f.config(&tables, "shards = 2\n");
+    let mut synced: Vec<String> = Vec::new();
+    for index in 0..2u64 {
+        let mut settings = Runner::settings_from(&config);
+        assert_eq!(settings.shard, (0, 2));
+        settings.shard.0 = index;
+        let mut runner = f.runner(&config, Some(settings)).await;
+        let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+        for o in &out {
+            assert!(o.error.is_none(), "{o:?}");
+            assert_eq!(
+                domain::shard::shard_of(&o.table, 2),
+                index,
+                "{} synced by the wrong shard",
+                o.table
+            );
+            synced.push(o.table.clone());
+        }
+    }
+    synced.sort();
+    let mut all: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    all.sort();
+    assert_eq!(synced, all, "every table exactly once");
+    for n in names {
+        assert_eq!(f.my_count(n), 1);
+    }
+}
