@@ -77,7 +77,7 @@ bench-stream: services ## stream-sync: full reload, no-change and 0.1%-change cy
 	@$(LOAD_ENV); $(CARGO) run --release -p stream-sync --example bench_stream
 
 .PHONY: bench-stream-scale
-bench-stream-scale: services ## stream-sync's peak memory syncing a 0.1% change of a table and of one 4x larger (BENCH_ROWS=250000)
+bench-stream-scale: services ## stream-sync's peak memory syncing a 0.01% change of a table and of one 4x larger (BENCH_ROWS=250000)
 	@$(CARGO) build --release -q -p stream-sync
 	@$(LOAD_ENV); $(CARGO) run --release -q -p stream-sync --example bench_stream_scale
 
