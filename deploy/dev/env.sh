@@ -114,29 +114,38 @@ claim_port() {
 
 mysql_sock() { echo "$DEV/mysql/mysqld.sock"; }
 
+# start_mariadbd NAME DIR PORT SOCKET [mariadbd options...]: initialises DIR/data if needed,
+# starts mariadbd on 127.0.0.1:PORT (utf8mb4, no name resolution, pid and logs under DIR) with
+# the extra options, and waits until it answers.
+start_mariadbd() {
+  local name="$1" dir="$2" port="$3" sock="$4"
+  shift 4
+  if [ ! -d "$dir/data/mysql" ]; then
+    log "initialising the datadir of $name"
+    mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+      --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 \
+      || die "mariadb-install-db failed; see $dir/install.log"
+  fi
+  log "starting $name on 127.0.0.1:$port"
+  setsid nohup mariadbd --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+    --bind-address=127.0.0.1 --port="$port" --socket="$sock" \
+    --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" --skip-name-resolve \
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+    --max-allowed-packet=64M --innodb-flush-log-at-trx-commit=2 "$@" \
+    >"$dir/stdout.log" 2>&1 </dev/null &
+  wait_for "$name" 60 mariadb-admin --no-defaults --socket="$sock" -uroot ping --silent >/dev/null 2>&1
+}
+
 mysql_up() {
   local dir="$DEV/mysql" pidfile="$DEV/mysql/mysqld.pid"
   mkdir -p "$dir"
   if claim_port MariaDB "$MYSQL_PORT" "$pidfile"; then
     log "MariaDB already running (pid $(cat "$pidfile"), port $MYSQL_PORT)"
   else
-    if [ ! -d "$dir/data/mysql" ]; then
-      log "initialising MariaDB datadir"
-      mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
-        --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 \
-        || die "mariadb-install-db failed; see $dir/install.log"
-    fi
-    log "starting MariaDB on 127.0.0.1:$MYSQL_PORT"
-    setsid nohup mariadbd --no-defaults --datadir="$dir/data" --user="$(id -un)" \
-      --bind-address=127.0.0.1 --port="$MYSQL_PORT" --socket="$(mysql_sock)" \
-      --pid-file="$pidfile" --log-error="$dir/error.log" --skip-name-resolve \
-      --local-infile=1 --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
-      --max-connections=1000 --max-allowed-packet=64M --innodb-buffer-pool-size=512M \
-      --innodb-flush-log-at-trx-commit=2 \
+    start_mariadbd MariaDB "$dir" "$MYSQL_PORT" "$(mysql_sock)" \
+      --local-infile=1 --max-connections=1000 --innodb-buffer-pool-size=512M \
       --server-id=1 --log-bin=mysql-bin --binlog-format=ROW --binlog-expire-logs-seconds=3600 \
-      --max-binlog-size=256M \
-      >"$dir/stdout.log" 2>&1 </dev/null &
-    wait_for MariaDB 60 mariadb-admin --no-defaults --socket="$(mysql_sock)" -uroot ping --silent >/dev/null 2>&1
+      --max-binlog-size=256M
   fi
   mariadb --no-defaults --socket="$(mysql_sock)" -uroot <<SQL
 CREATE USER IF NOT EXISTS '$MYSQL_USER'@'%' IDENTIFIED BY '$MYSQL_PASSWORD';
@@ -162,22 +171,10 @@ replica_up() {
     log "MariaDB replica already running (pid $(cat "$pidfile"), port $REPLICA_PORT)"
     return
   fi
-  if [ ! -d "$dir/data/mysql" ]; then
-    log "initialising the replica's datadir"
-    mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
-      --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 \
-      || die "mariadb-install-db failed; see $dir/install.log"
-  fi
-  log "starting the MariaDB replica on 127.0.0.1:$REPLICA_PORT"
-  setsid nohup mariadbd --no-defaults --datadir="$dir/data" --user="$(id -un)" \
-    --bind-address=127.0.0.1 --port="$REPLICA_PORT" --socket="$(replica_sock)" \
-    --pid-file="$pidfile" --log-error="$dir/error.log" --skip-name-resolve \
-    --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
-    --max-connections=200 --max-allowed-packet=64M --innodb-buffer-pool-size=256M \
-    --innodb-flush-log-at-trx-commit=2 --server-id=2 --skip-log-bin --read-only \
-    --skip-slave-start --relay-log=relay-bin '--replicate-wild-do-table=repl\_%.%' \
-    >"$dir/stdout.log" 2>&1 </dev/null &
-  wait_for "MariaDB replica" 60 mariadb-admin --no-defaults --socket="$(replica_sock)" -uroot ping --silent >/dev/null 2>&1
+  start_mariadbd "MariaDB replica" "$dir" "$REPLICA_PORT" "$(replica_sock)" \
+    --max-connections=200 --innodb-buffer-pool-size=256M \
+    --server-id=2 --skip-log-bin --read-only \
+    --skip-slave-start --relay-log=relay-bin '--replicate-wild-do-table=repl\_%.%'
   local file pos
   read -r file pos < <(mariadb --no-defaults --socket="$(mysql_sock)" -uroot -N -e "SHOW MASTER STATUS" | cut -f1,2)
   [ -n "$file" ] || die "the primary has no binary log (SHOW MASTER STATUS is empty)"

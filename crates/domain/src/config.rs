@@ -118,6 +118,24 @@ pub struct ReplicaConfig {
     pub url_file: Option<String>,
 }
 
+/// A DSN from a file (a mounted Secret; wins) or an environment variable. `what` names the
+/// setting in errors (`mysql`, `replica r1`).
+fn read_dsn(file: Option<&str>, env: Option<&str>, what: &str) -> Result<String, ConfigError> {
+    match (file, env) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| ConfigError::Secret(format!("cannot read {what}.url_file {file}: {e}"))),
+        (None, Some(var)) => std::env::var(var).map_err(|_| {
+            ConfigError::Secret(format!(
+                "environment variable {var} ({what}.url_env) is not set"
+            ))
+        }),
+        (None, None) => Err(ConfigError::Secret(format!(
+            "{what}: set url_env or url_file"
+        ))),
+    }
+}
+
 impl ThrottleConfig {
     fn validate(&self) -> Result<(), String> {
         if !(self.max_replica_lag_secs.is_finite() && self.max_replica_lag_secs > 0.0) {
@@ -148,26 +166,8 @@ impl ThrottleConfig {
 impl ReplicaConfig {
     /// The replica's DSN.
     pub fn url(&self) -> Result<String, ConfigError> {
-        match (&self.url_file, &self.url_env) {
-            (Some(file), _) => std::fs::read_to_string(file)
-                .map(|s| s.trim().to_string())
-                .map_err(|e| {
-                    ConfigError::Secret(format!(
-                        "replica {}: cannot read url_file {file}: {e}",
-                        self.name
-                    ))
-                }),
-            (None, Some(var)) => std::env::var(var).map_err(|_| {
-                ConfigError::Secret(format!(
-                    "replica {}: environment variable {var} is not set",
-                    self.name
-                ))
-            }),
-            (None, None) => Err(ConfigError::Secret(format!(
-                "replica {}: set url_env or url_file",
-                self.name
-            ))),
-        }
+        let what = format!("replica {}", self.name);
+        read_dsn(self.url_file.as_deref(), self.url_env.as_deref(), &what)
     }
 }
 
@@ -633,19 +633,11 @@ impl SyncConfig {
 
     /// Reads the MySQL DSN from the configured environment variable or file.
     pub fn mysql_url(&self) -> Result<String, ConfigError> {
-        if let Some(file) = &self.mysql.url_file {
-            return std::fs::read_to_string(file)
-                .map(|s| s.trim().to_string())
-                .map_err(|e| {
-                    ConfigError::Secret(format!("cannot read mysql.url_file {file}: {e}"))
-                });
-        }
-        std::env::var(&self.mysql.url_env).map_err(|_| {
-            ConfigError::Secret(format!(
-                "environment variable {} is not set",
-                self.mysql.url_env
-            ))
-        })
+        read_dsn(
+            self.mysql.url_file.as_deref(),
+            Some(&self.mysql.url_env),
+            "mysql",
+        )
     }
 }
 

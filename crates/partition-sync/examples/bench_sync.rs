@@ -49,16 +49,20 @@ fn main() {
     conn.query_drop(ddl("baseline")).unwrap();
 
     // Baseline: LOAD DATA LOCAL INFILE through the mariadb client, same rows, same table shape.
-    let t = Instant::now();
-    mariadb(
-        &env.mysql_url,
-        &db,
-        &format!(
-            "SET time_zone='+00:00'; START TRANSACTION; {}; COMMIT;",
-            common::load_tsv_sql(&tsv_path, "baseline")
-        ),
-    );
-    let baseline_secs = t.elapsed().as_secs_f64();
+    // Returns the seconds it took.
+    let load_data = |tsv: &std::path::Path, table: &str| -> f64 {
+        let t = Instant::now();
+        mariadb(
+            &env.mysql_url,
+            &db,
+            &format!(
+                "SET time_zone='+00:00'; START TRANSACTION; {}; COMMIT;",
+                common::load_tsv_sql(tsv, table)
+            ),
+        );
+        t.elapsed().as_secs_f64()
+    };
+    let baseline_secs = load_data(&tsv_path, "baseline");
 
     // partition-sync's loader from the staged files.
     let store: Arc<dyn object_store::ObjectStore> =
@@ -138,16 +142,7 @@ fn main() {
     std::fs::write(&shuffled, lines.join("\n") + "\n").unwrap();
     drop(text);
     check.query_drop(ddl("shuffled")).unwrap();
-    let t = Instant::now();
-    mariadb(
-        &env.mysql_url,
-        &db,
-        &format!(
-            "SET time_zone='+00:00'; START TRANSACTION; {}; COMMIT;",
-            common::load_tsv_sql(&shuffled, "shuffled")
-        ),
-    );
-    let shuffled_secs = t.elapsed().as_secs_f64();
+    let shuffled_secs = load_data(&shuffled, "shuffled");
     println!(
         "{:<42} {:>12.0} {:>10.2}",
         "  the same rows in random order",

@@ -12,24 +12,18 @@ use std::sync::{Arc, Mutex};
 
 use mysql::prelude::Queryable;
 use mysql::{Conn, TxOpts};
-use object_store::ObjectStore;
 
 use domain::ident::{quote as quote_ident, Ident};
 use sync_engine::throttle::Throttle;
 
-use crate::insert::insert_chunk;
-use crate::load::{my_err, sink_err, LoadError, PartitionLoad, Progress, TableWork};
-use crate::load_data::{self, Feed};
+use crate::load::{my_err, sink_err, LoadError, PartitionLoad, Progress, TableWork, Writer};
 use crate::readers::{Chunk, RowCursor};
 use crate::source::PartitionedSource;
 use crate::state;
 
 /// What every exchange of a batch shares.
 pub(crate) struct Exchanger<'a> {
-    pub(crate) store: &'a Arc<dyn ObjectStore>,
-    pub(crate) rt: &'a tokio::runtime::Handle,
-    pub(crate) feed: Option<&'a Feed>,
-    pub(crate) max_packet: usize,
+    pub(crate) writer: Writer<'a>,
     pub(crate) chunk_rows: u64,
     pub(crate) ddl_lock_wait_secs: u64,
     pub(crate) throttle: &'a Throttle,
@@ -207,18 +201,7 @@ impl Exchanger<'_> {
         shadow: &str,
     ) -> Result<u64, LoadError> {
         let target = &work.table.spec.target;
-        let names: Vec<String> = work
-            .table
-            .columns
-            .iter()
-            .map(|c| c.name.to_string())
-            .collect();
-        let bytes_column = work
-            .table
-            .columns
-            .iter()
-            .any(|c| c.bq == domain::schema::BqType::Bytes);
-        let rows = Arc::new(Mutex::new(RowCursor::new(self.store, &load.files)));
+        let rows = Arc::new(Mutex::new(RowCursor::new(self.writer.store, &load.files)));
         let mut loaded = 0u64;
         loop {
             self.throttle
@@ -233,27 +216,9 @@ impl Exchanger<'_> {
             let mut tx = conn
                 .start_transaction(TxOpts::default())
                 .map_err(my_err("starting a chunk's transaction"))?;
-            let n = match self.feed {
-                Some(feed) if !bytes_column => load_data::load_chunk(
-                    &mut tx,
-                    feed,
-                    self.rt,
-                    work,
-                    load,
-                    &chunk,
-                    self.progress,
-                )?,
-                _ => insert_chunk(
-                    &mut tx,
-                    self.store,
-                    self.rt,
-                    (work, load),
-                    &names,
-                    self.max_packet,
-                    &chunk,
-                    self.progress,
-                )?,
-            };
+            let n = self
+                .writer
+                .chunk(&mut tx, (work, load), &chunk, self.progress)?;
             tx.commit()
                 .map_err(my_err(format!("table {target}: committing a chunk")))?;
             loaded += n;

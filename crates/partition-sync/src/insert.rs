@@ -2,7 +2,7 @@
 //! INFILE` can't be (`docs/sync.md#load`): bound values, a statement flushed before it would
 //! outgrow `max_allowed_packet`, and an error naming "row N" traced back to that row's key.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use mysql::Value;
 use object_store::ObjectStore;
@@ -12,39 +12,8 @@ use sync_engine::batch::BatchInserter;
 use sync_engine::values;
 
 use crate::load::{staging_err, LoadError, PartitionLoad, Progress, TableWork};
-use crate::readers::{Chunk, RowCursor};
+use crate::readers::Chunk;
 use crate::rows::{decode, key_at};
-
-/// The multi-row INSERT path of a whole partition into the target. Returns the rows loaded.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn insert_rows(
-    tx: &mut mysql::Transaction<'_>,
-    store: &Arc<dyn ObjectStore>,
-    rt: &tokio::runtime::Handle,
-    work: &TableWork,
-    load: &PartitionLoad,
-    names: &[String],
-    max_packet: usize,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<u64, LoadError> {
-    let rows = Arc::new(Mutex::new(RowCursor::new(store, &load.files)));
-    let chunk = Chunk {
-        into: work.table.spec.target.as_str(),
-        rows: &rows,
-        limit: None,
-        offset: 0,
-    };
-    insert_chunk(
-        tx,
-        store,
-        rt,
-        (work, load),
-        names,
-        max_packet,
-        &chunk,
-        progress,
-    )
-}
 
 /// The multi-row INSERT path of one chunk of a partition's rows. Returns the rows loaded.
 #[allow(clippy::too_many_arguments)]
@@ -53,14 +22,19 @@ pub(crate) fn insert_chunk(
     store: &Arc<dyn ObjectStore>,
     rt: &tokio::runtime::Handle,
     (work, load): (&TableWork, &PartitionLoad),
-    names: &[String],
     max_packet: usize,
     chunk: &Chunk<'_>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<u64, LoadError> {
     let target = &work.table.spec.target;
     let pid = &load.partition.id;
-    let mut inserter = BatchInserter::new(chunk.into, names, max_packet, false);
+    let names: Vec<String> = work
+        .table
+        .columns
+        .iter()
+        .map(|c| c.name.to_string())
+        .collect();
+    let mut inserter = BatchInserter::new(chunk.into, &names, max_packet, false);
     let offset = chunk.offset as usize;
     let mut loaded = 0u64;
     // A MySQL error names the row ("at row N" of a batch); its key is re-read from the files.

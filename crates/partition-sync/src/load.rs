@@ -5,7 +5,7 @@
 //! rows reach MySQL by LOAD DATA (`load_data`) or batched INSERTs (`insert`). Blocking code:
 //! run it on a blocking thread.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use mysql::prelude::Queryable;
 use mysql::{Conn, TxOpts};
@@ -17,9 +17,10 @@ use sync_engine::session::MysqlError;
 use sync_engine::throttle::Throttle;
 
 use crate::exchange;
-use crate::insert::insert_rows;
+use crate::insert::insert_chunk;
 use crate::load_data::{self, Feed};
 use crate::plan::{Reason, SourcePartition};
+use crate::readers::{Chunk, RowCursor};
 use crate::source::PartitionedSource;
 use crate::state;
 
@@ -187,10 +188,12 @@ pub fn load_batch(
                 .map_err(sink_err("reading max_allowed_packet"))?;
             let feed = load_data::enable(conn, opts.loader);
             let ex = exchange::Exchanger {
-                store,
-                rt,
-                feed: feed.as_ref(),
-                max_packet,
+                writer: Writer {
+                    store,
+                    rt,
+                    feed: feed.as_ref(),
+                    max_packet,
+                },
                 chunk_rows: opts.chunk_rows,
                 ddl_lock_wait_secs: opts.ddl_lock_wait_secs,
                 throttle: opts.throttle,
@@ -240,10 +243,12 @@ pub fn load_group(
         session::max_allowed_packet(conn).map_err(sink_err("reading max_allowed_packet"))?;
     let feed = load_data::enable(conn, loader);
     let writer = RowWriter {
-        store,
-        rt,
-        feed: feed.as_ref(),
-        max_packet,
+        way: Writer {
+            store,
+            rt,
+            feed: feed.as_ref(),
+            max_packet,
+        },
         progress,
     };
     let mut outcomes: Vec<TableLoadSummary> = tables
@@ -310,12 +315,6 @@ fn load_partitions(
     outcome: &mut TableLoadSummary,
 ) -> Result<(), LoadError> {
     let target = &work.table.spec.target;
-    let names: Vec<String> = work
-        .table
-        .columns
-        .iter()
-        .map(|c| c.name.to_string())
-        .collect();
     for load in &work.loads {
         let pid = &load.partition.id;
         (writer.progress)(Progress::PartitionStarted {
@@ -323,7 +322,7 @@ fn load_partitions(
             partition: pid.clone(),
             rows: load.partition.rows,
         });
-        let loaded = writer.write(tx, work, load, &names)?;
+        let loaded = writer.write(tx, work, load)?;
         (writer.progress)(Progress::PartitionDone {
             table: target.to_string(),
             partition: pid.clone(),
@@ -384,24 +383,48 @@ fn record_run(
 
 /// How the rows of a partition reach MySQL, and what every partition of the group shares.
 struct RowWriter<'a> {
-    store: &'a Arc<dyn ObjectStore>,
-    rt: &'a tokio::runtime::Handle,
-    /// Set when LOAD DATA may be used.
-    feed: Option<&'a Feed>,
-    max_packet: usize,
+    way: Writer<'a>,
     progress: &'a (dyn Fn(Progress) + Sync),
 }
 
 impl RowWriter<'_> {
-    /// Writes one partition's rows: by LOAD DATA when it may be used and the table has no
-    /// BYTES column (which a text file can't carry cleanly), else by batched INSERTs. Returns
-    /// the rows loaded.
+    /// Writes one partition's rows into the target. Returns the rows loaded.
     fn write(
         &self,
         tx: &mut mysql::Transaction<'_>,
         work: &TableWork,
         load: &PartitionLoad,
-        names: &[String],
+    ) -> Result<u64, LoadError> {
+        let rows = Arc::new(Mutex::new(RowCursor::new(self.way.store, &load.files)));
+        let chunk = Chunk {
+            into: work.table.spec.target.as_str(),
+            rows: &rows,
+            limit: None,
+            offset: 0,
+        };
+        self.way.chunk(tx, (work, load), &chunk, self.progress)
+    }
+}
+
+/// How rows reach MySQL: the store and runtime the staged files are read with, the LOAD DATA
+/// feed (set when LOAD DATA may be used), the server's packet limit for INSERTs.
+pub(crate) struct Writer<'a> {
+    pub(crate) store: &'a Arc<dyn ObjectStore>,
+    pub(crate) rt: &'a tokio::runtime::Handle,
+    pub(crate) feed: Option<&'a Feed>,
+    pub(crate) max_packet: usize,
+}
+
+impl Writer<'_> {
+    /// Writes one chunk of a partition's rows into `chunk.into`: by LOAD DATA when it may be
+    /// used and the table has no BYTES column (which a text file can't carry cleanly), else
+    /// by batched INSERTs. Returns the rows written (0: none were left).
+    pub(crate) fn chunk(
+        &self,
+        tx: &mut mysql::Transaction<'_>,
+        (work, load): (&TableWork, &PartitionLoad),
+        chunk: &Chunk<'_>,
+        progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<u64, LoadError> {
         let bytes_column = work
             .table
@@ -410,17 +433,16 @@ impl RowWriter<'_> {
             .any(|c| c.bq == domain::schema::BqType::Bytes);
         match self.feed {
             Some(feed) if !bytes_column => {
-                load_data::load_data(tx, feed, self.store, self.rt, work, load, self.progress)
+                load_data::load_chunk(tx, feed, self.rt, work, load, chunk, progress)
             }
-            _ => insert_rows(
+            _ => insert_chunk(
                 tx,
                 self.store,
                 self.rt,
-                work,
-                load,
-                names,
+                (work, load),
                 self.max_packet,
-                self.progress,
+                chunk,
+                progress,
             ),
         }
     }

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 
 use mysql::prelude::Queryable;
 use mysql::Conn;
-use object_store::ObjectStore;
 
 use domain::schema::SqlValue;
 use sync_engine::batch;
@@ -63,26 +62,6 @@ pub(crate) fn enable(conn: &mut Conn, loader: domain::config::Loader) -> Option<
 struct FeedOutcome {
     rows: u64,
     error: Option<LoadError>,
-}
-
-/// Loads one partition by LOAD DATA LOCAL INFILE into the target. Returns the rows loaded.
-pub(crate) fn load_data(
-    tx: &mut mysql::Transaction<'_>,
-    feed: &Feed,
-    store: &Arc<dyn ObjectStore>,
-    rt: &tokio::runtime::Handle,
-    work: &TableWork,
-    load: &PartitionLoad,
-    progress: &(dyn Fn(Progress) + Sync),
-) -> Result<u64, LoadError> {
-    let rows = Arc::new(Mutex::new(RowCursor::new(store, &load.files)));
-    let chunk = Chunk {
-        into: work.table.spec.target.as_str(),
-        rows: &rows,
-        limit: None,
-        offset: 0,
-    };
-    load_chunk(tx, feed, rt, work, load, &chunk, progress)
 }
 
 /// Loads the chunk's rows by LOAD DATA LOCAL INFILE. Returns the rows loaded (0: no rows

@@ -101,7 +101,7 @@ async fn main() {
 
     // 0.1% of the rows: half updated, a quarter deleted, a quarter inserted. Two rounds on
     // different rows: one applied from the change history, one through the IBLT path.
-    let change = Change::of(rows);
+    let change = Change::per(rows, 1000);
     let apply_change = |round: i64| {
         let q = &q;
         let statements = change.sql(round);

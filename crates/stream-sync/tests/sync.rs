@@ -421,17 +421,23 @@ async fn runner_with_buckets(
     f.runner(config, Some(settings)).await
 }
 
+/// `items` with `rows` rows, synced once by a runner of `buckets` buckets.
+async fn synced_items(rows: i64, buckets: u32) -> (Fixture, Runner) {
+    let f = Fixture::new().await;
+    items(&f, rows).await;
+    let config = f.config(&table("items", &["id"], ""), "");
+    let mut runner = runner_with_buckets(&f, &config, buckets).await;
+    ok(&cycle(&mut runner).await, "items");
+    (f, runner)
+}
+
 async fn cycle(runner: &mut Runner) -> Vec<stream_sync::runner::TableOutcome> {
     runner.run(Mode::Once { max_attempts: 3 }).await
 }
 
 #[tokio::test]
 async fn a_few_changes_in_large_buckets_are_found_through_an_iblt_without_reading_keys() {
-    let f = Fixture::new().await;
-    items(&f, 3000).await;
-    let config = f.config(&table("items", &["id"], ""), "");
-    let mut runner = runner_with_buckets(&f, &config, 4).await;
-    ok(&cycle(&mut runner).await, "items");
+    let (f, mut runner) = synced_items(3000, 4).await;
 
     f.bq("UPDATE {ds}.items SET name = 'renamed', qty = NULL WHERE id IN (3, 1500, 2999)")
         .await;
@@ -476,11 +482,7 @@ async fn a_few_changes_in_large_buckets_are_found_through_an_iblt_without_readin
 
 #[tokio::test]
 async fn an_iblt_over_a_few_differing_buckets_reads_only_those() {
-    let f = Fixture::new().await;
-    items(&f, 3000).await;
-    let config = f.config(&table("items", &["id"], ""), "");
-    let mut runner = runner_with_buckets(&f, &config, 16).await;
-    ok(&cycle(&mut runner).await, "items");
+    let (f, mut runner) = synced_items(3000, 16).await;
 
     // Two changed rows touch at most 2 of 16 buckets (~375 rows): the IBLT is built over those
     // buckets only, on both sides.
@@ -502,11 +504,7 @@ async fn an_iblt_over_a_few_differing_buckets_reads_only_those() {
 
 #[tokio::test]
 async fn an_undersized_iblt_is_tried_once_more_at_four_times_the_size() {
-    let f = Fixture::new().await;
-    items(&f, 3000).await;
-    let config = f.config(&table("items", &["id"], ""), "");
-    let mut runner = runner_with_buckets(&f, &config, 4).await;
-    ok(&cycle(&mut runner).await, "items");
+    let (f, mut runner) = synced_items(3000, 4).await;
 
     // 30 updates leave the 4 buckets' counts alone: sized for ~8 differences, the first table
     // can't hold 60; the second, 4x larger, can.
@@ -523,11 +521,7 @@ async fn an_undersized_iblt_is_tried_once_more_at_four_times_the_size() {
 
 #[tokio::test]
 async fn a_difference_too_large_for_the_iblt_falls_back_to_the_key_scan() {
-    let f = Fixture::new().await;
-    items(&f, 3000).await;
-    let config = f.config(&table("items", &["id"], ""), "");
-    let mut runner = runner_with_buckets(&f, &config, 4).await;
-    ok(&cycle(&mut runner).await, "items");
+    let (f, mut runner) = synced_items(3000, 4).await;
 
     // 300 updates leave every bucket's count alone: the IBLT is sized for a few changes
     // per bucket and can't be decoded.
@@ -547,11 +541,7 @@ async fn a_difference_too_large_for_the_iblt_falls_back_to_the_key_scan() {
 
 #[tokio::test]
 async fn a_duplicate_key_in_the_warehouse_stops_the_table_naming_the_key() {
-    let f = Fixture::new().await;
-    items(&f, 3000).await;
-    let config = f.config(&table("items", &["id"], ""), "");
-    let mut runner = runner_with_buckets(&f, &config, 4).await;
-    ok(&cycle(&mut runner).await, "items");
+    let (f, mut runner) = synced_items(3000, 4).await;
 
     f.bq("INSERT INTO {ds}.items (id, name, qty) VALUES (42, 'second 42', 0)")
         .await;
@@ -910,36 +900,18 @@ fn throttled(runner_metrics: &stream_sync::metrics::Metrics, reason: &str) -> f6
 async fn write_batches_pause_while_the_primary_is_busy() {
     let f = Fixture::new().await;
     items(&f, 50).await;
-    // The server's quietest Threads_running plus 2; five statements running for 3 s put it
-    // over (docs/sync.md#throttling).
-    let mut c = f.my();
-    let quiet = (0..5)
-        .map(|_| sync_engine::throttle::threads_running(&mut c).unwrap())
-        .min()
-        .unwrap();
+    // Five statements running for 3 s put the server over the limit (docs/sync.md#throttling).
+    let busy = test_support::BusyPrimary::start(&f.db.url, 3);
     let config = f.config(
         &table("items", &["id"], ""),
         &format!(
             "[throttle]\nmax_threads_running = {}\nmax_pause_secs = 120\n",
-            quiet + 2
+            busy.max_threads_running
         ),
     );
-    let busy: Vec<_> = (0..5)
-        .map(|_| {
-            let url = f.db.url.clone();
-            std::thread::spawn(move || {
-                use mysql::prelude::Queryable;
-                let mut c = mysql::Conn::new(url.as_str()).unwrap();
-                c.query_drop("SELECT SLEEP(3)").unwrap();
-            })
-        })
-        .collect();
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let mut runner = f.runner(&config, None).await;
     let out = runner.run(Mode::Once { max_attempts: 3 }).await;
-    for b in busy {
-        b.join().unwrap();
-    }
+    busy.join();
     assert_eq!(ok(&out, "items").upserted, 50);
     assert!(throttled(&runner.metrics, "threads_running") > 0.0);
     f.assert_in_sync(&config).await;
@@ -947,11 +919,7 @@ async fn write_batches_pause_while_the_primary_is_busy() {
 
 #[tokio::test]
 async fn an_empty_answer_to_the_key_scan_fails_the_cycle_and_deletes_nothing() {
-    let f = Fixture::new().await;
-    items(&f, 3000).await;
-    let config = f.config(&table("items", &["id"], ""), "");
-    let mut runner = runner_with_buckets(&f, &config, 4).await;
-    ok(&cycle(&mut runner).await, "items");
+    let (f, mut runner) = synced_items(3000, 4).await;
 
     // Too many changes for the IBLT: the key scan runs, and its warehouse answer comes back
     // empty though complete-looking (docs/emulator.md#faults, `truncated`). Every MySQL row of

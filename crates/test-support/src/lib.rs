@@ -257,3 +257,50 @@ impl Drop for TestDataset {
         .join();
     }
 }
+
+/// Five statements running `secs` seconds on the server of `url`, started when this is made,
+/// and a `throttle.max_threads_running` they put the server over while they run: its quietest
+/// `Threads_running` just before (this session, replicas' binlog dump threads, other tests'
+/// queries), plus 2.
+pub struct BusyPrimary {
+    pub max_threads_running: u64,
+    sessions: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyPrimary {
+    pub fn start(url: &str, secs: u32) -> BusyPrimary {
+        use mysql::prelude::Queryable;
+        let mut c = mysql::Conn::new(url).expect("connect to MySQL");
+        let quiet = (0..5)
+            .map(|_| {
+                let row: Option<(String, String)> = c
+                    .query_first("SHOW GLOBAL STATUS LIKE 'Threads_running'")
+                    .expect("read Threads_running");
+                row.and_then(|(_, v)| v.parse::<u64>().ok()).unwrap_or(1)
+            })
+            .min()
+            .unwrap_or(1);
+        let sessions = (0..5)
+            .map(|_| {
+                let url = url.to_string();
+                std::thread::spawn(move || {
+                    let mut c = mysql::Conn::new(url.as_str()).expect("connect to MySQL");
+                    c.query_drop(format!("SELECT SLEEP({secs})"))
+                        .expect("SLEEP");
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        BusyPrimary {
+            max_threads_running: quiet + 2,
+            sessions,
+        }
+    }
+
+    /// Waits for the statements to end.
+    pub fn join(self) {
+        for s in self.sessions {
+            s.join().expect("busy session");
+        }
+    }
+}

@@ -391,8 +391,9 @@ async def _reset(send):
     raise ConnectionAbortedError("fault injection: connection reset")
 
 
-async def _empty_page(app, scope, receive, send, kind, method):
-    """Run the request; answer its 200 as a not-yet-finished query/job."""
+async def _captured(app, scope, receive):
+    """Runs the request to the end without sending: its response start, body, and the body as
+    a JSON document when it is a 200 without errors (else None)."""
     start = None
     chunks = []
 
@@ -411,71 +412,60 @@ async def _empty_page(app, scope, receive, send, kind, method):
             document = json.loads(body)
         except ValueError:
             document = None
-    if isinstance(document, dict) and not document.get("errors") and not (
+    if not isinstance(document, dict) or document.get("errors") or (
         (document.get("status") or {}).get("errorResult")
     ):
-        if kind == "queries":
-            reference = dict(document.get("jobReference") or {})
-            reference.setdefault("location", "US")
-            document = {
-                "kind": document.get("kind", "bigquery#queryResponse"),
-                "jobReference": reference,
-                "jobComplete": False,
-            }
-        else:
-            document = dict(document)
-            document["status"] = {"state": "RUNNING"}
-            statistics = dict(document.get("statistics") or {})
-            statistics.pop("endTime", None)
-            document["statistics"] = statistics
-        for message in _json_response_messages(200, document):
-            await send(message)
-        return
+        document = None
+    return start, body, document
+
+
+async def _send_as_is(send, start, body):
+    """Sends a captured response unchanged."""
     if start is None:
         return
     headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
     headers.append((b"content-length", str(len(body)).encode()))
     await send({**start, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _empty_page(app, scope, receive, send, kind, method):
+    """Run the request; answer its 200 as a not-yet-finished query/job."""
+    start, body, document = await _captured(app, scope, receive)
+    if document is None:
+        await _send_as_is(send, start, body)
+        return
+    if kind == "queries":
+        reference = dict(document.get("jobReference") or {})
+        reference.setdefault("location", "US")
+        document = {
+            "kind": document.get("kind", "bigquery#queryResponse"),
+            "jobReference": reference,
+            "jobComplete": False,
+        }
+    else:
+        document = dict(document)
+        document["status"] = {"state": "RUNNING"}
+        statistics = dict(document.get("statistics") or {})
+        statistics.pop("endTime", None)
+        document["statistics"] = statistics
+    for message in _json_response_messages(200, document):
+        await send(message)
 
 
 async def _truncated(app, scope, receive, send):
     """Run the query request; answer its finished 200 without rows. Returns whether it did."""
-    start = None
-    chunks = []
-
-    async def capture(message):
-        nonlocal start
-        if message["type"] == "http.response.start":
-            start = message
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-
-    await app(scope, receive, capture)
-    body = b"".join(chunks)
-    document = None
-    if start is not None and start["status"] == 200:
-        try:
-            document = json.loads(body)
-        except ValueError:
-            document = None
-    if isinstance(document, dict) and document.get("jobComplete", True) and not document.get(
-        "errors"
-    ):
-        document = dict(document)
-        document["rows"] = []
-        document["totalRows"] = "0"
-        document.pop("pageToken", None)
-        for message in _json_response_messages(200, document):
-            await send(message)
-        return True
-    if start is None:
+    start, body, document = await _captured(app, scope, receive)
+    if document is None or not document.get("jobComplete", True):
+        await _send_as_is(send, start, body)
         return False
-    headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({**start, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-    return False
+    document = dict(document)
+    document["rows"] = []
+    document["totalRows"] = "0"
+    document.pop("pageToken", None)
+    for message in _json_response_messages(200, document):
+        await send(message)
+    return True
 
 
 def _job_endpoint(method, path):

@@ -218,31 +218,14 @@ impl Drop for StoppedReplica {
 #[tokio::test]
 async fn a_busy_primary_pauses_the_load() {
     let f = stats_fixture(&["2026-01-01"], 3).await;
-    // The server's quietest Threads_running (this session's query, replicas' binlog dump
-    // threads, other tests), plus 2; five statements running for 4 s put it over.
-    let mut c = f.mysql();
-    let quiet = (0..5)
-        .map(|_| sync_engine::throttle::threads_running(&mut c).unwrap())
-        .min()
-        .unwrap();
+    // Five statements running for 4 s put the server over the limit.
+    let busy = test_support::BusyPrimary::start(&f.db.url, 4);
     let tables = partitioned(&format!(
         "[throttle]\nmax_threads_running = {}\nmax_pause_secs = 120",
-        quiet + 2
+        busy.max_threads_running
     ));
-    let busy: Vec<_> = (0..5)
-        .map(|_| {
-            let url = f.db.url.clone();
-            std::thread::spawn(move || {
-                let mut c = mysql::Conn::new(url.as_str()).unwrap();
-                c.query_drop("SELECT SLEEP(4)").unwrap();
-            })
-        })
-        .collect();
-    std::thread::sleep(std::time::Duration::from_millis(300));
     let s = f.run(&tables, Options::default()).await;
-    for b in busy {
-        b.join().unwrap();
-    }
+    busy.join();
     assert!(s.ok, "{s:?}");
     assert!(
         s.throttled_seconds

@@ -52,11 +52,6 @@ pub struct Change {
 }
 
 impl Change {
-    /// A 0.1% change (at least 4 rows).
-    pub fn of(rows: i64) -> Change {
-        Change::per(rows, 1000)
-    }
-
     /// A change of one row in `per` (at least 4 rows).
     pub fn per(rows: i64, per: i64) -> Change {
         let changed = (rows / per).max(4);
