@@ -26,6 +26,10 @@ pub struct TableStatus {
     pub last_run_status: Option<String>,
     /// Seconds since the oldest pending partition was modified (metadata detection only).
     pub lag_seconds: Option<f64>,
+    /// The shadow table an interrupted exchange left (`docs/sync.md#exchange`): the next run
+    /// of the table drops it and redoes that partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted_exchange: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -40,28 +44,36 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
         .collect();
     let t2 = targets.clone();
     type Runs = BTreeMap<String, (Option<String>, Option<String>, Option<String>)>;
-    let (state, runs): (BTreeMap<String, Vec<plan::SyncedPartition>>, Runs) =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let mut conn = session::connect(&url).context("connecting to MySQL")?;
-            session::ensure_state_tables(&mut conn)?;
-            let state = read_state(&mut conn, &t2)?;
-            let mut runs = BTreeMap::new();
-            for t in &t2 {
-                let last =
-                    session::last_run(&mut conn, t, None)?.map(|run| (run.finished_at, run.status));
-                let synced = last_synced_at(&mut conn, t)?;
-                runs.insert(
-                    t.clone(),
-                    (
-                        last.as_ref().and_then(|l| l.0.clone()),
-                        last.map(|l| l.1),
-                        synced,
-                    ),
-                );
-            }
-            Ok((state, runs))
-        })
-        .await??;
+    let (state, runs, shadows): (
+        BTreeMap<String, Vec<plan::SyncedPartition>>,
+        Runs,
+        Vec<String>,
+    ) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut conn = session::connect(&url).context("connecting to MySQL")?;
+        session::ensure_state_tables(&mut conn)?;
+        let state = read_state(&mut conn, &t2)?;
+        let shadows: Vec<String> = mysql::prelude::Queryable::query(
+            &mut conn,
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
+                 AND TABLE_NAME LIKE 'sync\\_shadow\\_%'",
+        )?;
+        let mut runs = BTreeMap::new();
+        for t in &t2 {
+            let last =
+                session::last_run(&mut conn, t, None)?.map(|run| (run.finished_at, run.status));
+            let synced = last_synced_at(&mut conn, t)?;
+            runs.insert(
+                t.clone(),
+                (
+                    last.as_ref().and_then(|l| l.0.clone()),
+                    last.map(|l| l.1),
+                    synced,
+                ),
+            );
+        }
+        Ok((state, runs, shadows))
+    })
+    .await??;
     let now = chrono::Utc::now().timestamp_micros();
     let mut out = Vec::new();
     for g in &groups {
@@ -80,6 +92,8 @@ pub async fn status(ctx: &Context, opts: &Options) -> anyhow::Result<Vec<TableSt
                 last_run,
                 last_run_status: last_status,
                 lag_seconds: None,
+                interrupted_exchange: Some(crate::exchange::shadow_name(&spec.target))
+                    .filter(|s| shadows.contains(s)),
                 error: None,
             };
             let how = spec

@@ -239,6 +239,9 @@ fn print_status(rows: &[commands::TableStatus]) {
             r.last_run.as_deref().unwrap_or("never"),
             r.last_run_status.as_deref().unwrap_or("")
         );
+        if let Some(shadow) = &r.interrupted_exchange {
+            println!("  {shadow}: left by an interrupted exchange; the next run drops it and redoes that partition");
+        }
         if let Some(e) = &r.error {
             println!("  error: {e}");
         }

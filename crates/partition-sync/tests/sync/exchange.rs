@@ -122,10 +122,22 @@ async fn a_shadow_left_by_a_killed_run_is_replaced() {
              INSERT INTO sync_shadow_stats SELECT * FROM stats LIMIT 2",
         )
         .unwrap();
+    let interrupted = || async {
+        let ctx = partition_sync::runner::Context::new(f.config(&tables))
+            .await
+            .unwrap();
+        partition_sync::commands::status(&ctx, &Options::default())
+            .await
+            .unwrap()[0]
+            .interrupted_exchange
+            .clone()
+    };
+    assert_eq!(interrupted().await.as_deref(), Some("sync_shadow_stats"));
     f.sql("UPDATE `{ds}.stats` SET views = 5 WHERE TRUE").await;
     let s = f.run(&tables, Options::default()).await;
     assert!(s.ok, "{s:?}");
     assert_eq!(exchanged(&s), 1);
+    assert_eq!(interrupted().await, None);
     assert_eq!(f.rows::<i64>("SELECT DISTINCT views FROM stats"), vec![5]);
     assert_eq!(count(&f, "stats"), 4);
     assert!(shadows(&f).is_empty());
