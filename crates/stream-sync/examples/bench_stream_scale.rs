@@ -1,6 +1,6 @@
 //! `make bench-stream-scale`: does stream-sync's memory follow the change or the table? Two
 //! tables in the BigQuery emulator, BENCH_ROWS rows (default 250,000) and 4x that, each synced
-//! to MariaDB, then 0.01% of its rows changed; a fresh `stream-sync run --once` process (the
+//! to MariaDB, then 0.01% of its rows changed (one in BENCH_CHANGE_PER, default 10,000); a fresh `stream-sync run --once` process (the
 //! release binary, as a pod starts) syncs the change while its peak resident memory (VmHWM)
 //! is sampled every 20 ms. Prints, for the checks that read it:
 //!
@@ -97,7 +97,9 @@ async fn case(label: &str, rows: i64, bq_url: &str, project: &str, mysql_server:
     drop(runner);
 
     // 0.01% of the rows: half updated, a quarter deleted, a quarter inserted.
-    let change = Change::per(rows, 10_000);
+    // One row in BENCH_CHANGE_PER (default 10,000: 0.01%).
+    let per: i64 = env("BENCH_CHANGE_PER", Some("10000")).parse().unwrap();
+    let change = Change::per(rows, per);
     for sql in change.sql(0) {
         q(sql).await;
     }
@@ -147,12 +149,14 @@ async fn main() {
     let bq_url = env("BIGQUERY_URL", None);
     let project = env("BIGQUERY_PROJECT", None);
     let mysql_server = env("MYSQL_URL", None);
-    println!("stream-sync memory at scale: {rows} rows and 4x, 0.01% changed, a fresh `run --once` process each");
+    let per: i64 = env("BENCH_CHANGE_PER", Some("10000")).parse().unwrap();
+    let share = 100.0 / per as f64;
+    println!("stream-sync memory at scale: {rows} rows and 4x, {share}% changed, a fresh `run --once` process each");
     let one = case("1x", rows, &bq_url, &project, &mysql_server).await;
     let four = case("4x", 4 * rows, &bq_url, &project, &mysql_server).await;
     for (label, c) in [("1x", &one), ("4x", &four)] {
         println!(
-            "{label}: {} rows, the 0.01% change ({} rows) synced in {:.2} s, peak RSS {:.1} MiB",
+            "{label}: {} rows, the {share}% change ({} rows) synced in {:.2} s, peak RSS {:.1} MiB",
             c.rows, c.changed, c.secs, c.peak_mib
         );
         println!("    {}", c.log);
