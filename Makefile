@@ -60,6 +60,9 @@ fmt: ## format the code
 k8s-check: toolchain ## render the k8s/ overlays, validate them offline (API schemas, deployment rules, sync.toml keys, alert rules)
 	@deploy/k8s-check.sh
 
+.PHONY: bench
+bench: bench-sync bench-partition-scale bench-stream bench-stream-scale bench-api ## every benchmark, one after the other (about 15 minutes here); each prints its figures beside its baseline
+
 .PHONY: bench-api
 bench-api: services ## benchmark recipe-api against its database ceiling (wrk, 16 connections, release build)
 	@deploy/dev/bench-api.sh
