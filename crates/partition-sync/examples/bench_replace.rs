@@ -1,18 +1,19 @@
 //! The replace half of `make bench-partition-scale`: replacing one day of a populated
 //! partitioned table, by the exchange path (`docs/sync.md#exchange`: chunks into a shadow
 //! table, then EXCHANGE PARTITION) and by the one-transaction path (DELETE + load), the same
-//! staged rows through the same loader. Twice: on the primary alone (a database the replica
-//! does not apply, no throttle), and with the dev MariaDB replica applying everything, the
-//! exchange path throttled at 1 s of lag. A heartbeat written every 100 ms on the primary and
-//! read on the replica every 200 ms gives the replica's lag during each path. Prints, for the
-//! checks that read them:
+//! number of rows through the same loader, each path replacing one of the table's two oldest
+//! days. Twice: on the primary alone (a database the replica does not apply, no throttle; a
+//! table of BENCH_REPLACE_DAYS days, default 10, larger than the dev server's buffer pool), and
+//! with the dev MariaDB replica applying everything (3 days), the exchange path throttled at
+//! 1 s of lag. A heartbeat written every 100 ms on the primary and read on the replica every
+//! 200 ms gives the replica's lag during each path. Prints, for the checks that read them:
 //!
 //!   replace_day_speedup: X                    one-transaction / exchange seconds, primary alone
 //!   replica_lag_max_s: X                      highest lag during the exchange path
 //!   replica_lag_max_s_one_transaction: Y      highest lag during the one-transaction path
 //!
-//! BENCH_REPLACE_ROWS (default 1,000,000) rows per day, three days in the table. A benchmark:
-//! it asserts nothing about time.
+//! BENCH_REPLACE_ROWS (default 1,000,000) rows per day. A benchmark: it asserts nothing about
+//! time.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 #[path = "common/mod.rs"]
@@ -39,47 +40,60 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("bench-replace-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let t = Instant::now();
-    let (files, tsv) = stage_day(&dir, "2026-01-02", rows, 100_000);
+    // Each path replaces a day of its own, the two oldest (coldest) of the table.
+    let (files1, tsv) = stage_day(&dir, "2026-01-01", rows, 100_000);
+    let (files2, _) = stage_day(&dir, "2026-01-02", rows, 100_000);
     println!(
-        "staged {rows} rows of 2026-01-02 in {} files in {:.1}s",
-        files.len(),
+        "staged {rows} rows of 2026-01-01 and of 2026-01-02 in {:.1}s",
         t.elapsed().as_secs_f64()
     );
 
     let store: Arc<dyn object_store::ObjectStore> =
         Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir).unwrap());
-    let work = vec![TableWork {
-        table: stats_source(true),
-        loads: vec![PartitionLoad {
-            partition: SourcePartition {
-                id: "20260102".into(),
-                rows: rows as i64,
-                modified_micros: None,
-                fingerprint: Some(1),
-            },
-            reason: Reason::Modified,
-            files,
-        }],
-        vanished: vec![],
-    }];
+    let day_work = |pid: &str, files: Vec<object_store::path::Path>| {
+        vec![TableWork {
+            table: stats_source(true),
+            loads: vec![PartitionLoad {
+                partition: SourcePartition {
+                    id: pid.into(),
+                    rows: rows as i64,
+                    modified_micros: None,
+                    fingerprint: Some(1),
+                },
+                reason: Reason::Modified,
+                files,
+            }],
+            vanished: vec![],
+        }]
+    };
+    let days: u64 = std::env::var("BENCH_REPLACE_DAYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
     let bench = Bench {
         env: &env,
         dir: &dir,
         tsv: &tsv,
         rows,
         store,
-        work,
+        one_tx_work: day_work("20260101", files1),
+        exchange_work: day_work("20260102", files2),
     };
-    // The primary alone (a database the replica does not apply, no throttle): what each path
-    // costs the server it runs on. Then with the replica applying everything on the same two
-    // cores, throttled at 1 s of lag: how far behind each path leaves it.
-    let alone = bench.replace_both(false);
-    let watched = bench.replace_both(true);
+    // The primary alone (a database the replica does not apply, no throttle), a table of
+    // BENCH_REPLACE_DAYS days (10: 10M rows, about 1.8 GB, more than the dev server's 512 MB
+    // buffer pool, so the replaced days are not all in memory, as in production): what each
+    // path costs the server it runs on. Then with the replica applying everything on the same
+    // two cores (3 days), throttled at 1 s of lag: how far behind each path leaves it.
+    let alone = bench.replace_both(false, days.max(2));
+    let watched = bench.replace_both(true, 3);
 
     println!();
     println!(
         "{:<52} {:>9} {:>16} {:>18}",
-        format!("replace one day ({rows} rows)"),
+        format!(
+            "replace one day ({rows} rows; table of {} days)",
+            days.max(2)
+        ),
         "seconds",
         "replica lag max",
         "applied on replica"
@@ -138,13 +152,15 @@ struct Bench<'a> {
     tsv: &'a std::path::Path,
     rows: u64,
     store: Arc<dyn object_store::ObjectStore>,
-    work: Vec<TableWork>,
+    /// Day 2026-01-01, replaced by one transaction; day 2026-01-02, by exchange.
+    one_tx_work: Vec<TableWork>,
+    exchange_work: Vec<TableWork>,
 }
 
 impl Bench<'_> {
-    /// A fresh database with the table partitioned by day as partition-sync makes it and three
-    /// days of rows; day 2 replaced by one transaction, then by exchange.
-    fn replace_both(&self, replicated: bool) -> Figures {
+    /// A fresh database with the table partitioned by day as partition-sync makes it and `days`
+    /// days of rows; day 1 replaced by one transaction, then day 2 by exchange.
+    fn replace_both(&self, replicated: bool, days: u64) -> Figures {
         let (env, rows) = (self.env, self.rows);
         let prefix = if replicated { "repl_bench" } else { "bench" };
         let db = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
@@ -154,17 +170,30 @@ impl Bench<'_> {
         let replica_url = format!("{}/{db}", env.mysql_replica_url);
         let mut conn = connect(&url).unwrap();
         sync_engine::session::ensure_state_tables(&mut conn).unwrap();
+        let dates: Vec<chrono::NaiveDate> = (0..days)
+            .map(|d| chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Days::new(d))
+            .collect();
+        let parts: Vec<String> = dates
+            .iter()
+            .map(|d| {
+                format!(
+                    "PARTITION p{} VALUES LESS THAN ('{}')",
+                    d.format("%Y%m%d"),
+                    *d + chrono::Days::new(1)
+                )
+            })
+            .collect();
         conn.query_drop(stats_ddl(
             "recipe_daily_stats",
-            " PARTITION BY RANGE COLUMNS(day) (PARTITION p_floor VALUES LESS THAN ('1000-01-01'), \
-             PARTITION pgap_20260101 VALUES LESS THAN ('2026-01-01'), \
-             PARTITION p20260101 VALUES LESS THAN ('2026-01-02'), \
-             PARTITION p20260102 VALUES LESS THAN ('2026-01-03'), \
-             PARTITION p20260103 VALUES LESS THAN ('2026-01-04'))",
+            &format!(
+                " PARTITION BY RANGE COLUMNS(day) (PARTITION p_floor VALUES LESS THAN ('1000-01-01'), \
+                 PARTITION pgap_20260101 VALUES LESS THAN ('2026-01-01'), {})",
+                parts.join(", ")
+            ),
         ))
         .unwrap();
         let t = Instant::now();
-        let fill: Vec<String> = ["2026-01-01", "2026-01-02", "2026-01-03"]
+        let fill: Vec<String> = dates
             .iter()
             .map(|d| {
                 load_tsv_sql(self.tsv, "recipe_daily_stats").replace(
@@ -181,8 +210,8 @@ impl Bench<'_> {
             &format!("SET time_zone='+00:00'; {};", fill.join("; ")),
         );
         println!(
-            "{db}: populated 3 days ({} rows) in {:.1}s",
-            3 * rows,
+            "{db}: populated {days} days ({} rows) in {:.1}s",
+            days * rows,
             t.elapsed().as_secs_f64()
         );
         let lag = replicated.then(|| LagWatch::start(&url, &replica_url));
@@ -216,7 +245,7 @@ impl Bench<'_> {
             &self.store,
             &handle,
             "bench-tx",
-            &self.work,
+            &self.one_tx_work,
             Default::default(),
             &|_| {},
         )
@@ -260,7 +289,7 @@ impl Bench<'_> {
             &self.store,
             &handle,
             "bench-ex",
-            &self.work,
+            &self.exchange_work,
             &opts,
             &|_| {},
         )
@@ -275,16 +304,18 @@ impl Bench<'_> {
             ),
             (1, rows, rows)
         );
-        let counts: Vec<(u64, u64)> = conn
-            .query("SELECT COUNT(*), SUM(day = '2026-01-02') FROM recipe_daily_stats")
+        let counts: Vec<(u64, u64, u64)> = conn
+            .query(
+                "SELECT COUNT(*), SUM(day = '2026-01-01'), SUM(day = '2026-01-02') FROM recipe_daily_stats",
+            )
             .unwrap();
-        assert_eq!(counts[0], (3 * rows, rows));
+        assert_eq!(counts[0], (days * rows, rows, rows));
         if let Some(lag) = lag {
             let mut replica = connect(&replica_url).unwrap();
             let on_replica: Option<u64> = replica
                 .query_first("SELECT COUNT(*) FROM recipe_daily_stats")
                 .unwrap();
-            assert_eq!(on_replica, Some(3 * rows), "the replica holds every row");
+            assert_eq!(on_replica, Some(days * rows), "the replica holds every row");
             lag.stop();
         }
         admin.query_drop(format!("DROP DATABASE `{db}`")).unwrap();
