@@ -12,13 +12,11 @@
 use std::time::Instant;
 
 use domain::config::SyncConfig;
-use mysql::prelude::Queryable;
 use stream_sync::cycle::CycleReport;
 
 mod bench_common;
-use bench_common::{bench_runner, env, table_sql, Change};
+use bench_common::{bench_runner, env, table_sql, Change, Place};
 use stream_sync::runner::{Mode, Runner};
-use sync_engine::warehouse::{Credentials, Warehouse};
 
 async fn cycle(runner: &mut Runner) -> (CycleReport, f64) {
     let t = Instant::now();
@@ -50,37 +48,12 @@ async fn main() {
     let mysql_server = env("MYSQL_URL", None);
     let tag = format!("bench_{}", std::process::id());
 
-    let client = sync_engine::warehouse::client(Some(&bq_url), &Credentials::None)
-        .await
-        .unwrap();
-    client
-        .dataset()
-        .create(gcp_bigquery_client::model::dataset::Dataset::new(
-            &project, &tag,
-        ))
-        .await
-        .unwrap();
-    let mut admin = sync_engine::session::connect(&mysql_server).unwrap();
-    admin
-        .query_drop(format!("CREATE DATABASE `{tag}`"))
-        .unwrap();
-    let mysql_url = format!("{}/{tag}", mysql_server.trim_end_matches('/'));
-
-    let mut wh = Warehouse::new(client.clone(), project.clone());
-    wh.query_timeout = std::time::Duration::from_secs(3600);
-    let q = |sql: String| {
-        let wh = wh.clone();
-        let tag = tag.clone();
-        async move {
-            wh.query_all(&sql.replace("{ds}", &tag))
-                .await
-                .unwrap_or_else(|e| panic!("{e}: {sql}"))
-        }
-    };
+    let place = Place::create(&tag, &bq_url, &project, &mysql_server).await;
+    let mysql_url = place.mysql_url.clone();
     println!("stream-sync benchmark: {rows} rows, {buckets} buckets (emulator + MariaDB)");
     let t = Instant::now();
     for sql in table_sql(rows, "OPTIONS (enable_change_history = TRUE)") {
-        q(sql).await;
+        place.bq(&sql).await;
     }
     println!(
         "loaded the warehouse table in {:.1} s",
@@ -103,11 +76,11 @@ async fn main() {
     // different rows: one applied from the change history, one through the IBLT path.
     let change = Change::per(rows, 1000);
     let apply_change = |round: i64| {
-        let q = &q;
+        let place = &place;
         let statements = change.sql(round);
         async move {
             for sql in statements {
-                q(sql).await;
+                place.bq(&sql).await;
             }
         }
     };
@@ -197,6 +170,5 @@ async fn main() {
         delta.fetch.queries
     );
 
-    let _ = admin.query_drop(format!("DROP DATABASE `{tag}`"));
-    let _ = client.dataset().delete(&project, &tag, true).await;
+    place.remove().await;
 }

@@ -15,12 +15,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use domain::config::SyncConfig;
-use mysql::prelude::Queryable;
 use stream_sync::runner::Mode;
-use sync_engine::warehouse::{Credentials, Warehouse};
 
 mod bench_common;
-use bench_common::{bench_runner, env, table_sql, Change};
+use bench_common::{bench_runner, env, table_sql, Change, Place};
 
 /// The stream-sync release binary, next to this example's directory.
 fn stream_sync_bin() -> PathBuf {
@@ -50,34 +48,10 @@ struct Case {
 
 async fn case(label: &str, rows: i64, bq_url: &str, project: &str, mysql_server: &str) -> Case {
     let tag = format!("bench_scale_{label}_{}", std::process::id());
-    let client = sync_engine::warehouse::client(Some(bq_url), &Credentials::None)
-        .await
-        .unwrap();
-    client
-        .dataset()
-        .create(gcp_bigquery_client::model::dataset::Dataset::new(
-            project, &tag,
-        ))
-        .await
-        .unwrap();
-    let mut admin = sync_engine::session::connect(mysql_server).unwrap();
-    admin
-        .query_drop(format!("CREATE DATABASE `{tag}`"))
-        .unwrap();
-    let mysql_url = format!("{}/{tag}", mysql_server.trim_end_matches('/'));
-    let mut wh = Warehouse::new(client.clone(), project.to_string());
-    wh.query_timeout = Duration::from_secs(3600);
-    let q = |sql: String| {
-        let wh = wh.clone();
-        let tag = tag.clone();
-        async move {
-            wh.query_all(&sql.replace("{ds}", &tag))
-                .await
-                .unwrap_or_else(|e| panic!("{e}: {sql}"))
-        }
-    };
+    let place = Place::create(&tag, bq_url, project, mysql_server).await;
+    let mysql_url = place.mysql_url.clone();
     for sql in table_sql(rows, "") {
-        q(sql).await;
+        place.bq(&sql).await;
     }
     let dir = std::env::temp_dir().join(&tag);
     std::fs::create_dir_all(&dir).unwrap();
@@ -101,7 +75,7 @@ async fn case(label: &str, rows: i64, bq_url: &str, project: &str, mysql_server:
     let per: i64 = env("BENCH_CHANGE_PER", Some("10000")).parse().unwrap();
     let change = Change::per(rows, per);
     for sql in change.sql(0) {
-        q(sql).await;
+        place.bq(&sql).await;
     }
 
     // The change, synced by a fresh process.
@@ -131,8 +105,7 @@ async fn case(label: &str, rows: i64, bq_url: &str, project: &str, mysql_server:
         .collect::<Vec<_>>()
         .join("\n");
 
-    let _ = admin.query_drop(format!("DROP DATABASE `{tag}`"));
-    let _ = client.dataset().delete(project, &tag, true).await;
+    place.remove().await;
     let _ = std::fs::remove_dir_all(&dir);
     Case {
         rows,

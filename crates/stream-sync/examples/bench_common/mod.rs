@@ -90,3 +90,68 @@ impl Change {
         ]
     }
 }
+
+/// Where a benchmark works: a fresh emulator dataset and MariaDB database, both named `tag`.
+pub struct Place {
+    pub tag: String,
+    /// The database's URL.
+    pub mysql_url: String,
+    project: String,
+    client: gcp_bigquery_client::Client,
+    wh: sync_engine::warehouse::Warehouse,
+    admin: mysql::Conn,
+}
+
+impl Place {
+    pub async fn create(tag: &str, bq_url: &str, project: &str, mysql_server: &str) -> Place {
+        use mysql::prelude::Queryable;
+        let client = sync_engine::warehouse::client(
+            Some(bq_url),
+            &sync_engine::warehouse::Credentials::None,
+        )
+        .await
+        .unwrap();
+        client
+            .dataset()
+            .create(gcp_bigquery_client::model::dataset::Dataset::new(
+                project, tag,
+            ))
+            .await
+            .unwrap();
+        let mut admin = sync_engine::session::connect(mysql_server).unwrap();
+        admin
+            .query_drop(format!("CREATE DATABASE `{tag}`"))
+            .unwrap();
+        let mut wh = sync_engine::warehouse::Warehouse::new(client.clone(), project.to_string());
+        wh.query_timeout = std::time::Duration::from_secs(3600);
+        Place {
+            tag: tag.to_string(),
+            mysql_url: format!("{}/{tag}", mysql_server.trim_end_matches('/')),
+            project: project.to_string(),
+            client,
+            wh,
+            admin,
+        }
+    }
+
+    /// Runs warehouse SQL, `{ds}` standing for the dataset; panics naming the statement.
+    pub async fn bq(&self, sql: &str) {
+        self.wh
+            .query_all(&sql.replace("{ds}", &self.tag))
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    /// Drops the database and the dataset.
+    pub async fn remove(mut self) {
+        use mysql::prelude::Queryable;
+        let _ = self
+            .admin
+            .query_drop(format!("DROP DATABASE `{}`", self.tag));
+        let _ = self
+            .client
+            .dataset()
+            .delete(&self.project, &self.tag, true)
+            .await;
+    }
+}
