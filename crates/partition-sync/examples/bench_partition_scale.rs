@@ -24,15 +24,9 @@ use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
 use partition_sync::runner::{self, Context, Options};
 use test_support::SyncFixture;
 
-fn setting(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{key}={v} is not a number"))
-        })
-        .unwrap_or(default)
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::setting;
 
 #[tokio::main]
 async fn main() {
@@ -104,7 +98,8 @@ async fn main() {
         }
     }
     let loaded = f.mysql_count("stats").unwrap_or(0);
-    let converged = pending == 0 && all_ok && loaded == total;
+    // Converged: nothing pending, every run succeeded within the deadline, every row there.
+    let converged = pending == 0 && all_ok && loaded == total && run_max_s <= deadline as f64;
     println!(
         "{runs} runs, {all_s:.1} s in all (one run without a deadline would need about that), \
          {loaded} of {total} rows in MariaDB"

@@ -29,13 +29,10 @@ use partition_sync::plan::{Reason, SourcePartition};
 use sync_engine::session::connect;
 use sync_engine::throttle::{heartbeat_age, NoObserver, Throttle};
 
-use common::{load_tsv_sql, mariadb, stage_day, stats_ddl, stats_source};
+use common::{load_tsv_sql, mariadb, setting, stage_day, stats_ddl, stats_source};
 
 fn main() {
-    let rows: u64 = std::env::var("BENCH_REPLACE_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows: u64 = setting("BENCH_REPLACE_ROWS", 1_000_000);
     let env = test_support::dev_env();
     let dir = std::env::temp_dir().join(format!("bench-replace-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -66,10 +63,7 @@ fn main() {
             vanished: vec![],
         }]
     };
-    let days: u64 = std::env::var("BENCH_REPLACE_DAYS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let days: u64 = setting("BENCH_REPLACE_DAYS", 10);
     let bench = Bench {
         env: &env,
         dir: &dir,
@@ -273,10 +267,7 @@ impl Bench<'_> {
         let opts = LoadOptions {
             loader: Default::default(),
             replace: domain::config::Replace::Exchange,
-            chunk_rows: std::env::var("BENCH_CHUNK_ROWS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(50_000),
+            chunk_rows: setting("BENCH_CHUNK_ROWS", 50_000),
             ddl_lock_wait_secs: 5,
             throttle: &throttle,
         };

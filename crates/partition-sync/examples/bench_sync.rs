@@ -15,13 +15,10 @@ use partition_sync::plan::{Reason, SourcePartition};
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{mariadb, stage_day, stats_ddl, stats_source, vm_hwm_kib};
+use common::{mariadb, setting, stage_day, stats_ddl, stats_source, vm_hwm_kib};
 
 fn main() {
-    let rows: u64 = std::env::var("BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let rows: u64 = setting("BENCH_ROWS", 1_000_000);
     let per_file: u64 = 100_000;
     let env = test_support::dev_env();
     let dir = std::env::temp_dir().join(format!("bench-sync-{}", uuid::Uuid::new_v4().simple()));

@@ -12,6 +12,17 @@ use object_store::path::Path;
 use partition_sync::partition::{Granularity, Scheme};
 use partition_sync::source::PartitionedSource;
 
+/// A number from the environment (`BENCH_…`), or `default`; panics on one that isn't.
+pub fn setting(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{key}={v} is not a number"))
+        })
+        .unwrap_or(default)
+}
+
 /// Peak resident memory of this process (VmHWM), KiB.
 pub fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -31,8 +31,9 @@ async fn a_partition_staged_in_gcs_loads_through_object_store() {
 }
 
 #[tokio::test]
-async fn a_parquet_export_in_gcs_is_read_in_place_by_ranged_gets() {
-    // A real Parquet export of the emulator (kept), seeded into fake-gcs-server.
+async fn a_parquet_export_in_gcs_loads_through_object_store() {
+    // A real Parquet export of the emulator (kept), seeded into fake-gcs-server, read through
+    // its ranged GETs (their count is checked by ranged.rs's own test).
     let f = stats_fixture(&["2026-01-01"], 300).await;
     f.format.set("parquet");
     let s = f
