@@ -464,7 +464,9 @@ def check_requirements(name: str, objs: list[dict], overlay: bool, rules: bool) 
         if not pod_name or ((pod_name[0].get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath") != "metadata.name":
             problem(w, "env POD_NAME must come from metadata.name (the pod's ordinal is its shard)")
         shards = stream_shards(pod_spec(sd), sc, configmaps)
-        if shards is not None and spec.get("replicas", 1) != shards:
+        if shards is None:
+            problem(w, "cannot read stream_sync.shards: no sync.toml ConfigMap mounted at /etc/sync")
+        elif spec.get("replicas", 1) != shards:
             problem(w, f"replicas ({spec.get('replicas', 1)}) must equal stream_sync.shards "
                        f"({shards}) of its sync.toml")
         if sc.get("args") != SYNC_ARGS:

@@ -169,6 +169,9 @@ replica_up() {
   mkdir -p "$dir"
   if claim_port "MariaDB replica" "$REPLICA_PORT" "$pidfile"; then
     log "MariaDB replica already running (pid $(cat "$pidfile"), port $REPLICA_PORT)"
+    # A test killed while it had stopped the SQL thread leaves it stopped: start it again.
+    mariadb --no-defaults --socket="$(replica_sock)" -uroot -e "START SLAVE" 2>/dev/null || true
+    wait_for "replication" 20 replica_running
     return
   fi
   start_mariadbd "MariaDB replica" "$dir" "$REPLICA_PORT" "$(replica_sock)" \
@@ -192,8 +195,9 @@ SQL
 }
 
 replica_running() {
-  mariadb --no-defaults --socket="$(replica_sock)" -uroot -e "SHOW SLAVE STATUS\G" 2>/dev/null \
-    | grep -q "Slave_IO_Running: Yes"
+  local status
+  status="$(mariadb --no-defaults --socket="$(replica_sock)" -uroot -e "SHOW SLAVE STATUS\G" 2>/dev/null)"
+  grep -q "Slave_IO_Running: Yes" <<<"$status" && grep -q "Slave_SQL_Running: Yes" <<<"$status"
 }
 
 replica_down() { stop_pid "MariaDB replica" "$DEV/replica/mysqld.pid"; }

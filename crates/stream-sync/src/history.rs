@@ -69,9 +69,14 @@ pub(crate) async fn history_cycle(
         last.upserts,
         report,
     )?;
+    // Batch by batch like every other write: throttled, and stopping on shutdown.
     for batch in last.deletes.chunks(env.settings.batch_rows.max(1)) {
+        blocking(|| env.throttle.wait(conn))?;
         report.deleted +=
             blocking(|| target::delete_keys(conn, &src.target, &src.primary_key, batch))? as u64;
+        if env.shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SyncError::Shutdown);
+        }
     }
     Ok(cursor.after(to))
 }

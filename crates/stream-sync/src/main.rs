@@ -113,7 +113,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             settings.allow_mass_delete = allow_mass_delete;
             settings.full_diff_every = full_diff_every;
-            settings.shard.0 = shard_index_of(shard_index, settings.shard.1)?;
+            // Only the daemon shards (status, verify and resync see every table); a table named
+            // with --table is synced whichever shard owns it.
+            if table.is_none() {
+                let shards = config.stream_sync.shards;
+                settings.shard = (shard_index_of(shard_index, shards)?, shards);
+            }
             let runner = Runner::new(&config, url, settings, table.as_deref()).await?;
             run_tables(&config, runner, once, max_attempts).await
         }
@@ -139,7 +144,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `run`: the daemon (with the metrics server), or one cycle per table with `--once`.
 /// This process's shard: `--shard-index`, else the ordinal of its StatefulSet pod.
 fn shard_index_of(given: Option<u64>, shards: u64) -> anyhow::Result<u64> {
     if shards <= 1 {
@@ -166,6 +170,7 @@ fn shard_index_of(given: Option<u64>, shards: u64) -> anyhow::Result<u64> {
     Ok(index)
 }
 
+/// `run`: the daemon (with the metrics server), or one cycle per table with `--once`.
 async fn run_tables(
     config: &SyncConfig,
     mut runner: Runner,

@@ -174,7 +174,6 @@ impl Runner {
             max_delete_fraction: config.stream_sync.max_delete_fraction,
             batch_rows: config.stream_sync.batch_rows,
             change_detection: config.warehouse.change_detection,
-            shard: (0, config.stream_sync.shards),
             ..CycleSettings::default()
         }
     }

@@ -409,12 +409,16 @@ pub fn heartbeat_age(conn: &mut Conn, server_id: u64) -> Result<f64, String> {
     }
 }
 
-/// `Seconds_Behind_Master` (MariaDB, MySQL before 8.0.22) or `Seconds_Behind_Source` of
-/// `SHOW REPLICA STATUS`.
+/// `Seconds_Behind_Master` (MariaDB, MySQL before 8.0.22) or `Seconds_Behind_Source` of the
+/// replica's status.
 fn seconds_behind(conn: &mut Conn) -> Result<f64, String> {
-    let row: Option<Row> = conn
-        .query_first("SHOW REPLICA STATUS")
-        .map_err(|e| MysqlError::from(e).to_string())?;
+    // `SHOW REPLICA STATUS`: MariaDB 10.5.1+, MySQL 8.0.22+; older servers only know the
+    // SLAVE spelling (a syntax error, 1064, for the other).
+    let row: Option<Row> = match conn.query_first("SHOW REPLICA STATUS") {
+        Err(mysql::Error::MySqlError(e)) if e.code == 1064 => conn.query_first("SHOW SLAVE STATUS"),
+        other => other,
+    }
+    .map_err(|e| MysqlError::from(e).to_string())?;
     let row = row.ok_or("not a replica (SHOW REPLICA STATUS is empty)")?;
     for name in ["Seconds_Behind_Master", "Seconds_Behind_Source"] {
         if let Some(v) = row.get_opt::<Option<u64>, _>(name) {

@@ -187,7 +187,8 @@ class _Registry:
                     rule.hits -= 1
                     if rule in self.spent:
                         self.spent = [r for r in self.spent if r is not rule]
-                        self.pending.append(rule)
+                        # Back in its first-added-first place.
+                        self.pending = sorted(self.pending + [rule], key=lambda r: r.id)
                     return
 
 
