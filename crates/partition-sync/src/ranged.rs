@@ -17,7 +17,8 @@ use parquet::file::reader::{ChunkReader, Length};
 
 /// Bytes per block (one ranged GET, unless a larger page needs more).
 const BLOCK: u64 = 1 << 20;
-/// Blocks kept: enough for one block per column of a wide table.
+/// Blocks kept at least; a file with more columns keeps two per column (each column's reader
+/// moves through its own chunk, so fewer would evict every block before its next page).
 const CACHED_BLOCKS: usize = 32;
 
 /// A staged file read by ranged GETs. Cheap to clone (shared cache).
@@ -33,6 +34,8 @@ struct Inner {
     rt: tokio::runtime::Handle,
     /// Most recently used last: (block index, bytes).
     cache: Mutex<VecDeque<(u64, Bytes)>>,
+    /// Blocks the cache keeps ([`RangedFile::keep_blocks_for`]).
+    capacity: std::sync::atomic::AtomicUsize,
     /// Ranged GETs made so far (tests, logs).
     gets: std::sync::atomic::AtomicU64,
 }
@@ -52,9 +55,18 @@ impl RangedFile {
                 size: meta.size,
                 rt: rt.clone(),
                 cache: Mutex::new(VecDeque::new()),
+                capacity: std::sync::atomic::AtomicUsize::new(CACHED_BLOCKS),
                 gets: Default::default(),
             }),
         })
+    }
+
+    /// Sizes the cache for a file of `columns` columns (read from its footer).
+    pub(crate) fn keep_blocks_for(&self, columns: usize) {
+        self.inner.capacity.store(
+            CACHED_BLOCKS.max(2 * columns),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     /// Ranged GETs made so far.
@@ -86,7 +98,11 @@ impl RangedFile {
         let start = i * BLOCK;
         let bytes = self.fetch(start, (start + BLOCK).min(self.inner.size))?;
         let mut cache = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHED_BLOCKS {
+        let capacity = self
+            .inner
+            .capacity
+            .load(std::sync::atomic::Ordering::Relaxed);
+        while cache.len() >= capacity {
             cache.pop_front();
         }
         cache.push_back((i, bytes.clone()));
@@ -242,6 +258,71 @@ mod tests {
         assert_eq!(n, 180_000);
         assert_eq!(sum, (0..180_000i64).sum::<i64>());
         // About one GET per block, whatever the number of pages.
+        let blocks = size.div_ceil(BLOCK);
+        assert!(
+            file.gets() <= 2 * blocks + 4,
+            "{} GETs for {blocks} blocks",
+            file.gets()
+        );
+    }
+
+    /// A Parquet file of one row group of `rows` rows and `columns` INT64 columns.
+    fn wide_file(columns: usize, rows: i64) -> Vec<u8> {
+        let fields: Vec<String> = (0..columns)
+            .map(|i| format!("required int64 c{i};"))
+            .collect();
+        let schema = Arc::new(
+            parquet::schema::parser::parse_message_type(&format!(
+                "message t {{ {} }}",
+                fields.join(" ")
+            ))
+            .unwrap(),
+        );
+        let props = Arc::new(WriterProperties::builder().build());
+        let mut out = Vec::new();
+        let mut w = SerializedFileWriter::new(&mut out, schema, props).unwrap();
+        let mut rg = w.next_row_group().unwrap();
+        for c in 0..columns as i64 {
+            // Values that don't compress: each column chunk spans several blocks.
+            let values: Vec<i64> = (0..rows)
+                .map(|r| (r * 0x9E37_79B9 + c).wrapping_mul(0x5851_F42D_4C95_7F2D))
+                .collect();
+            let mut col = rg.next_column().unwrap().unwrap();
+            col.typed::<Int64Type>()
+                .write_batch(&values, None, None)
+                .unwrap();
+            col.close().unwrap();
+        }
+        rg.close().unwrap();
+        w.close().unwrap();
+        out
+    }
+
+    #[test]
+    fn a_table_wider_than_the_least_cache_keeps_a_block_per_column() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let bytes = wide_file(48, 200_000);
+        let size = bytes.len() as u64;
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let path = Path::from("wide.parquet");
+        rt.block_on(store.put(&path, bytes.into())).unwrap();
+        let mut cursor = crate::readers::RowCursor::new(&store, std::slice::from_ref(&path));
+        let mut n = 0;
+        while cursor.next_row(rt.handle()).unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 200_000);
+        // Read through RowCursor (the loader's path): about one GET per block, not one per
+        // page as a cache smaller than the column count would give.
+        let file = RangedFile::open(&store, &path, rt.handle()).unwrap();
+        file.keep_blocks_for(48);
+        let reader =
+            parquet::file::serialized_reader::SerializedFileReader::new(file.clone()).unwrap();
+        let rows = parquet::record::reader::RowIter::from_file_into(Box::new(reader));
+        assert_eq!(rows.count(), 200_000);
         let blocks = size.div_ceil(BLOCK);
         assert!(
             file.gets() <= 2 * blocks + 4,

@@ -127,8 +127,16 @@ impl ParquetRows {
         rt: &tokio::runtime::Handle,
     ) -> Result<ParquetRows, String> {
         let file = RangedFile::open(store, path, rt)?;
-        let reader = parquet::file::serialized_reader::SerializedFileReader::new(file)
+        let reader = parquet::file::serialized_reader::SerializedFileReader::new(file.clone())
             .map_err(|e| format!("not a Parquet file: {e}"))?;
+        use parquet::file::reader::FileReader;
+        file.keep_blocks_for(
+            reader
+                .metadata()
+                .file_metadata()
+                .schema_descr()
+                .num_columns(),
+        );
         Ok(ParquetRows {
             rows: parquet::record::reader::RowIter::from_file_into(Box::new(reader)),
         })
