@@ -219,12 +219,13 @@ pub fn load_batch(
         .map_err(sink_err("waiting to start the batch's transaction"))?;
     let mut outcomes = load_group(conn, store, rt, run_id, &rest, opts.loader, progress)?;
     if exchanged.partitions_loaded > 0 {
+        // The transaction recorded its own rows; the exchanges' add to them.
+        record_run(conn, run_id, &tables[0], &exchanged)?;
         let o = &mut outcomes[0];
         o.partitions_loaded += exchanged.partitions_loaded;
         o.partitions_exchanged += exchanged.partitions_loaded;
         o.rows_loaded += exchanged.rows_loaded;
         o.rows_deleted += exchanged.rows_deleted;
-        record_run(conn, run_id, &tables[0], o)?;
     }
     Ok(outcomes)
 }
@@ -374,6 +375,8 @@ fn record_run(
         rows_loaded: outcome.rows_loaded,
         rows_deleted: outcome.rows_deleted,
         error: None,
+        // One record per batch (and per exchange) of the run: the rows add up.
+        accumulate: true,
     };
     session::record_run(tx, &record).map_err(|source| LoadError::Sink {
         context: format!("table {target}: recording the run"),

@@ -567,6 +567,7 @@ fn record_run(
             rows_loaded: r.upserted,
             rows_deleted: r.deleted,
             error,
+            accumulate: false,
         },
     )
 }

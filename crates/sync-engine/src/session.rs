@@ -107,16 +107,27 @@ pub struct RunRecord<'a> {
     pub rows_loaded: u64,
     pub rows_deleted: u64,
     pub error: Option<&'a str>,
+    /// A later record of the same run and table adds its rows to the first's (partition-sync
+    /// records each batch, and each exchanged partition, of a run) instead of replacing them.
+    pub accumulate: bool,
 }
 
 /// Records a run in `sync_runs` (finished now); a second record of the same run and table
-/// replaces the first. The one place that writes `sync_runs`.
+/// replaces the first, or adds its rows with `accumulate`. The one place that writes
+/// `sync_runs`.
 pub fn record_run<Q: Queryable>(conn: &mut Q, r: &RunRecord<'_>) -> Result<(), MysqlError> {
+    let rows = if r.accumulate {
+        "rows_loaded = rows_loaded + VALUES(rows_loaded), rows_deleted = rows_deleted + VALUES(rows_deleted)"
+    } else {
+        "rows_loaded = VALUES(rows_loaded), rows_deleted = VALUES(rows_deleted)"
+    };
     conn.exec_drop(
-        "INSERT INTO sync_runs (run_id, target_table, engine, started_at, finished_at, status, rows_loaded, rows_deleted, error) \
-         VALUES (?, ?, ?, COALESCE(?, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6), ?, ?, ?, ?) \
-         ON DUPLICATE KEY UPDATE finished_at = VALUES(finished_at), status = VALUES(status), \
-         rows_loaded = VALUES(rows_loaded), rows_deleted = VALUES(rows_deleted), error = VALUES(error)",
+        format!(
+            "INSERT INTO sync_runs (run_id, target_table, engine, started_at, finished_at, status, rows_loaded, rows_deleted, error) \
+             VALUES (?, ?, ?, COALESCE(?, UTC_TIMESTAMP(6)), UTC_TIMESTAMP(6), ?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE finished_at = VALUES(finished_at), status = VALUES(status), \
+             {rows}, error = VALUES(error)"
+        ),
         (
             r.run_id,
             r.target_table,

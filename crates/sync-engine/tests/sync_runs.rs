@@ -15,7 +15,26 @@ fn record<'a>(run_id: &'a str, engine: &'a str, status: &'a str, loaded: u64) ->
         rows_loaded: loaded,
         rows_deleted: 0,
         error: (status == "failed").then_some("boom"),
+        accumulate: false,
     }
+}
+
+#[test]
+fn accumulated_records_of_a_run_add_their_rows() {
+    let db = test_support::TestDb::empty();
+    let mut conn = session::connect(&db.url).unwrap();
+    session::ensure_state_tables(&mut conn).unwrap();
+    // partition-sync: one record per batch of a run.
+    for loaded in [5, 7] {
+        let mut batch = record("r1", "partition", "ok", loaded);
+        batch.rows_deleted = 1;
+        batch.accumulate = true;
+        session::record_run(&mut conn, &batch).unwrap();
+    }
+    let last = session::last_run(&mut conn, "t", Some("partition"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((last.rows_loaded, last.rows_deleted), (12, 2));
 }
 
 #[test]

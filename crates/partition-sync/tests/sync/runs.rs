@@ -855,3 +855,17 @@ async fn exports_are_in_primary_key_order() {
         .collect();
     assert_eq!(ids, (1..=40).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn sync_runs_holds_the_whole_run_across_batches() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02", "2026-01-03"], 5).await;
+    let t = format!("[partition_sync]\nmax_batch_partitions = 1\n{STATS}");
+    let s = f.run(&t, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(s.rows_loaded, 15);
+    let recorded: Vec<(i64, i64)> = f.rows(&format!(
+        "SELECT rows_loaded, rows_deleted FROM sync_runs WHERE run_id = '{}' AND target_table = 'stats'",
+        s.run_id
+    ));
+    assert_eq!(recorded, vec![(15, 0)], "three batches of 5 rows");
+}
