@@ -64,7 +64,7 @@ k8s-check: toolchain ## render the k8s/ overlays, validate them offline (API sch
 bench: bench-sync bench-partition-scale bench-stream bench-stream-scale bench-api ## every benchmark, one after the other (about 15 minutes here); each prints its figures beside its baseline
 
 .PHONY: bench-api
-bench-api: services ## benchmark recipe-api against its database ceiling (wrk, 16 connections, release build)
+bench-api: services ## recipe-api vs its database ceiling: alternating rounds, medians (wrk, 16 connections, release build)
 	@deploy/dev/bench-api.sh
 
 .PHONY: images

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Benchmark of recipe-api (a benchmark, not a test): seeds a fresh database with 10,000 recipes
 # (8 ingredients each, from 500), starts the release binary on a free loopback port, and for
-# each scenario runs wrk (16 connections, 10 s) and then the database ceiling: the same diesel
-# code the endpoint runs, straight against MariaDB at the same concurrency. Prints req/s, p50,
-# p99 and the ratio API / ceiling, and the server's resident memory under load.
+# each scenario alternates rounds of wrk (16 connections) against the service and of the
+# database ceiling: the same diesel code the endpoint runs, straight against MariaDB at the
+# same concurrency. Prints, per scenario, the median over the rounds of req/s, p50 and p99 on
+# each side, the median of the rounds' API / ceiling ratios with their range, and the server's
+# resident memory under load. Alternating short rounds and taking medians is what makes the
+# ratio hold still on a shared VM, whose speed drifts by a third within minutes (CPU steal):
+# one long API run followed by one long ceiling run compared two different machines.
 #
 # Usage: deploy/dev/bench-api.sh  (after `deploy/dev/env.sh up`; reads .dev/env)
-# Env:   BENCH_CONNECTIONS (16), BENCH_SECONDS (10), BENCH_SCENARIOS ("by-id by-ingredient write-mix write-mix-keyed"; the keyed mix is measured against the same database ceiling as write-mix),
+# Env:   BENCH_CONNECTIONS (16), BENCH_SECONDS (5, per round and side), BENCH_ROUNDS (3),
+#        BENCH_SCENARIOS ("by-id by-ingredient write-mix write-mix-keyed"; the keyed mix is measured against the same database ceiling as write-mix),
 #        BENCH_WORKERS (1): HTTP workers. wrk, MariaDB and the service share this machine's two
 #        cores, so the service is given one (as a pod with a 1-CPU limit would be); the pool
 #        size is its default (4 here).
@@ -25,7 +30,8 @@ if ! command -v wrk >/dev/null || ! command -v curl >/dev/null; then
 fi
 
 CONNECTIONS="${BENCH_CONNECTIONS:-16}"
-SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
+SECONDS_PER_RUN="${BENCH_SECONDS:-5}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 SCENARIOS="${BENCH_SCENARIOS:-by-id by-ingredient write-mix write-mix-keyed}"
 WORKERS="${BENCH_WORKERS:-1}"
 export BENCH_RECIPES=10000 BENCH_INGREDIENTS=500
@@ -78,39 +84,58 @@ done
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$PID/status"; }
 for scenario in $SCENARIOS; do
-  echo "== $scenario: API (wrk -c$CONNECTIONS -d${SECONDS_PER_RUN}s, $WORKERS HTTP worker(s))"
+  echo "== $scenario: $ROUNDS rounds of the API (wrk -c$CONNECTIONS -d${SECONDS_PER_RUN}s, $WORKERS HTTP worker(s)) then the database ceiling ($CONNECTIONS threads, ${SECONDS_PER_RUN}s)"
   # Warm up (caches, pool) for 2 s, then measure.
   BENCH_SCENARIO="$scenario" wrk -t2 -c"$CONNECTIONS" -d2s -s deploy/dev/bench/recipes.lua "http://127.0.0.1:$PORT" >/dev/null
-  max_rss=0
   ( while kill -0 "$PID" 2>/dev/null; do rss_kib; sleep 0.2; done ) >"$RESULTS/$scenario.rss" &
   sampler=$!
-  BENCH_SCENARIO="$scenario" wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s deploy/dev/bench/recipes.lua \
-    "http://127.0.0.1:$PORT" | tee "$RESULTS/$scenario.wrk" | grep -E "Requests/sec|Non-2xx" || true
+  for round in $(seq 1 "$ROUNDS"); do
+    BENCH_SCENARIO="$scenario" wrk -t2 -c"$CONNECTIONS" -d"${SECONDS_PER_RUN}s" -s deploy/dev/bench/recipes.lua \
+      "http://127.0.0.1:$PORT" >"$RESULTS/$scenario.$round.wrk"
+    grep '^WRK_JSON ' "$RESULTS/$scenario.$round.wrk" | sed 's/^WRK_JSON //' >"$RESULTS/$scenario.$round.api.json"
+    "$CEILING" "$DATABASE_URL" "$scenario" "$CONNECTIONS" "$SECONDS_PER_RUN" "$BENCH_RECIPES" "$BENCH_INGREDIENTS" \
+      >"$RESULTS/$scenario.$round.db.json"
+    python3 - "$RESULTS" "$scenario" "$round" <<'EOF'
+import json, sys
+results, s, r = sys.argv[1:]
+def load(side):
+    with open(f"{results}/{s}.{r}.{side}.json") as f:
+        return json.loads(f.read().strip().splitlines()[-1])
+def rps(x):
+    return x["requests"] / (x["duration_us"] / 1e6) if x["duration_us"] else 0.0
+api, db = load("api"), load("db")
+ratio = rps(api) / rps(db) if rps(db) else 0.0
+print(f"   round {r}: API {rps(api):.0f} req/s (p99 {api['p99_us']/1000:.2f} ms, {api['errors']} errors) | "
+      f"ceiling {rps(db):.0f} req/s | {ratio:.0%}")
+EOF
+  done
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
   max_rss="$(sort -n "$RESULTS/$scenario.rss" | tail -1)"
-  grep '^WRK_JSON ' "$RESULTS/$scenario.wrk" | sed 's/^WRK_JSON //' >"$RESULTS/$scenario.api.json"
   echo "{\"max_rss_kib\": ${max_rss:-0}}" >"$RESULTS/$scenario.rss.json"
-  echo "== $scenario: database ceiling ($CONNECTIONS threads, ${SECONDS_PER_RUN}s)"
-  "$CEILING" "$DATABASE_URL" "$scenario" "$CONNECTIONS" "$SECONDS_PER_RUN" "$BENCH_RECIPES" "$BENCH_INGREDIENTS" \
-    | tee "$RESULTS/$scenario.db.json"
 done
 peak_kib="$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")"
 
-python3 - "$RESULTS" "$peak_kib" $SCENARIOS <<'EOF'
-import json, sys
-results, peak_kib, scenarios = sys.argv[1], int(sys.argv[2] or 0), sys.argv[3:]
+python3 - "$RESULTS" "$peak_kib" "$ROUNDS" $SCENARIOS <<'EOF'
+import json, statistics, sys
+results, peak_kib, rounds, scenarios = sys.argv[1], int(sys.argv[2] or 0), int(sys.argv[3]), sys.argv[4:]
 def load(name):
     with open(f"{results}/{name}") as f:
         return json.loads(f.read().strip().splitlines()[-1])
 def rps(r):
     return r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
+med = statistics.median
 print()
-print(f"{'scenario':<15} {'API req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} | {'DB req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | {'API/DB':>6} {'RSS MiB':>8}")
+print(f"medians over {rounds} alternating rounds")
+print(f"{'scenario':<15} {'API req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} | {'DB req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | {'API/DB':>6} {'range':>9} {'RSS MiB':>8}")
 for s in scenarios:
-    api, db, rss = load(f"{s}.api.json"), load(f"{s}.db.json"), load(f"{s}.rss.json")
-    ratio = rps(api) / rps(db) if rps(db) else 0.0
-    print(f"{s:<15} {rps(api):>10.0f} {api['p50_us']/1000:>7.2f} {api['p99_us']/1000:>7.2f} {api['errors']:>6} | "
-          f"{rps(db):>10.0f} {db['p50_us']/1000:>7.2f} {db['p99_us']/1000:>7.2f} | {ratio:>6.0%} {rss['max_rss_kib']/1024:>8.1f}")
+    api = [load(f"{s}.{r}.api.json") for r in range(1, rounds + 1)]
+    db = [load(f"{s}.{r}.db.json") for r in range(1, rounds + 1)]
+    rss = load(f"{s}.rss.json")
+    ratios = [rps(a) / rps(d) if rps(d) else 0.0 for a, d in zip(api, db)]
+    print(f"{s:<15} {med(map(rps, api)):>10.0f} {med(a['p50_us'] for a in api)/1000:>7.2f} "
+          f"{med(a['p99_us'] for a in api)/1000:>7.2f} {sum(a['errors'] for a in api):>6} | "
+          f"{med(map(rps, db)):>10.0f} {med(d['p50_us'] for d in db)/1000:>7.2f} {med(d['p99_us'] for d in db)/1000:>7.2f} | "
+          f"{med(ratios):>6.0%} {min(ratios):>4.0%}-{max(ratios):<4.0%} {rss['max_rss_kib']/1024:>8.1f}")
 print(f"peak resident memory of recipe-api over the whole run (VmHWM): {peak_kib/1024:.1f} MiB")
 EOF
