@@ -77,7 +77,20 @@ pub(crate) async fn run_batches(
         // The staging files are cleaned whether the export and load succeeded or not.
         let loaded = export_and_load(run, tables, conn, bytes).await;
         clean_staging(run.ctx, run.run_id).await;
-        let (next, done) = loaded?;
+        let (next, done) = match loaded {
+            Err(e) if e.past_deadline() => {
+                // The batch rolled back (an exchange's shadow is dropped); the group's lock
+                // went with its session. It and the rest wait for the next run.
+                tracing::warn!(
+                    error = %e,
+                    batches_left = left,
+                    "the run's deadline came while pausing to protect MySQL: the rest of the group waits for the next run"
+                );
+                let pending = pending_per_table(&sources, &batches[batches.len() - left..]);
+                return Ok(BatchesDone { outcomes, pending });
+            }
+            other => other?,
+        };
         conn = next;
         merge(&mut outcomes, done);
         if settings.verify_after_load {

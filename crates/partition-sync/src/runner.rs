@@ -12,7 +12,7 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 
 use domain::config::{Group, SyncConfig};
-use sync_engine::session;
+use sync_engine::session::{self, MysqlError};
 use sync_engine::throttle::{Throttle, ThrottleObserver, ThrottleTally};
 use sync_engine::warehouse::Warehouse;
 
@@ -219,6 +219,18 @@ impl GroupError {
         matches!(self, GroupError::Load(l) if l.transient())
     }
 
+    /// The run's deadline came while a load paused to protect MySQL: the batch rolled back
+    /// and waits for the next run (`docs/sync.md#batches`).
+    pub fn past_deadline(&self) -> bool {
+        matches!(
+            self,
+            GroupError::Load(LoadError::Sink {
+                source: MysqlError::PastDeadline(_),
+                ..
+            })
+        )
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             GroupError::Locked(_) => "locked",
@@ -359,20 +371,23 @@ pub async fn run(
 
 /// Starts the throttle the group's batches wait on (`docs/sync.md#throttling`): with
 /// replicas configured, it writes the heartbeat until the group is done.
-async fn start_throttle(ctx: &Context) -> Result<Arc<Throttle>, GroupError> {
+/// No pause lasts past the run's deadline.
+async fn start_throttle(ctx: &Context, deadline: Instant) -> Result<Arc<Throttle>, GroupError> {
     let settings = ctx.config.throttle.clone();
     let url = ctx.mysql_url.clone();
     let tally: Arc<dyn ThrottleObserver> = ctx.throttle_tally.clone();
-    tokio::task::spawn_blocking(move || Throttle::start(&settings, &url, tally))
-        .await
-        .map_err(blocking_err)?
-        .map(Arc::new)
-        .map_err(|source| {
-            GroupError::Load(LoadError::Sink {
-                context: "starting the throttle".into(),
-                source,
-            })
+    tokio::task::spawn_blocking(move || {
+        Throttle::start(&settings, &url, tally).map(|t| t.until(deadline))
+    })
+    .await
+    .map_err(blocking_err)?
+    .map(Arc::new)
+    .map_err(|source| {
+        GroupError::Load(LoadError::Sink {
+            context: "starting the throttle".into(),
+            source,
         })
+    })
 }
 
 /// Runs a group, and again from the start after a transient MySQL failure (lost connection,
@@ -451,7 +466,7 @@ async fn run_group(
         let status = if opts.dry_run { "planned" } else { "unchanged" };
         return Ok(group_report(group, status, Vec::new(), plan, lag));
     }
-    let throttle = start_throttle(ctx).await?;
+    let throttle = start_throttle(ctx, deadline).await?;
     let run = BatchRun {
         ctx,
         run_id,

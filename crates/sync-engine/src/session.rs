@@ -31,6 +31,10 @@ pub enum MysqlError {
     /// A throttle pause outlasted its limit (`throttle::Throttle::wait`).
     #[error("MySQL is over a throttle threshold: {0}")]
     Throttled(String),
+    /// A throttle pause reached the run's deadline (`throttle::Throttle::until`): the work
+    /// was not done and waits for the next run.
+    #[error("the run's deadline came while pausing to protect MySQL: {0}")]
+    PastDeadline(String),
 }
 
 impl MysqlError {
@@ -39,7 +43,9 @@ impl MysqlError {
     pub fn class(&self) -> ErrorClass {
         match self {
             MysqlError::Server { code, .. } => fault::mysql_error(*code),
-            MysqlError::Io(_) | MysqlError::Throttled(_) => ErrorClass::Transient,
+            MysqlError::Io(_) | MysqlError::Throttled(_) | MysqlError::PastDeadline(_) => {
+                ErrorClass::Transient
+            }
             MysqlError::Url(_) | MysqlError::Other(_) => ErrorClass::Permanent,
         }
     }

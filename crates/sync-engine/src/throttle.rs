@@ -164,6 +164,8 @@ pub struct Throttle {
     /// The replicas' sessions and the heartbeat, once started (first check, or
     /// [`Throttle::start`]).
     watch: Mutex<Option<Watch>>,
+    /// A pause never lasts past this (a bounded run's deadline, [`Throttle::until`]).
+    deadline: Option<Instant>,
 }
 
 /// What watching replicas needs: the primary's `@@server_id` (the heartbeat row replicas are
@@ -199,7 +201,16 @@ impl Throttle {
             primary_url: primary_url.to_string(),
             observer,
             watch: Mutex::new(None),
+            deadline: None,
         }
+    }
+
+    /// Pauses end at `deadline` at the latest: a pause still needed then fails with
+    /// [`MysqlError::PastDeadline`], so a bounded run (partition-sync's `--max-run-secs`) ends
+    /// in time instead of waiting out `max_pause_secs`.
+    pub fn until(mut self, deadline: Instant) -> Throttle {
+        self.deadline = Some(deadline);
+        self
     }
 
     /// Starts the throttle of one run now: resolves the replicas' DSNs and, with replicas and
@@ -319,12 +330,22 @@ impl Throttle {
                     limit.as_secs()
                 )));
             }
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                return Err(MysqlError::PastDeadline(format!(
+                    "paused {:.1} s and {over}",
+                    started.elapsed().as_secs_f64()
+                )));
+            }
             if !logged {
                 tracing::info!(reason = %over, "pausing to protect MySQL");
                 logged = true;
             }
+            let nap = self
+                .deadline
+                .map_or(RECHECK, |d| RECHECK.min(d.saturating_duration_since(now)));
             let t = Instant::now();
-            std::thread::sleep(RECHECK);
+            std::thread::sleep(nap);
             self.observer
                 .paused(over.reason(), t.elapsed().as_secs_f64());
         }

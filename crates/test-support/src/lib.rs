@@ -296,6 +296,11 @@ impl BusyPrimary {
         }
     }
 
+    /// Whether any of the statements is still running.
+    pub fn running(&self) -> bool {
+        self.sessions.iter().any(|s| !s.is_finished())
+    }
+
     /// Waits for the statements to end.
     pub fn join(self) {
         for s in self.sessions {

@@ -247,3 +247,36 @@ async fn a_busy_primary_pauses_the_load() {
     );
     assert_eq!(count(&f, "stats"), 3);
 }
+
+#[tokio::test]
+async fn a_pause_that_reaches_the_runs_deadline_leaves_the_batch_for_the_next_run() {
+    let f = stats_fixture(&["2026-01-01"], 3).await;
+    // Five statements running for 20 s keep the server over a limit of 2 long past the
+    // run's 5 s (a fixed limit: another test's busy statements may end meanwhile).
+    let busy = test_support::BusyPrimary::start(&f.db.url, 20);
+    let busy_config = partitioned("[throttle]\nmax_threads_running = 2\nmax_pause_secs = 600");
+    let bounded = || Options {
+        max_run_secs: Some(5),
+        ..Options::default()
+    };
+    let s = f.run(&busy_config, bounded()).await;
+    // The run stopped pausing at its deadline, not when MySQL quietened down.
+    assert!(busy.running(), "the run waited out the busy server: {s:?}");
+    assert!(s.ok, "{s:?}");
+    assert_eq!((s.partitions_loaded, s.partitions_pending), (0, 1), "{s:?}");
+    assert_eq!(s.groups[0].status, "partial", "{s:?}");
+    assert!(
+        s.throttled_seconds
+            .get("threads_running")
+            .is_some_and(|t| *t > 0.0),
+        "{s:?}"
+    );
+    assert!(watermark(&f, "20260101").is_none());
+    assert!(shadows(&f).is_empty());
+    busy.join();
+
+    let s = f.run(&partitioned(""), bounded()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!((s.partitions_loaded, s.partitions_pending), (1, 0), "{s:?}");
+    assert_eq!(count(&f, "stats"), 3);
+}
