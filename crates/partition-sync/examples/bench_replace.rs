@@ -61,6 +61,8 @@ fn main() {
                 },
                 reason: Reason::Modified,
                 files,
+                // The day was synced before: its watermark holds its row count.
+                synced_rows: Some(rows),
             }],
             vanished: vec![],
         }]

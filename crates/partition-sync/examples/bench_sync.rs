@@ -75,6 +75,7 @@ fn main() {
             },
             reason: Reason::New,
             files,
+            synced_rows: None,
         }],
         vanished: vec![],
     }];

@@ -129,13 +129,18 @@ impl Exchanger<'_> {
         state::upsert_partition(conn, target, &load.partition, swapped, run_id).map_err(my_err(
             format!("table {target}, partition {pid}: recording state"),
         ))?;
-        // The shadow now holds the partition's old rows.
-        let deleted: u64 = conn
-            .query_first(format!("SELECT COUNT(*) FROM {}", quote_ident(&shadow)))
-            .map_err(my_err(format!(
-                "table {target}: counting the replaced rows"
-            )))?
-            .unwrap_or(0);
+        // The shadow now holds the partition's old rows: as many as its watermark recorded
+        // (the sync owns the table), counted only without one (a COUNT of a cold partition
+        // reads all of it from disk).
+        let deleted: u64 = match load.synced_rows {
+            Some(rows) => rows,
+            None => conn
+                .query_first(format!("SELECT COUNT(*) FROM {}", quote_ident(&shadow)))
+                .map_err(my_err(format!(
+                    "table {target}: counting the replaced rows"
+                )))?
+                .unwrap_or(0),
+        };
         conn.query_drop(format!("DROP TABLE {}", quote_ident(&shadow)))
             .map_err(my_err(format!("table {target}: dropping {shadow}")))?;
         (self.progress)(Progress::PartitionDone {

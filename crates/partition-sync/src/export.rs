@@ -93,6 +93,7 @@ async fn export_partition(
             partition: l.partition.clone(),
             reason: l.reason,
             files,
+            synced_rows: l.synced_rows,
         },
     ))
 }

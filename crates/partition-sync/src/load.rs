@@ -33,6 +33,8 @@ pub struct PartitionLoad {
     pub partition: SourcePartition,
     pub reason: Reason,
     pub files: Vec<Path>,
+    /// The rows MySQL holds for it, as recorded at its last sync (`None`: no watermark).
+    pub synced_rows: Option<u64>,
 }
 
 /// The work of one table in a group.

@@ -60,6 +60,8 @@ impl std::fmt::Display for Reason {
 pub struct Load {
     pub partition: SourcePartition,
     pub reason: Reason,
+    /// The rows MySQL holds for it, as recorded when it was last synced (`None`: no watermark).
+    pub synced_rows: Option<u64>,
 }
 
 /// What one run does to one table.
@@ -139,6 +141,9 @@ pub fn plan(
             Some(reason) => out.loads.push(Load {
                 partition: p.clone(),
                 reason,
+                synced_rows: state
+                    .get(p.id.as_str())
+                    .and_then(|s| u64::try_from(s.rows).ok()),
             }),
             None => out.unchanged += 1,
         }
@@ -363,6 +368,7 @@ mod tests {
         let load = |id: &str, rows: i64| Load {
             partition: src(id, rows, 0),
             reason: Reason::New,
+            synced_rows: None,
         };
         let a = Plan {
             loads: vec![

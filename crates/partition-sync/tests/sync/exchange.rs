@@ -68,6 +68,16 @@ async fn a_changed_partition_is_loaded_in_chunks_and_exchanged_in() {
         f.run(&tables, Options::default()).await.partitions_loaded,
         0
     );
+    // The rows replaced are the watermark's count; without a watermark they are counted.
+    f.mysql()
+        .query_drop("DELETE FROM sync_partitions WHERE partition_id = '20260102'")
+        .unwrap();
+    let s = f.run(&tables, Options::default()).await;
+    assert_eq!(
+        (exchanged(&s), s.rows_loaded, s.rows_deleted),
+        (1, 3, 3),
+        "{s:?}"
+    );
 }
 
 #[tokio::test]

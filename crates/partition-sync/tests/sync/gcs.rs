@@ -124,6 +124,7 @@ async fn load_from_gcs(f: &Fixture, files: &[(&str, Vec<u8>)]) -> u64 {
             },
             reason: Reason::New,
             files: paths,
+            synced_rows: None,
         }],
         vanished: vec![],
     }];
