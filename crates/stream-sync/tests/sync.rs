@@ -918,6 +918,24 @@ async fn write_batches_pause_while_the_primary_is_busy() {
 }
 
 #[tokio::test]
+async fn a_replica_whose_dsn_cannot_be_read_fails_at_start() {
+    let f = Fixture::new().await;
+    let config = f.config(
+        &table("items", &["id"], ""),
+        "[throttle]\n[[throttle.replicas]]\nname = \"eu-replica\"\nurl_env = \"STREAM_SYNC_TEST_UNSET_REPLICA_URL\"\n",
+    );
+    let settings = Runner::settings_from(&config);
+    let err = match Runner::new(&config, f.db.url.clone(), settings, None).await {
+        Ok(_) => panic!("a runner started with a replica it cannot reach"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("eu-replica") && err.contains("STREAM_SYNC_TEST_UNSET_REPLICA_URL"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn an_empty_answer_to_the_key_scan_fails_the_cycle_and_deletes_nothing() {
     let (f, mut runner) = synced_items(3000, 4).await;
 
