@@ -357,10 +357,7 @@ impl Bench<'_> {
 
 /// InnoDB's history list length: transactions whose undo purge has not processed yet.
 fn history_len(conn: &mut mysql::Conn) -> u64 {
-    let row: Option<(String, u64)> = conn
-        .query_first("SHOW GLOBAL STATUS LIKE 'Innodb_history_list_length'")
-        .unwrap();
-    row.map_or(0, |(_, n)| n)
+    sync_engine::throttle::global_status(conn, "Innodb_history_list_length").unwrap()
 }
 
 /// Waits until the history list is no longer than `target` (purge has caught up).

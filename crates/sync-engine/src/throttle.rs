@@ -371,8 +371,14 @@ impl Throttle {
 
 /// The primary's `Threads_running`.
 pub fn threads_running(conn: &mut Conn) -> Result<u64, MysqlError> {
+    global_status(conn, "Threads_running")
+}
+
+/// A numeric server status variable (`SHOW GLOBAL STATUS`; `name` is one of ours, a plain
+/// identifier); 0 when absent.
+pub fn global_status(conn: &mut Conn, name: &str) -> Result<u64, MysqlError> {
     let row: Option<(String, String)> =
-        conn.query_first("SHOW GLOBAL STATUS LIKE 'Threads_running'")?;
+        conn.query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))?;
     Ok(row.and_then(|(_, v)| v.parse().ok()).unwrap_or(0))
 }
 
