@@ -107,18 +107,10 @@ impl Runner {
             );
         }
         let metrics = Metrics::new().context("Failed to register metrics")?;
-        // The throttle connects to the replicas on its first check, but a DSN that can't be
-        // read is a configuration error: said now, not at the first write hours later.
-        for replica in &config.throttle.replicas {
-            replica
-                .url()
-                .context("Failed to read the DSN of a replica the throttle watches")?;
-        }
-        let throttle = Arc::new(Throttle::lazy(
-            &config.throttle,
-            &mysql_url,
-            Arc::new(metrics.clone()),
-        ));
+        let throttle = Arc::new(
+            Throttle::lazy(&config.throttle, &mysql_url, Arc::new(metrics.clone()))
+                .context("Failed to read the DSN of a replica the throttle watches")?,
+        );
         let health: Health = Arc::default();
         let now = Instant::now();
         let tables = specs

@@ -166,6 +166,8 @@ pub struct Throttle {
     watch: Mutex<Option<Watch>>,
     /// A pause never lasts past this (a bounded run's deadline, [`Throttle::until`]).
     deadline: Option<Instant>,
+    /// Each watched replica's name and DSN, read when the throttle is made.
+    replica_urls: Vec<(String, String)>,
 }
 
 /// What watching replicas needs: the primary's `@@server_id` (the heartbeat row replicas are
@@ -179,30 +181,42 @@ struct Watch {
 impl Throttle {
     /// A throttle that never pauses (no thresholds, no replicas).
     pub fn off() -> Throttle {
-        Throttle::lazy(
-            &ThrottleConfig {
+        Throttle {
+            settings: ThrottleConfig {
                 max_threads_running: 0,
                 replicas: Vec::new(),
                 ..ThrottleConfig::default()
             },
-            "",
-            Arc::new(NoObserver),
-        )
+            primary_url: String::new(),
+            observer: Arc::new(NoObserver),
+            watch: Mutex::new(None),
+            deadline: None,
+            replica_urls: Vec::new(),
+        }
     }
 
-    /// A throttle that connects on its first check (a daemon whose MySQL may be down at start).
+    /// A throttle that connects on its first check (a daemon whose MySQL may be down at
+    /// start). The replicas' DSNs are read now: one that can't be read (its `url_env` unset,
+    /// its `url_file` missing) is a configuration error at start, not at the first write.
     pub fn lazy(
         settings: &ThrottleConfig,
         primary_url: &str,
         observer: Arc<dyn ThrottleObserver>,
-    ) -> Throttle {
-        Throttle {
+    ) -> Result<Throttle, MysqlError> {
+        let replica_urls = settings
+            .replicas
+            .iter()
+            .map(|r| Ok((r.name.clone(), r.url()?)))
+            .collect::<Result<_, domain::config::ConfigError>>()
+            .map_err(|e| MysqlError::Url(e.to_string()))?;
+        Ok(Throttle {
             settings: settings.clone(),
             primary_url: primary_url.to_string(),
             observer,
             watch: Mutex::new(None),
             deadline: None,
-        }
+            replica_urls,
+        })
     }
 
     /// Pauses end at `deadline` at the latest: a pause still needed then fails with
@@ -220,7 +234,7 @@ impl Throttle {
         primary_url: &str,
         observer: Arc<dyn ThrottleObserver>,
     ) -> Result<Throttle, MysqlError> {
-        let t = Throttle::lazy(settings, primary_url, observer);
+        let t = Throttle::lazy(settings, primary_url, observer)?;
         {
             let mut watch = t.watch.lock().unwrap_or_else(|e| e.into_inner());
             if !settings.replicas.is_empty() {
@@ -232,15 +246,15 @@ impl Throttle {
 
     fn start_watch(&self) -> Result<Watch, MysqlError> {
         let settings = &self.settings;
-        let mut replicas = Vec::new();
-        for r in &settings.replicas {
-            let url = r.url().map_err(|e| MysqlError::Url(e.to_string()))?;
-            replicas.push(Replica {
-                name: r.name.clone(),
-                url,
+        let replicas = self
+            .replica_urls
+            .iter()
+            .map(|(name, url)| Replica {
+                name: name.clone(),
+                url: url.clone(),
                 conn: None,
-            });
-        }
+            })
+            .collect();
         let mut primary = connect(&self.primary_url)?;
         let server_id: u64 = primary
             .query_first("SELECT @@server_id")?
