@@ -95,19 +95,7 @@ for scenario in $SCENARIOS; do
     grep '^WRK_JSON ' "$RESULTS/$scenario.$round.wrk" | sed 's/^WRK_JSON //' >"$RESULTS/$scenario.$round.api.json"
     "$CEILING" "$DATABASE_URL" "$scenario" "$CONNECTIONS" "$SECONDS_PER_RUN" "$BENCH_RECIPES" "$BENCH_INGREDIENTS" \
       >"$RESULTS/$scenario.$round.db.json"
-    python3 - "$RESULTS" "$scenario" "$round" <<'EOF'
-import json, sys
-results, s, r = sys.argv[1:]
-def load(side):
-    with open(f"{results}/{s}.{r}.{side}.json") as f:
-        return json.loads(f.read().strip().splitlines()[-1])
-def rps(x):
-    return x["requests"] / (x["duration_us"] / 1e6) if x["duration_us"] else 0.0
-api, db = load("api"), load("db")
-ratio = rps(api) / rps(db) if rps(db) else 0.0
-print(f"   round {r}: API {rps(api):.0f} req/s (p99 {api['p99_us']/1000:.2f} ms, {api['errors']} errors) | "
-      f"ceiling {rps(db):.0f} req/s | {ratio:.0%}")
-EOF
+    python3 deploy/dev/bench/api_report.py round "$RESULTS" "$scenario" "$round"
   done
   kill "$sampler" 2>/dev/null || true
   wait "$sampler" 2>/dev/null || true
@@ -116,26 +104,4 @@ EOF
 done
 peak_kib="$(awk '/^VmHWM/ {print $2}' "/proc/$PID/status")"
 
-python3 - "$RESULTS" "$peak_kib" "$ROUNDS" $SCENARIOS <<'EOF'
-import json, statistics, sys
-results, peak_kib, rounds, scenarios = sys.argv[1], int(sys.argv[2] or 0), int(sys.argv[3]), sys.argv[4:]
-def load(name):
-    with open(f"{results}/{name}") as f:
-        return json.loads(f.read().strip().splitlines()[-1])
-def rps(r):
-    return r["requests"] / (r["duration_us"] / 1e6) if r["duration_us"] else 0.0
-med = statistics.median
-print()
-print(f"medians over {rounds} alternating rounds")
-print(f"{'scenario':<15} {'API req/s':>10} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} | {'DB req/s':>10} {'p50 ms':>7} {'p99 ms':>7} | {'API/DB':>6} {'range':>9} {'RSS MiB':>8}")
-for s in scenarios:
-    api = [load(f"{s}.{r}.api.json") for r in range(1, rounds + 1)]
-    db = [load(f"{s}.{r}.db.json") for r in range(1, rounds + 1)]
-    rss = load(f"{s}.rss.json")
-    ratios = [rps(a) / rps(d) if rps(d) else 0.0 for a, d in zip(api, db)]
-    print(f"{s:<15} {med(map(rps, api)):>10.0f} {med(a['p50_us'] for a in api)/1000:>7.2f} "
-          f"{med(a['p99_us'] for a in api)/1000:>7.2f} {sum(a['errors'] for a in api):>6} | "
-          f"{med(map(rps, db)):>10.0f} {med(d['p50_us'] for d in db)/1000:>7.2f} {med(d['p99_us'] for d in db)/1000:>7.2f} | "
-          f"{med(ratios):>6.0%} {min(ratios):>4.0%}-{max(ratios):<4.0%} {rss['max_rss_kib']/1024:>8.1f}")
-print(f"peak resident memory of recipe-api over the whole run (VmHWM): {peak_kib/1024:.1f} MiB")
-EOF
+python3 deploy/dev/bench/api_report.py summary "$RESULTS" "$peak_kib" "$ROUNDS" $SCENARIOS
