@@ -164,52 +164,30 @@ pub fn plan(
 /// `max_rows` warehouse rows per batch; a table's partitions with one id change together.
 /// Vanished partitions go with the first batch. Always at least one batch.
 pub fn batches(plans: &[Plan], max_partitions: usize, max_rows: u64) -> Vec<Vec<Plan>> {
-    let mut ids: Vec<&str> = plans
-        .iter()
-        .flat_map(|p| p.loads.iter().map(|l| l.partition.id.as_str()))
-        .collect();
-    ids.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
-    ids.dedup();
-    let rows_of = |id: &str| -> u64 {
-        plans
-            .iter()
-            .flat_map(|p| &p.loads)
-            .filter(|l| l.partition.id == id)
-            .map(|l| l.partition.rows.max(0) as u64)
-            .sum()
-    };
-    let mut groups: Vec<Vec<&str>> = Vec::new();
-    let mut rows = 0u64;
-    for id in ids {
-        let r = rows_of(id);
-        let full = groups.last().is_none_or(|g| {
-            g.len() >= max_partitions.max(1) || (!g.is_empty() && rows + r > max_rows)
-        });
+    // Each id's warehouse rows over the group's tables, in load order (oldest first).
+    let mut rows_of: BTreeMap<(bool, &str), u64> = BTreeMap::new();
+    for l in plans.iter().flat_map(|p| &p.loads) {
+        *rows_of.entry(order_key(&l.partition.id)).or_default() += l.partition.rows.max(0) as u64;
+    }
+    // Which batch each id goes in.
+    let mut batch_of: BTreeMap<&str, usize> = BTreeMap::new();
+    let (mut count, mut ids, mut rows) = (0usize, 0usize, 0u64);
+    for ((_, id), r) in rows_of {
+        let full = count == 0 || ids >= max_partitions.max(1) || (ids > 0 && rows + r > max_rows);
         if full {
-            groups.push(Vec::new());
-            rows = 0;
+            count += 1;
+            (ids, rows) = (0, 0);
         }
-        if let Some(g) = groups.last_mut() {
-            g.push(id);
-        }
+        batch_of.insert(id, count - 1);
+        ids += 1;
         rows += r;
     }
-    if groups.is_empty() {
-        groups.push(Vec::new());
-    }
-    groups
-        .iter()
-        .enumerate()
-        .map(|(i, batch)| {
+    let mut out: Vec<Vec<Plan>> = (0..count.max(1))
+        .map(|i| {
             plans
                 .iter()
                 .map(|p| Plan {
-                    loads: p
-                        .loads
-                        .iter()
-                        .filter(|l| batch.contains(&l.partition.id.as_str()))
-                        .cloned()
-                        .collect(),
+                    loads: Vec::new(),
                     vanished: if i == 0 {
                         p.vanished.clone()
                     } else {
@@ -224,7 +202,15 @@ pub fn batches(plans: &[Plan], max_partitions: usize, max_rows: u64) -> Vec<Vec<
                 })
                 .collect()
         })
-        .collect()
+        .collect();
+    for (t, p) in plans.iter().enumerate() {
+        for l in &p.loads {
+            if let Some(&i) = batch_of.get(l.partition.id.as_str()) {
+                out[i][t].loads.push(l.clone());
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -416,6 +402,71 @@ mod tests {
         assert_eq!(firsts, vec!["20260101", "20260103", "20260104"]);
         // Nothing to load: one empty batch (vanished partitions still go).
         assert_eq!(batches(&[Plan::default()], 10, 10).len(), 1);
+    }
+
+    #[test]
+    fn a_two_year_hourly_backlog_of_linked_tables_splits_into_ordered_batches() {
+        // 17,520 hourly ids in three tables (a group), newest first as a plan may list them.
+        let hours: Vec<String> = (0..17_520i64)
+            .rev()
+            .map(|h| {
+                let t = chrono::NaiveDate::from_ymd_opt(2025, 1, 1)
+                    .unwrap()
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap()
+                    + chrono::Duration::hours(h);
+                t.format("%Y%m%d%H").to_string()
+            })
+            .collect();
+        let table = |rows: i64| Plan {
+            loads: hours
+                .iter()
+                .map(|id| Load {
+                    partition: src(id, rows, 0),
+                    reason: Reason::New,
+                    synced_rows: None,
+                })
+                .collect(),
+            ..Plan::default()
+        };
+        let plans = [table(10), table(20), table(5)];
+        let out = batches(&plans, 24, 35 * 12);
+        // 35 rows per id over the tables: 12 ids per batch by rows (fewer than 24).
+        assert_eq!(out.len(), 17_520 / 12);
+        let mut seen = Vec::new();
+        for batch in &out {
+            let ids: Vec<&str> = batch[0]
+                .loads
+                .iter()
+                .map(|l| l.partition.id.as_str())
+                .collect();
+            assert_eq!(ids.len(), 12);
+            for p in &batch[1..] {
+                let same: Vec<&str> = p.loads.iter().map(|l| l.partition.id.as_str()).collect();
+                let (mut a, mut b) = (ids.clone(), same);
+                a.sort();
+                b.sort();
+                assert_eq!(a, b, "a batch holds an id in every table of the group");
+            }
+            seen.extend(ids.iter().map(|s| s.to_string()));
+        }
+        // Batches go oldest first; within a batch, loads keep the plan's order.
+        let firsts: Vec<&str> = out
+            .iter()
+            .map(|b| {
+                b[0].loads
+                    .iter()
+                    .map(|l| l.partition.id.as_str())
+                    .min()
+                    .unwrap()
+            })
+            .collect();
+        assert!(firsts.windows(2).all(|w| w[0] < w[1]));
+        // Every id once.
+        seen.sort();
+        let mut all = hours.clone();
+        all.sort();
+        assert_eq!(seen, all);
     }
 
     #[test]
