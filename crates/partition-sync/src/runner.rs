@@ -322,13 +322,19 @@ pub async fn run(
     let run_id = new_run_id();
     let groups = selected_groups(&ctx.config, opts)?;
     ctx.throttle_tally.take();
+    // One throttle (and heartbeat) for the whole run, started by the first group with work.
+    let throttle = tokio::sync::OnceCell::new();
+    let scope = RunScope {
+        run_id: &run_id,
+        deadline,
+        throttle: &throttle,
+    };
     let mut reports = Vec::new();
     let mut bytes = 0u64;
     for group in &groups {
         let span = tracing::info_span!("group", group.name = %group.name, run.id = %run_id);
         let _enter = span.enter();
-        let result =
-            run_group_retrying(ctx, group, opts, (&run_id, deadline), &progress, &mut bytes).await;
+        let result = run_group_retrying(ctx, group, opts, &scope, &progress, &mut bytes).await;
         let report = match result {
             Ok(report) => report,
             Err(e) => {
@@ -345,6 +351,7 @@ pub async fn run(
             .map(f)
             .sum::<u64>()
     };
+    drop(throttle);
     let (throttled, lag_max) = ctx.throttle_tally.take();
     Ok(RunSummary {
         ok: reports.iter().all(|g| g.status != "failed"),
@@ -369,9 +376,29 @@ pub async fn run(
     })
 }
 
-/// Starts the throttle the group's batches wait on (`docs/sync.md#throttling`): with
-/// replicas configured, it writes the heartbeat until the group is done.
-/// No pause lasts past the run's deadline.
+/// What every group of a run shares: its id, its deadline, its throttle.
+struct RunScope<'a> {
+    run_id: &'a str,
+    /// No batch starts after it; no throttle pause lasts past it.
+    deadline: Instant,
+    /// Started by the first group that loads; errors are not kept (the next group tries
+    /// again).
+    throttle: &'a tokio::sync::OnceCell<Arc<Throttle>>,
+}
+
+impl RunScope<'_> {
+    /// The run's throttle, started on first use.
+    async fn throttle(&self, ctx: &Context) -> Result<Arc<Throttle>, GroupError> {
+        self.throttle
+            .get_or_try_init(|| start_throttle(ctx, self.deadline))
+            .await
+            .cloned()
+    }
+}
+
+/// Starts the throttle the batches wait on (`docs/sync.md#throttling`): with replicas
+/// configured, it writes the heartbeat until the run is done (its sessions reconnect after
+/// an error, so a group's retry reuses it). No pause lasts past the run's deadline.
 async fn start_throttle(ctx: &Context, deadline: Instant) -> Result<Arc<Throttle>, GroupError> {
     let settings = ctx.config.throttle.clone();
     let url = ctx.mysql_url.clone();
@@ -398,22 +425,13 @@ async fn run_group_retrying(
     ctx: &Context,
     group: &Group,
     opts: &Options,
-    (run_id, deadline): (&str, Instant),
+    scope: &RunScope<'_>,
     progress: &ProgressFn,
     bytes: &mut u64,
 ) -> Result<GroupReport, GroupError> {
     let mut attempt = 1;
     loop {
-        match run_group(
-            ctx,
-            group,
-            opts,
-            (run_id, deadline),
-            progress.clone(),
-            bytes,
-        )
-        .await
-        {
+        match run_group(ctx, group, opts, scope, progress.clone(), bytes).await {
             Err(e) if e.mysql_transient() && attempt < GROUP_ATTEMPTS => {
                 let delay = sync_engine::retry::backoff(attempt + 2);
                 tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "group failed on a transient MySQL error; retrying");
@@ -431,7 +449,7 @@ async fn run_group(
     ctx: &Context,
     group: &Group,
     opts: &Options,
-    (run_id, deadline): (&str, Instant),
+    scope: &RunScope<'_>,
     progress: ProgressFn,
     bytes: &mut u64,
 ) -> Result<GroupReport, GroupError> {
@@ -466,13 +484,12 @@ async fn run_group(
         let status = if opts.dry_run { "planned" } else { "unchanged" };
         return Ok(group_report(group, status, Vec::new(), plan, lag));
     }
-    let throttle = start_throttle(ctx, deadline).await?;
     let run = BatchRun {
         ctx,
-        run_id,
+        run_id: scope.run_id,
         progress: &progress,
-        deadline,
-        throttle,
+        deadline: scope.deadline,
+        throttle: scope.throttle(ctx).await?,
     };
     let done = batches::run_batches(&run, tables, (conn, lock), cursors, bytes).await?;
     let status = if done.pending.values().all(|n| *n == 0) {
