@@ -502,3 +502,41 @@ async fn a_graceful_shutdown_lets_in_flight_requests_finish() {
         "no new connections after shutdown"
     );
 }
+
+#[tokio::test]
+async fn head_answers_wherever_get_does_with_headers_and_no_body() {
+    let app = spawn_app().await;
+    let flour = app.create_ingredient("flour").await;
+    let recipe = app
+        .create_recipe(&json!({"title": "Bread", "ingredients": [{"ingredient_id": flour}]}))
+        .await;
+    let id = recipe["id"].as_i64().unwrap();
+    let get = app.get(&format!("/v1/recipes/{id}")).await;
+    let etag = get.headers()["etag"].clone();
+    for path in [
+        format!("/v1/recipes/{id}"),
+        "/v1/recipes".to_string(),
+        format!("/v1/ingredients/{flour}"),
+        format!("/v1/ingredients/{flour}/recipes"),
+        "/healthz".to_string(),
+        "/metrics".to_string(),
+    ] {
+        let head = app.authed(Method::HEAD, &path).send().await.unwrap();
+        assert_eq!(head.status(), StatusCode::OK, "HEAD {path}");
+        assert!(head.headers().contains_key("content-type"), "HEAD {path}");
+        assert!(head.bytes().await.unwrap().is_empty(), "HEAD {path}: a body");
+    }
+    let head = app
+        .authed(Method::HEAD, &format!("/v1/recipes/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["etag"], etag);
+    let missing = app
+        .authed(Method::HEAD, "/v1/recipes/999999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert!(missing.bytes().await.unwrap().is_empty());
+}
