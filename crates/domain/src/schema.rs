@@ -574,6 +574,36 @@ mod tests {
     }
 
     #[test]
+    fn floats_read_from_json_keep_every_bit() {
+        // serde_json's default float parser can be 1 ULP off on 16-17 digit values (its
+        // `float_roundtrip` feature is on in the workspace): staged NDJSON must give MySQL
+        // the warehouse's exact double.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut off = Vec::new();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let f = f64::from_bits(x >> 2) % 1e6;
+            if !f.is_finite() {
+                continue;
+            }
+            let text = format!("{{\"v\": {f:?}}}");
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            match convert_float(&v["v"]) {
+                Ok(SqlValue::Double(got)) if got.to_bits() == f.to_bits() => {}
+                other => off.push((f, other)),
+            }
+        }
+        assert!(
+            off.is_empty(),
+            "{} of 20000 differ, e.g. {:?}",
+            off.len(),
+            off.first()
+        );
+    }
+
+    #[test]
     fn type_map_follows_the_design() {
         let cases = [
             ("INTEGER", BqType::Int64, "BIGINT"),
