@@ -103,8 +103,10 @@ impl Column {
     }
 
     /// The expression that exports this column in a canonical, format-independent form
-    /// (the same from the emulator and from BigQuery, JSON or Parquet): timestamps as
-    /// microseconds, bytes as base64, decimals as strings, datetimes with 6 fraction digits.
+    /// (the same from the emulator and from BigQuery, JSON or Parquet): timestamps and
+    /// datetimes as microseconds (a datetime as if UTC: BigQuery's `FORMAT_DATETIME('%Y')`
+    /// does not pad years below 1000, which MySQL would then read as two-digit years), bytes
+    /// as base64, decimals as strings.
     pub fn export_expr(&self, source_expr: &str) -> String {
         let c = source_expr;
         let name = self.name.quoted();
@@ -114,7 +116,7 @@ impl Column {
             }
             BqType::Numeric | BqType::BigNumeric => format!("CAST({c} AS STRING) AS {name}"),
             BqType::Bytes => format!("TO_BASE64({c}) AS {name}"),
-            BqType::Datetime => format!("FORMAT_DATETIME('%Y-%m-%d %H:%M:%E6S', {c}) AS {name}"),
+            BqType::Datetime => format!("UNIX_MICROS(TIMESTAMP({c})) AS {name}"),
             BqType::Timestamp => format!("UNIX_MICROS({c}) AS {name}"),
             BqType::Time => format!("FORMAT_TIME('%H:%M:%E6S', {c}) AS {name}"),
             BqType::Json => format!("TO_JSON_STRING({c}) AS {name}"),
@@ -237,7 +239,8 @@ pub fn convert(col: &Column, v: &serde_json::Value) -> Result<SqlValue, String> 
             .decode(json_text(v).as_bytes())
             .map(SqlValue::Bytes)
             .map_err(|e| format!("bytes are not base64: {e}")),
-        BqType::Date | BqType::Datetime | BqType::Time => Ok(SqlValue::Text(json_text(v))),
+        BqType::Datetime => convert_datetime(v),
+        BqType::Date | BqType::Time => Ok(SqlValue::Text(json_text(v))),
         BqType::Timestamp => convert_timestamp(v),
         BqType::Json => Ok(SqlValue::Text(json_text(v))),
     }
@@ -330,6 +333,15 @@ fn convert_timestamp(v: &serde_json::Value) -> Result<SqlValue, String> {
     Ok(SqlValue::Text(
         ts.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
     ))
+}
+
+/// Exported datetimes are microseconds since 1970-01-01 00:00 (`UNIX_MICROS(TIMESTAMP(c))`);
+/// a datetime already written as text is taken as is.
+fn convert_datetime(v: &serde_json::Value) -> Result<SqlValue, String> {
+    match v {
+        serde_json::Value::String(s) if s.parse::<i64>().is_err() => Ok(SqlValue::Text(s.clone())),
+        _ => convert_timestamp(v),
+    }
 }
 
 /// What kind of JSON value `v` is, for error messages ("a string", "null", ...).
@@ -571,6 +583,30 @@ mod tests {
             required: false,
             varchar: None,
         }
+    }
+
+    #[test]
+    fn datetimes_export_as_microseconds_and_keep_four_digit_years() {
+        let c = col(BqType::Datetime);
+        assert_eq!(c.export_expr("`c`"), "UNIX_MICROS(TIMESTAMP(`c`)) AS `c`");
+        let text = |v| match convert(&c, &v) {
+            Ok(SqlValue::Text(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            text(json!(-62135596799500000i64)),
+            "0001-01-01 00:00:00.500000"
+        );
+        assert_eq!(
+            text(json!("253402300799999999")),
+            "9999-12-31 23:59:59.999999"
+        );
+        // Text as it was exported before: taken as is.
+        assert_eq!(
+            text(json!("2026-01-01 10:00:00.5")),
+            "2026-01-01 10:00:00.5"
+        );
+        assert!(convert(&c, &json!(true)).is_err());
     }
 
     #[test]

@@ -59,6 +59,10 @@ async fn every_type_round_trips_with_nulls_unicode_and_extreme_values() {
                "b": false, "s": "", "bt": "", "d": "9999-12-31", "dt": "1000-01-01 00:00:00",
                "ts": "2099-12-31 23:59:59.999999 UTC", "tm": "00:00:00", "j": "[]",
                "st": {"a": null, "b": null}}),
+        // The first year (BigQuery's FORMAT_DATETIME('%Y') writes it as `1`, which MySQL would
+        // read as 2001) and a random double that a best-effort JSON parser rounds 1 ULP off.
+        json!({"id": 4, "f": 4.055474706295447e-187, "d": "0001-01-01",
+               "dt": "0001-01-01 00:00:00.5", "ts": "0001-01-01 00:00:00 UTC"}),
     ];
     let mut insert = TableDataInsertAllRequest::new();
     for r in rows {
@@ -74,7 +78,7 @@ async fn every_type_round_trips_with_nulls_unicode_and_extreme_values() {
 
     let config = f.config(&table("types", &["id"], ""), "");
     let out = f.sync(&config).await;
-    assert_eq!(ok(&out, "types").upserted, 3);
+    assert_eq!(ok(&out, "types").upserted, 4);
 
     let got = f.my_rows(
         "SELECT id, i, f, n, b, s, HEX(bt), d, dt, ts, tm, j, arr, st FROM types ORDER BY id",
@@ -118,6 +122,21 @@ async fn every_type_round_trips_with_nulls_unicode_and_extreme_values() {
             "[]",
             "NULL",
             "{\"a\":null,\"b\":null}",
+        ]
+    );
+    assert_eq!(
+        got[3][..10],
+        [
+            "4",
+            "NULL",
+            "4.055474706295447e-187",
+            "NULL",
+            "NULL",
+            "NULL",
+            "NULL",
+            "0001-01-01",
+            "0001-01-01 00:00:00.500000",
+            "0001-01-01 00:00:00.000000",
         ]
     );
     let types = f.my_rows(
