@@ -51,6 +51,10 @@ pub enum SyncError {
     /// different moments): nothing is deleted from them; the next cycle tries again.
     #[error("inconsistent warehouse answers: {0}")]
     Inconsistent(String),
+    /// Another session holds the table's advisory lock: another stream-sync, or the session
+    /// of a killed one that MySQL has not ended yet (it rolls back first). Transient.
+    #[error("table {0}: another session holds its stream-sync lock (another stream-sync, or a killed one's session still rolling back)")]
+    Locked(String),
     /// SIGTERM arrived; the current batch was committed.
     #[error("shutting down")]
     Shutdown,
@@ -111,6 +115,7 @@ impl SyncError {
             SyncError::Warehouse(e) => e.class(),
             SyncError::Mysql(e) => e.class(),
             SyncError::Permanent(_) => ErrorClass::Permanent,
+            SyncError::Locked(_) => ErrorClass::Transient,
             SyncError::BadRow(_)
             | SyncError::Guard(_)
             | SyncError::Inconsistent(_)

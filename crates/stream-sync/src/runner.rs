@@ -532,18 +532,21 @@ async fn sleep_until(next: Instant, shutdown: &AtomicBool) {
     }
 }
 
+/// How long a table's session waits for the table's advisory lock: long enough for MySQL to
+/// end the session of a killed stream-sync that was between statements.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
+
 /// A session for one table: UTC/strict/utf8mb4, the state tables present, and the table's
-/// advisory lock so two daemons never write one table at once.
+/// advisory lock so two daemons never write one table at once. A lock still held after
+/// [`LOCK_WAIT`] is a transient error: retried with backoff (and up to `--max-attempts` with
+/// `--once`), as a killed run's session may still be rolling back.
 fn open_session(url: &str, spec: &TableSpec) -> Result<Conn, SyncError> {
     let mut conn = connect(url)?;
     ensure_state_tables(&mut conn)?;
     let db = sync_engine::session::current_database(&mut conn)?;
     let lock = format!("stream-sync:{db}.{}", spec.target);
-    if !get_lock(&mut conn, &lock, Duration::ZERO)? {
-        return Err(SyncError::BadRow(format!(
-            "another stream-sync holds the lock of {}",
-            spec.target
-        )));
+    if !get_lock(&mut conn, &lock, LOCK_WAIT)? {
+        return Err(SyncError::Locked(spec.target.to_string()));
     }
     Ok(conn)
 }

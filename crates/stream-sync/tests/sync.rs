@@ -1016,3 +1016,44 @@ async fn shards_split_the_tables_between_them_and_cover_them_all() {
         assert_eq!(f.my_count(n), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_lock_held_by_a_dying_session_is_waited_for_and_a_held_one_is_transient() {
+    use mysql::prelude::Queryable;
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.t (id INT64 NOT NULL, v STRING)")
+        .await;
+    f.bq("INSERT INTO {ds}.t (id, v) VALUES (1, 'x')").await;
+    let config = f.config(&table("t", &["id"], ""), "");
+    let mut holder = f.my();
+    let db: String = holder.query_first("SELECT DATABASE()").unwrap().unwrap();
+    let lock = format!("stream-sync:{db}.t");
+    let take = |c: &mut mysql::Conn| -> i64 {
+        c.exec_first("SELECT GET_LOCK(?, 0)", (lock.as_str(),))
+            .unwrap()
+            .unwrap()
+    };
+    assert_eq!(take(&mut holder), 1);
+
+    // The session of a killed run that MySQL ends a moment later: the cycle waits for it.
+    let dying = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        drop(holder);
+    });
+    let out = f.sync(&config).await;
+    assert_eq!(ok(&out, "t").upserted, 1);
+    dying.join().unwrap();
+
+    // A lock that stays held (another stream-sync): a transient error naming the table,
+    // retried up to --max-attempts, not a bad row.
+    let mut other = f.my();
+    assert_eq!(take(&mut other), 1);
+    let mut runner = f.runner(&config, None).await;
+    let out = runner.run(Mode::Once { max_attempts: 2 }).await;
+    let (kind, message) = out[0].error.clone().expect("the lock is held");
+    assert_eq!(kind, stream_sync::ErrorKind::Transient, "{message}");
+    assert!(
+        message.contains("table t: another session holds its stream-sync lock"),
+        "{message}"
+    );
+}
