@@ -48,11 +48,11 @@ pub struct PartitionedSource {
 
 impl PartitionedSource {
     /// Whether `__UNPARTITIONED__` waits instead of loading: in an ingestion-time table it is
-    /// the streaming buffer; a target partitioned in MySQL has no partition for the dates
-    /// outside BigQuery's range it holds in a column-partitioned table
-    /// (docs/sync.md#partition-ids).
+    /// the streaming buffer. In a column-partitioned table it holds the dates outside
+    /// BigQuery's partitionable range, loaded like any partition (a target partitioned in
+    /// MySQL gets a last partition for the far future; docs/sync.md#partition-ids).
     pub fn unpartitioned_waits(&self) -> bool {
-        self.scheme.ingestion_time || self.spec.mysql_partitioning
+        self.scheme.ingestion_time
     }
 
     /// `SELECT` list exporting every target column in canonical form.

@@ -177,36 +177,41 @@ fn create_target(conn: &mut Conn, table: &PartitionedSource) -> Result<(), LoadE
 
 /// For a target partitioned in MySQL (`RANGE COLUMNS` on the partition column), adds a
 /// partition for every warehouse partition about to load whose range ends above the highest
-/// existing bound (and one for the gap before it, if any). Returns the partitions added.
-/// DDL: runs before the group's transaction.
+/// existing bound (and one for the gap before it, if any), and for `__UNPARTITIONED__` (dates
+/// from 2160 on) a last partition `p_beyond` up to `MAXVALUE`; once that exists, new
+/// partitions are split off it (`REORGANIZE`, which moves only its few far-future rows).
+/// One DDL statement. Returns the partitions added.
 pub fn ensure_mysql_partitions(
     conn: &mut Conn,
     table: &PartitionedSource,
     partitions: &[String],
 ) -> Result<usize, LoadError> {
     let target = &table.spec.target;
-    let bounds: Vec<Option<String>> = conn
+    let existing: Vec<(String, Option<String>)> = conn
         .exec(
-            "SELECT PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
+            "SELECT PARTITION_NAME, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
              AND TABLE_NAME = ? AND PARTITION_NAME IS NOT NULL ORDER BY PARTITION_ORDINAL_POSITION",
             (target.as_str(),),
         )
         .map_err(my_err(format!("table {target}: reading its MySQL partitions")))?;
-    if bounds.is_empty() {
+    if existing.is_empty() {
         // Not partitioned in MySQL (created before the option was set): leave it.
         return Ok(0);
     }
-    let mut max = bounds
-        .iter()
-        .flatten()
-        .map(|b| b.trim_matches('\'').to_string())
-        .max()
-        .unwrap_or_default();
+    let existing: Vec<(String, String)> = existing
+        .into_iter()
+        .map(|(n, d)| (n, d.unwrap_or_default().trim_matches('\'').to_string()))
+        .collect();
     let mut ranges: Vec<(String, String, String)> = Vec::new();
+    let mut beyond = false;
     for pid in partitions
         .iter()
         .filter(|p| p.as_str() != crate::partition::NULL_PARTITION)
     {
+        if pid == crate::partition::UNPARTITIONED {
+            beyond = true;
+            continue;
+        }
         let (start, end) = table
             .scheme
             .range(pid)
@@ -220,31 +225,169 @@ pub fn ensure_mysql_partitions(
             bound_text(table, end),
         ));
     }
+    let Some((ddl, added)) = partitions_ddl(&existing, ranges, beyond) else {
+        return Ok(0);
+    };
+    conn.query_drop(format!("ALTER TABLE {} {ddl}", target.quoted()))
+        .map_err(my_err(format!(
+            "table {target}: adding {added} MySQL partitions"
+        )))?;
+    Ok(added)
+}
+
+/// The partition that holds dates from BigQuery's partitionable range's end on (2160).
+pub const BEYOND_PARTITION: &str = "p_beyond";
+
+/// The `ALTER TABLE` clause giving a table with partitions `existing` (name, bound without
+/// quotes, `MAXVALUE` as is; in order) a partition per range `(pid, start, end)` that ends
+/// above its highest bound (plus one for a gap before it), and `p_beyond` when `beyond`; and
+/// how many it adds. `None`: nothing to add. Pure.
+pub fn partitions_ddl(
+    existing: &[(String, String)],
+    mut ranges: Vec<(String, String, String)>,
+    beyond: bool,
+) -> Option<(String, usize)> {
+    const MAX: &str = "MAXVALUE";
+    let last_is_max = existing.last().is_some_and(|(_, b)| b == MAX);
+    // A MAXVALUE partition that is not ours may hold any dates: splitting it could move
+    // millions of rows. Loads go into it as it is (the one-transaction path).
+    let ours_last = existing
+        .last()
+        .is_some_and(|(n, b)| b == MAX && n == BEYOND_PARTITION);
+    if last_is_max && !ours_last {
+        return None;
+    }
+    let mut max = existing
+        .iter()
+        .map(|(_, b)| b.as_str())
+        .filter(|b| *b != MAX)
+        .max()
+        .unwrap_or_default()
+        .to_string();
     ranges.sort_by(|a, b| a.2.cmp(&b.2));
-    let mut added = 0;
+    let mut new: Vec<String> = Vec::new();
     for (pid, start, end) in ranges {
         if end <= max {
             continue;
         }
         // A partition holding exactly the warehouse partition's range can be replaced by
         // exchange (docs/sync.md#exchange): a gap before it gets its own MySQL partition.
-        let mut new = Vec::new();
         if start > max {
-            new.push((format!("pgap_{pid}"), start));
+            new.push(format!(
+                "PARTITION {} VALUES LESS THAN ('{start}')",
+                quote_ident(&format!("pgap_{pid}"))
+            ));
         }
-        new.push((format!("p{pid}"), end.clone()));
-        for (name, bound) in new {
-            conn.query_drop(format!(
-                "ALTER TABLE {} ADD PARTITION (PARTITION {} VALUES LESS THAN ('{bound}'))",
-                target.quoted(),
-                quote_ident(&name)
-            ))
-            .map_err(my_err(format!(
-                "table {target}: adding MySQL partition for {pid}"
-            )))?;
-            added += 1;
-        }
+        new.push(format!(
+            "PARTITION {} VALUES LESS THAN ('{end}')",
+            quote_ident(&format!("p{pid}"))
+        ));
         max = end;
     }
-    Ok(added)
+    let added = new.len();
+    if ours_last {
+        if new.is_empty() {
+            return None;
+        }
+        new.push(format!(
+            "PARTITION {} VALUES LESS THAN ({MAX})",
+            quote_ident(BEYOND_PARTITION)
+        ));
+        return Some((
+            format!(
+                "REORGANIZE PARTITION {} INTO ({})",
+                quote_ident(BEYOND_PARTITION),
+                new.join(", ")
+            ),
+            added,
+        ));
+    }
+    if beyond {
+        new.push(format!(
+            "PARTITION {} VALUES LESS THAN ({MAX})",
+            quote_ident(BEYOND_PARTITION)
+        ));
+    }
+    (!new.is_empty()).then(|| (format!("ADD PARTITION ({})", new.join(", ")), new.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, b)| (n.to_string(), b.to_string()))
+            .collect()
+    }
+
+    fn day(pid: &str, start: &str, end: &str) -> (String, String, String) {
+        (pid.into(), start.into(), end.into())
+    }
+
+    #[test]
+    fn new_ranges_are_added_with_their_gaps_in_one_statement() {
+        let existing = parts(&[("p_floor", "1000-01-01")]);
+        let ddl = partitions_ddl(
+            &existing,
+            vec![
+                day("20260103", "2026-01-03", "2026-01-04"),
+                day("20260101", "2026-01-01", "2026-01-02"),
+            ],
+            false,
+        );
+        assert_eq!(
+            ddl,
+            Some((
+                "ADD PARTITION (PARTITION `pgap_20260101` VALUES LESS THAN ('2026-01-01'), \
+                 PARTITION `p20260101` VALUES LESS THAN ('2026-01-02'), \
+                 PARTITION `pgap_20260103` VALUES LESS THAN ('2026-01-03'), \
+                 PARTITION `p20260103` VALUES LESS THAN ('2026-01-04'))"
+                    .to_string(),
+                4
+            ))
+        );
+        // Ranges already covered add nothing.
+        let existing = parts(&[("p_floor", "1000-01-01"), ("p20260101", "2026-01-02")]);
+        let old = vec![day("20260101", "2026-01-01", "2026-01-02")];
+        assert_eq!(partitions_ddl(&existing, old, false), None);
+    }
+
+    #[test]
+    fn the_far_future_gets_p_beyond_and_later_ranges_are_split_off_it() {
+        let existing = parts(&[("p_floor", "1000-01-01"), ("p20260101", "2026-01-02")]);
+        assert_eq!(
+            partitions_ddl(&existing, vec![], true),
+            Some((
+                "ADD PARTITION (PARTITION `p_beyond` VALUES LESS THAN (MAXVALUE))".to_string(),
+                1
+            ))
+        );
+        let existing = parts(&[
+            ("p_floor", "1000-01-01"),
+            ("p20260101", "2026-01-02"),
+            ("p_beyond", "MAXVALUE"),
+        ]);
+        assert_eq!(
+            partitions_ddl(
+                &existing,
+                vec![day("20260102", "2026-01-02", "2026-01-03")],
+                true
+            ),
+            Some((
+                "REORGANIZE PARTITION `p_beyond` INTO (PARTITION `p20260102` VALUES LESS THAN \
+                 ('2026-01-03'), PARTITION `p_beyond` VALUES LESS THAN (MAXVALUE))"
+                    .to_string(),
+                1
+            ))
+        );
+        assert_eq!(partitions_ddl(&existing, vec![], true), None);
+    }
+
+    #[test]
+    fn someone_elses_maxvalue_partition_is_left_alone() {
+        let existing = parts(&[("p2025", "2026-01-01"), ("pmax", "MAXVALUE")]);
+        let new = vec![day("20260105", "2026-01-05", "2026-01-06")];
+        assert_eq!(partitions_ddl(&existing, new, true), None);
+    }
 }

@@ -225,7 +225,68 @@ async fn an_ingestion_time_table_gets_its_partition_as_a_real_column() {
 
 #[tokio::test]
 async fn rows_dated_outside_bigquerys_partitionable_range_are_loaded_and_reloaded() {
-    // BigQuery keeps rows dated before 1960-01-01 or after 2159-12-31 in `__UNPARTITIONED__`.
+    out_of_range_rows(false).await;
+}
+
+#[tokio::test]
+async fn out_of_range_rows_load_into_a_target_partitioned_in_mysql_which_keeps_growing() {
+    let f = out_of_range_rows(true).await;
+    let names = |f: &Fixture| -> Vec<String> {
+        f.rows(
+            "SELECT PARTITION_NAME FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = 'stats' ORDER BY PARTITION_ORDINAL_POSITION",
+        )
+    };
+    assert_eq!(
+        names(&f),
+        vec!["p_floor", "pgap_20260101", "p20260101", "p_beyond"]
+    );
+    // A new day is split off the far-future partition; its rows stay where they belong.
+    f.insert("stats", vec![stat(4, "2026-01-03", 40)]).await;
+    let t = format!("{STATS}mysql_partitioning = true\n");
+    let s = f.run(&t, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    assert_eq!(
+        names(&f),
+        vec![
+            "p_floor",
+            "pgap_20260101",
+            "p20260101",
+            "pgap_20260103",
+            "p20260103",
+            "p_beyond"
+        ]
+    );
+    assert_eq!(
+        f.rows::<(String, i64)>(
+            "SELECT CAST(day AS CHAR), views FROM stats PARTITION (p_beyond) UNION ALL \
+             SELECT CAST(day AS CHAR), views FROM stats PARTITION (p20260103)"
+        ),
+        vec![
+            ("9999-12-31".to_string(), 22),
+            ("2026-01-03".to_string(), 40)
+        ]
+    );
+    // The days went by exchange (2026-01-01 again too: the last run's fingerprint watermarks
+    // hold no modification times), the far-future rows in the batch's transaction.
+    let t0 = &s.groups[0].tables[0];
+    assert_eq!(
+        (t0.partitions_loaded, t0.partitions_exchanged),
+        (3, 2),
+        "{s:?}"
+    );
+    let ctx = partition_sync::runner::Context::new(f.config(&t))
+        .await
+        .unwrap();
+    let m = partition_sync::commands::verify(&ctx, &Options::default())
+        .await
+        .unwrap();
+    assert!(m.is_empty(), "{m:?}");
+}
+
+/// Rows dated before 1960-01-01 or after 2159-12-31, which BigQuery keeps in
+/// `__UNPARTITIONED__`, load and reload (both detection modes).
+async fn out_of_range_rows(mysql_partitioning: bool) -> Fixture {
     let f = Fixture::new().await;
     f.create_table("stats", stats_fields(), Some("day")).await;
     f.insert(
@@ -238,7 +299,10 @@ async fn rows_dated_outside_bigquerys_partitionable_range_are_loaded_and_reloade
     )
     .await;
     for how in ["metadata", "fingerprint"] {
-        let t = format!("{STATS}change_detection = '{how}'\n");
+        let mut t = format!("{STATS}change_detection = '{how}'\n");
+        if mysql_partitioning {
+            t.push_str("mysql_partitioning = true\n");
+        }
         let s = f.run(&t, Options::default()).await;
         assert!(s.ok, "{how}: {s:?}");
         f.sql(&format!(
@@ -264,6 +328,7 @@ async fn rows_dated_outside_bigquerys_partitionable_range_are_loaded_and_reloade
             (3, "2026-01-01".to_string(), 30),
         ]
     );
+    f
 }
 
 #[tokio::test]
