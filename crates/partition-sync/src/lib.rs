@@ -14,6 +14,7 @@ pub mod load;
 mod load_data;
 pub mod partition;
 pub mod plan;
+pub mod push;
 mod ranged;
 mod readers;
 mod rows;

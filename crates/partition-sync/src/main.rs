@@ -8,9 +8,9 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use domain::config::SyncConfig;
-use partition_sync::commands;
 use partition_sync::load::Progress;
 use partition_sync::runner::{self, Context, Force, Options, RunSummary};
+use partition_sync::{commands, push};
 
 /// Keeps partitioned warehouse tables in sync with MySQL.
 ///
@@ -291,7 +291,7 @@ async fn run(
     let summary = summary?;
     if let Some(url) = pushgateway {
         if !opts.dry_run {
-            if let Err(e) = commands::push_metrics(url, &summary).await {
+            if let Err(e) = push::push_metrics(url, &summary).await {
                 tracing::warn!(error = %format!("{e:#}"), "could not push metrics");
             }
         }

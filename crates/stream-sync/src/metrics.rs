@@ -18,6 +18,8 @@ pub struct Metrics {
     cycle_duration: HistogramVec,
     cycles: IntCounterVec,
     rows_applied: IntCounterVec,
+    rows_loaded: IntCounterVec,
+    rows_deleted: IntCounterVec,
     rows_fetched: IntCounterVec,
     buckets_differing: IntGaugeVec,
     errors: IntCounterVec,
@@ -82,6 +84,18 @@ impl Metrics {
                 "stream_sync_rows_applied_total",
                 "Rows applied to MySQL by operation (insert, update, upsert, delete)",
                 |o| IntCounterVec::new(o, &["table", "op"]),
+            )?,
+            rows_loaded: family(
+                &registry,
+                "stream_sync_rows_loaded_total",
+                "Rows inserted or updated in MySQL (rows_applied_total's insert, update and upsert)",
+                |o| IntCounterVec::new(o, table),
+            )?,
+            rows_deleted: family(
+                &registry,
+                "stream_sync_rows_deleted_total",
+                "Rows deleted from MySQL (rows_applied_total's delete)",
+                |o| IntCounterVec::new(o, table),
             )?,
             rows_fetched: family(
                 &registry,
@@ -158,6 +172,8 @@ impl Metrics {
         self.rows_applied
             .with_label_values(&[t, "delete"])
             .inc_by(r.deleted);
+        self.rows_loaded.with_label_values(&[t]).inc_by(r.upserted);
+        self.rows_deleted.with_label_values(&[t]).inc_by(r.deleted);
         for (kind, n) in [
             ("digest", r.fetch.digest_rows),
             ("cell", r.fetch.cell_rows),

@@ -129,6 +129,8 @@ async fn metrics_and_healthz_are_served() {
     assert!(metrics.starts_with("HTTP/1.0 200") || metrics.starts_with("HTTP/1.1 200"));
     for line in [
         "stream_sync_rows_applied_total{op=\"insert\",table=\"items\"} 2",
+        "stream_sync_rows_loaded_total{table=\"items\"} 2",
+        "stream_sync_rows_deleted_total{table=\"items\"} 0",
         "stream_sync_cycles_total{outcome=\"changed\",table=\"items\"} 1",
         "stream_sync_warehouse_rows_fetched_total{kind=\"row\",table=\"items\"} 2",
         "stream_sync_table_up{table=\"items\"} 1",

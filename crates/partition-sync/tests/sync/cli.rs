@@ -270,6 +270,51 @@ async fn metrics_are_pushed_and_a_failed_run_keeps_the_last_success_time() {
         })
         .expect("error pushed");
     assert!(err.ends_with(" 1"), "{err}");
+
+    // The counters count over runs: the failed run added an error and no rows; a repaired
+    // run adds its rows to the first run's, and the error count stays.
+    f.sql(&format!(
+        "UPDATE `{{ds}}.{table}` SET note = 'short' WHERE recipe_id = 1"
+    ))
+    .await;
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = scrape().await;
+    let value = |name: &str, extra: &str| -> String {
+        body.lines()
+            .find(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && l.contains(&format!("table=\"{table}\""))
+                    && l.contains(extra)
+            })
+            .unwrap_or_else(|| panic!("{name} {extra}: {body}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(value("partition_sync_rows_loaded_total", ""), "4");
+    assert_eq!(value("partition_sync_rows_deleted_total", ""), "2");
+    assert_eq!(value("partition_sync_partitions_synced_total", ""), "2");
+    assert_eq!(
+        value("partition_sync_errors_total", "kind=\"bad_row\""),
+        "1"
+    );
+    assert!(
+        body.contains("partition_sync_run_duration_seconds"),
+        "{body}"
+    );
+    assert!(
+        body.contains("partition_sync_warehouse_bytes_processed_total"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
