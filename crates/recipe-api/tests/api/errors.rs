@@ -524,7 +524,10 @@ async fn head_answers_wherever_get_does_with_headers_and_no_body() {
         let head = app.authed(Method::HEAD, &path).send().await.unwrap();
         assert_eq!(head.status(), StatusCode::OK, "HEAD {path}");
         assert!(head.headers().contains_key("content-type"), "HEAD {path}");
-        assert!(head.bytes().await.unwrap().is_empty(), "HEAD {path}: a body");
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {path}: a body"
+        );
     }
     let head = app
         .authed(Method::HEAD, &format!("/v1/recipes/{id}"))
