@@ -37,6 +37,9 @@ pub(crate) struct BatchesDone {
     pub(crate) outcomes: Vec<TableLoadSummary>,
     /// Per table: partitions planned but left for a later run (the deadline came).
     pub(crate) pending: BTreeMap<String, usize>,
+    /// The bad rows that failed their partitions (each left as it was, the rest of its batch
+    /// loaded without it); the group fails with them.
+    pub(crate) bad: Vec<LoadError>,
 }
 
 /// Runs the group's batches in order until done or the deadline is near; then records the
@@ -57,6 +60,7 @@ pub(crate) async fn run_batches(
     );
     let mut conn = conn;
     let mut outcomes: Vec<TableLoadSummary> = Vec::new();
+    let mut bad: Vec<LoadError> = Vec::new();
     let mut left = batches.len();
     for batch in &batches {
         // As long as the longest batch so far (of any group of this run) must still fit.
@@ -77,7 +81,7 @@ pub(crate) async fn run_batches(
         // The staging files are cleaned whether the export and load succeeded or not.
         let loaded = export_and_load(run, tables, conn, bytes).await;
         clean_staging(run.ctx, run.run_id).await;
-        let (next, done) = match loaded {
+        let done = match loaded {
             Err(e) if e.past_deadline() => {
                 // The batch rolled back (an exchange's shadow is dropped); the group's lock
                 // went with its session. It and the rest wait for the next run.
@@ -87,14 +91,34 @@ pub(crate) async fn run_batches(
                     "the run's deadline came while pausing to protect MySQL: the rest of the group waits for the next run"
                 );
                 let pending = pending_per_table(&sources, &batches[batches.len() - left..]);
-                return Ok(BatchesDone { outcomes, pending });
+                return Ok(BatchesDone {
+                    outcomes,
+                    pending,
+                    bad,
+                });
             }
             other => other?,
         };
+        let (next, done, left_out) = (done.conn, done.outcomes, done.bad);
         conn = next;
         merge(&mut outcomes, done);
+        // What the batch loaded: without the partitions its bad rows failed.
+        let bad_ids: Vec<&str> = left_out.iter().filter_map(bad_partition).collect();
+        let loaded: Vec<Plan> = batch
+            .iter()
+            .map(|p| Plan {
+                loads: p
+                    .loads
+                    .iter()
+                    .filter(|l| !bad_ids.contains(&l.partition.id.as_str()))
+                    .cloned()
+                    .collect(),
+                ..p.clone()
+            })
+            .collect();
+        bad.extend(left_out);
         if settings.verify_after_load {
-            let (next, drift) = check_drift(run, &sources, batch, conn).await?;
+            let (next, drift) = check_drift(run, &sources, &loaded, conn).await?;
             conn = next;
             if !drift.is_empty() {
                 return Err(GroupError::Drift(drift));
@@ -111,7 +135,13 @@ pub(crate) async fn run_batches(
         left -= 1;
     }
     let pending = pending_per_table(&sources, &batches[batches.len() - left..]);
-    let record = if left == 0 { cursors } else { Vec::new() };
+    // The change-history window is done only when all of it loaded (a partition failed by a
+    // bad row must be named again next run).
+    let record = if left == 0 && bad.is_empty() {
+        cursors
+    } else {
+        Vec::new()
+    };
     tokio::task::spawn_blocking(move || {
         let written = write_cursors(&mut conn, &record);
         let _ = session::release_lock(&mut conn, &lock);
@@ -119,7 +149,27 @@ pub(crate) async fn run_batches(
     })
     .await
     .map_err(blocking_err)??;
-    Ok(BatchesDone { outcomes, pending })
+    Ok(BatchesDone {
+        outcomes,
+        pending,
+        bad,
+    })
+}
+
+/// The partition a bad row failed, if the error is one.
+fn bad_partition(e: &LoadError) -> Option<&str> {
+    match e {
+        LoadError::BadRow { partition, .. } => Some(partition),
+        _ => None,
+    }
+}
+
+/// What one batch's load did: the group's session back, the outcomes, and the bad rows that
+/// failed their partitions (left out of the batch's transaction).
+struct BatchLoad {
+    conn: mysql::Conn,
+    outcomes: Vec<TableLoadSummary>,
+    bad: Vec<LoadError>,
 }
 
 /// After a batch committed: its loaded partitions' rows in MySQL against the warehouse's
@@ -279,7 +329,7 @@ async fn export_and_load(
     tables: Vec<(PartitionedSource, Plan)>,
     conn: mysql::Conn,
     bytes: &mut u64,
-) -> Result<(mysql::Conn, Vec<TableLoadSummary>), GroupError> {
+) -> Result<BatchLoad, GroupError> {
     let work = export_group(run.ctx, run.run_id, tables, run.progress, bytes).await?;
     load_exported(run, conn, work).await
 }
@@ -302,12 +352,15 @@ pub(crate) fn write_cursors(
 }
 
 /// Step 4 of a batch, on a blocking thread: creates or checks the targets (DDL, before the
-/// transaction), then loads the batch in one transaction.
+/// transaction), then loads the batch in one transaction. A bad row fails its partition
+/// (`docs/sync.md#batches`): the transaction rolls back and the batch loads again without
+/// that partition id (in every table of the group), so one bad row does not hold back the
+/// rest of the backlog.
 async fn load_exported(
     run: &BatchRun<'_>,
     mut conn: mysql::Conn,
     work: Vec<TableWork>,
-) -> Result<(mysql::Conn, Vec<TableLoadSummary>), GroupError> {
+) -> Result<BatchLoad, GroupError> {
     let store = run.ctx.store.clone();
     let rt = tokio::runtime::Handle::current();
     let run_id = run.run_id.to_string();
@@ -324,8 +377,22 @@ async fn load_exported(
             ddl_lock_wait_secs: settings.ddl_lock_wait_secs,
             throttle: &throttle,
         };
-        let outcomes = load::load_batch(&mut conn, &store, &rt, &run_id, &work, &opts, &*progress)?;
-        Ok((conn, outcomes))
+        let mut bad = Vec::new();
+        loop {
+            match load::load_batch(&mut conn, &store, &rt, &run_id, &work, &opts, &*progress) {
+                Ok(outcomes) => return Ok(BatchLoad { conn, outcomes, bad }),
+                Err(e) => {
+                    let Some(pid) = bad_partition(&e).map(str::to_string) else {
+                        return Err(e);
+                    };
+                    tracing::error!(error = %e, partition.id = %pid, "a bad row fails its partition; the rest of the batch loads without it");
+                    for w in &mut work {
+                        w.loads.retain(|l| l.partition.id != pid);
+                    }
+                    bad.push(e);
+                }
+            }
+        }
     })
     .await
     .map_err(blocking_err)??;

@@ -492,13 +492,21 @@ async fn run_group(
         throttle: scope.throttle(ctx).await?,
     };
     let done = batches::run_batches(&run, tables, (conn, lock), cursors, bytes).await?;
-    let status = if done.pending.values().all(|n| *n == 0) {
+    let status = if !done.bad.is_empty() {
+        "failed"
+    } else if done.pending.values().all(|n| *n == 0) {
         "ok"
     } else {
         "partial"
     };
     let mut report = group_report(group, status, done.outcomes, plan, lag);
     report.partitions_pending = done.pending;
+    if let Some(first) = done.bad.first() {
+        // The group failed (exit 1) with every partition a bad row failed; the rest loaded.
+        let all: Vec<String> = done.bad.iter().map(ToString::to_string).collect();
+        report.error = Some(all.join("; "));
+        report.error_kind = Some(first.kind());
+    }
     Ok(report)
 }
 

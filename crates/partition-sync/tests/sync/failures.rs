@@ -46,6 +46,58 @@ async fn bad_rows_fail_their_group_with_table_partition_key_and_column_and_chang
 }
 
 #[tokio::test]
+async fn a_bad_row_fails_its_partition_and_the_rest_of_the_batch_loads() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02", "2026-01-03"], 2).await;
+    assert!(f.run(STATS, Options::default()).await.ok);
+    let watermark = |f: &Fixture, pid: &str| -> Vec<(i64, Option<i64>)> {
+        f.rows(&format!(
+            "SELECT row_count, fingerprint FROM sync_partitions WHERE partition_id = '{pid}'"
+        ))
+    };
+    let old_0102 = watermark(&f, "20260102");
+    // Three changed partitions in one batch; the middle one has a bad row.
+    f.sql("UPDATE `{ds}.stats` SET views = views + 100 WHERE day IN (DATE '2026-01-01', DATE '2026-01-03')")
+        .await;
+    f.sql("UPDATE `{ds}.stats` SET note = 'this note is much too long for twenty', views = views + 100 WHERE recipe_id = 2 AND day = DATE '2026-01-02'").await;
+    let s = f.run(STATS, Options::default()).await;
+    assert!(!s.ok, "{s:?}");
+    let g = &s.groups[0];
+    assert_eq!((g.status, g.error_kind), ("failed", Some("bad_row")));
+    let err = g.error.clone().unwrap();
+    assert!(
+        err.contains("partition 20260102") && err.contains("column note"),
+        "{err}"
+    );
+    assert_eq!(g.tables[0].partitions_loaded, 2, "{s:?}");
+    // The good partitions are in, the bad one is as it was (rows and watermark).
+    let views: Vec<(String, i64)> =
+        f.rows("SELECT CAST(day AS CHAR), SUM(views) FROM stats GROUP BY day ORDER BY day");
+    let before: Vec<i64> = views.iter().map(|(_, v)| *v).collect();
+    assert!(before[0] >= 200 && before[2] >= 200, "{views:?}");
+    assert!(before[1] < 200, "the bad partition changed: {views:?}");
+    assert_eq!(watermark(&f, "20260102"), old_0102);
+
+    // Repaired in the warehouse: the next run loads only that partition.
+    f.sql("UPDATE `{ds}.stats` SET note = 'short' WHERE recipe_id = 2 AND day = DATE '2026-01-02'")
+        .await;
+    let s = f.run(STATS, Options::default()).await;
+    assert!(s.ok, "{s:?}");
+    let planned: Vec<&str> = s.groups[0]
+        .plan
+        .iter()
+        .map(|p| p.partition.as_str())
+        .collect();
+    assert_eq!(planned, vec!["20260102"]);
+    let ctx = partition_sync::runner::Context::new(f.config(STATS))
+        .await
+        .unwrap();
+    let m = partition_sync::commands::verify(&ctx, &Options::default())
+        .await
+        .unwrap();
+    assert!(m.is_empty(), "{m:?}");
+}
+
+#[tokio::test]
 async fn null_into_not_null_and_out_of_range_numbers_are_named() {
     let f = stats_fixture(&["2026-01-01"], 3).await;
     // The target exists with tighter columns than the warehouse's.
