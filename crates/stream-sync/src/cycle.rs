@@ -141,6 +141,11 @@ pub struct CycleReport {
     pub warehouse_rows: u64,
     pub mysql_rows: u64,
     pub duration: Duration,
+    /// Rows MySQL can't take (a value beyond its column), left out of the cycle's writes: how
+    /// many, and the first few messages (table, key, column). The rest of the cycle is
+    /// applied; the cycle then fails naming them.
+    pub bad_rows: u64,
+    pub bad_row_messages: Vec<String>,
 }
 
 impl CycleReport {
@@ -217,8 +222,24 @@ pub async fn run_cycle(
 ) -> Result<(), SyncError> {
     let started = Instant::now();
     report.table = state.spec.target.to_string();
-    let result = cycle_inner(env, state, conn, report).await;
+    let mut result = cycle_inner(env, state, conn, report).await;
     report.duration = started.elapsed();
+    if result.is_ok() && report.bad_rows > 0 {
+        // Not converged: the next cycle diffs in full (no skip, no history window past it).
+        state.last_meta = None;
+        state.last_digest = None;
+        state.history = None;
+        result = Err(SyncError::BadRow(format!(
+            "{} rows left out (the rest of the cycle was applied): {}{}",
+            report.bad_rows,
+            report.bad_row_messages.join("; "),
+            if report.bad_rows as usize > report.bad_row_messages.len() {
+                "; …"
+            } else {
+                ""
+            }
+        )));
+    }
     if result.is_ok() {
         state.cycles += 1;
     }

@@ -1057,3 +1057,44 @@ async fn a_table_lock_held_by_a_dying_session_is_waited_for_and_a_held_one_is_tr
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_bad_row_fails_itself_and_the_rest_of_the_cycle_applies() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.items (id INT64 NOT NULL, name STRING)")
+        .await;
+    // Rows 10..40 keep the delete below the mass-delete guard's 10%.
+    let more: Vec<String> = (10..40).map(|i| format!("({i}, 'x')")).collect();
+    f.bq(&format!(
+        "INSERT INTO {{ds}}.items (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c'), {}",
+        more.join(", ")
+    ))
+    .await;
+    let config = f.config(&table("items", &["id"], "varchar = { name = 5 }"), "");
+    ok(&f.sync(&config).await, "items");
+
+    // One row grows past VARCHAR(5); another changes; another goes.
+    f.bq("UPDATE {ds}.items SET name = 'far too long' WHERE id = 1")
+        .await;
+    f.bq("UPDATE {ds}.items SET name = 'bb' WHERE id = 2").await;
+    f.bq("DELETE FROM {ds}.items WHERE id = 3").await;
+    f.bq("INSERT INTO {ds}.items (id, name) VALUES (4, 'd')")
+        .await;
+    let out = f.sync(&config).await;
+    let (kind, message) = out[0].error.clone().expect("the bad row fails the cycle");
+    assert_eq!(kind, stream_sync::ErrorKind::Cycle, "{message}");
+    for part in ["1 rows left out", "items", "name", "VARCHAR(5)"] {
+        assert!(message.contains(part), "`{part}` missing in: {message}");
+    }
+    // The rest was applied: the update, the insert and the delete; row 1 keeps its old value.
+    assert_eq!(
+        f.my_rows("SELECT id, name FROM items WHERE id < 10 ORDER BY id"),
+        vec![vec!["1", "a"], vec!["2", "bb"], vec!["4", "d"]]
+    );
+    assert_eq!(out[0].report.bad_rows, 1);
+
+    // Repaired in the warehouse: the next cycle converges.
+    f.bq("UPDATE {ds}.items SET name = 'aa' WHERE id = 1").await;
+    ok(&f.sync(&config).await, "items");
+    f.assert_in_sync(&config).await;
+}
