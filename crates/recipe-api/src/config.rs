@@ -31,6 +31,9 @@ pub struct Config {
     pub workers: Option<usize>,
     /// Seconds in-flight requests get to finish after SIGTERM.
     pub shutdown_timeout_secs: u64,
+    /// How long an `Idempotency-Key` is remembered (`RECIPE_API_IDEMPOTENCY_TTL_SECS`,
+    /// default 86400).
+    pub idempotency_ttl: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -44,6 +47,7 @@ impl fmt::Debug for Config {
             .field("query_timeout", &self.query_timeout)
             .field("body_limit", &self.body_limit)
             .field("workers", &self.workers)
+            .field("idempotency_ttl", &self.idempotency_ttl)
             .finish()
     }
 }
@@ -64,6 +68,7 @@ impl Config {
             body_limit: DEFAULT_BODY_LIMIT,
             workers: None,
             shutdown_timeout_secs: 30,
+            idempotency_ttl: crate::routes::idempotency::TTL,
         }
     }
 
@@ -111,6 +116,13 @@ impl Config {
         }
         if let Some(n) = number("RECIPE_API_BODY_LIMIT")? {
             config.body_limit = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(secs) = number("RECIPE_API_IDEMPOTENCY_TTL_SECS")? {
+            anyhow::ensure!(
+                secs >= 1,
+                "RECIPE_API_IDEMPOTENCY_TTL_SECS must be at least 1"
+            );
+            config.idempotency_ttl = Duration::from_secs(secs);
         }
         config.workers = number("RECIPE_API_WORKERS")?
             .filter(|n| *n > 0)
@@ -183,6 +195,7 @@ mod tests {
             ("RECIPE_API_QUERY_TIMEOUT_MS", " 2500 "),
             ("RECIPE_API_BODY_LIMIT", "1024"),
             ("RECIPE_API_WORKERS", "3"),
+            ("RECIPE_API_IDEMPOTENCY_TTL_SECS", "600"),
         ]))
         .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
@@ -193,6 +206,7 @@ mod tests {
         assert_eq!(config.query_timeout, Duration::from_millis(2500));
         assert_eq!(config.body_limit, 1024);
         assert_eq!(config.workers, Some(3));
+        assert_eq!(config.idempotency_ttl, Duration::from_secs(600));
     }
 
     #[test]

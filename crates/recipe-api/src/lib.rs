@@ -57,6 +57,10 @@ impl Application {
                 config.query_timeout,
                 config.body_limit,
             )
+            .map(|mut s| {
+                s.idempotency_ttl = config.idempotency_ttl;
+                s
+            })
             .context("Failed to start the database threads")?,
         );
         let tokens = web::Data::new(Tokens::new(&config.tokens));

@@ -28,7 +28,7 @@ use crate::models::idempotency::{self as model, StoredResponse};
 pub const HEADER: &str = "Idempotency-Key";
 /// The header marking a replayed response.
 pub const REPLAYED: &str = "Idempotent-Replayed";
-/// How long a key is remembered.
+/// How long a key is remembered by default (`RECIPE_API_IDEMPOTENCY_TTL_SECS`).
 pub const TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a request waits for a concurrent one holding the same key before 409.
@@ -113,6 +113,7 @@ where
     R: Fn(&T) -> StoredResponse + Send + 'static,
 {
     let lock_wait = models::lock_wait_secs(state.query_timeout);
+    let ttl = state.idempotency_ttl;
     let (stored, value) = db(state, move |conn| {
         let Some(key) = key else {
             let value = models::transaction(conn, &mut work)?;
@@ -120,7 +121,7 @@ where
         };
         purge_now_and_then(conn, models::now());
         models::transaction(conn, |conn| {
-            if let Claim::Replay(stored) = claim(conn, &key, lock_wait)? {
+            if let Claim::Replay(stored) = claim(conn, &key, lock_wait, ttl)? {
                 return Ok((stored, None));
             }
             let value = work(conn)?;
@@ -146,9 +147,10 @@ fn claim(
     conn: &mut MysqlConnection,
     key: &IdempotencyKey,
     lock_wait: u64,
+    ttl: Duration,
 ) -> Result<Claim, ApiError> {
     let now = models::now();
-    let expires_at = now + chrono::Duration::from_std(TTL).unwrap_or_default();
+    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or_default();
     // Twice at most: a row that expired is deleted, then claimed afresh.
     for _ in 0..2 {
         models::set_lock_wait(conn, CLAIM_WAIT_SECS)?;

@@ -27,6 +27,8 @@ pub struct AppState {
     pub body_limit: usize,
     /// `/readyz`'s own connection, apart from the pool and the database threads.
     pub readiness: Arc<Readiness>,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
 }
 
 impl AppState {
@@ -45,6 +47,7 @@ impl AppState {
             query_timeout,
             body_limit,
             readiness: Readiness::new(database_url),
+            idempotency_ttl: super::idempotency::TTL,
         })
     }
 }

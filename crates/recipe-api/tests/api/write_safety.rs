@@ -378,3 +378,20 @@ async fn a_repeated_delete_with_its_key_answers_204_again_and_expired_keys_are_f
     let reused = post_with_key(&app, "/v1/ingredients", "d-1", &json!({ "name": "pepper" })).await;
     assert_eq!(reused.status(), StatusCode::CREATED);
 }
+
+#[tokio::test]
+async fn an_idempotency_key_is_forgotten_after_its_configured_lifetime() {
+    let app = spawn_app_with(|c| c.idempotency_ttl = Duration::from_secs(1)).await;
+    let flour = app.create_ingredient("flour").await;
+    let first = post_with_key(&app, "/v1/recipes", "k-ttl", &recipe_body("bread", flour)).await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    // Within its lifetime another body with the key is refused...
+    let early = post_with_key(&app, "/v1/recipes", "k-ttl", &recipe_body("rolls", flour)).await;
+    assert_problem(early, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // ...after it, the key is free: a new request that writes.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let late = post_with_key(&app, "/v1/recipes", "k-ttl", &recipe_body("rolls", flour)).await;
+    assert_eq!(late.status(), StatusCode::CREATED);
+    assert!(late.headers().get("idempotent-replayed").is_none());
+    assert_eq!(app.count("recipes"), 2);
+}
