@@ -28,7 +28,9 @@ pub async fn read_json(
         return Err(unsupported());
     }
     if let Some(charset) = mime.get_param(actix_web::mime::CHARSET) {
-        if !charset.as_str().eq_ignore_ascii_case("utf-8") {
+        // `utf8` is not the registered name, but common enough (MySQL's spelling) to take.
+        let name = charset.as_str();
+        if !(name.eq_ignore_ascii_case("utf-8") || name.eq_ignore_ascii_case("utf8")) {
             return Err(ApiError::UnsupportedMediaType(
                 "the charset must be utf-8".to_string(),
             ));

@@ -18,15 +18,14 @@ pub enum EntityTags {
 }
 
 impl EntityTags {
-    /// Reads a header; `None` when absent.
+    /// Reads a header; `None` when absent. A value that is not visible ASCII holds no tag we
+    /// issue: it is an empty list (an `If-Match` that matches nothing), not an absent header.
     pub fn from_header(headers: &HeaderMap, name: header::HeaderName) -> Option<EntityTags> {
-        let values: Vec<&str> = headers
-            .get_all(name)
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if values.is_empty() {
+        let raw: Vec<&header::HeaderValue> = headers.get_all(name).collect();
+        if raw.is_empty() {
             return None;
         }
+        let values: Vec<&str> = raw.iter().filter_map(|v| v.to_str().ok()).collect();
         let mut tags = Vec::new();
         for part in values.iter().flat_map(|v| v.split(',')) {
             let part = part.trim();
@@ -66,6 +65,17 @@ mod tests {
     use actix_web::test::TestRequest;
 
     use super::*;
+
+    #[test]
+    fn a_header_that_is_not_ascii_is_present_and_matches_nothing() {
+        let value = header::HeaderValue::from_bytes(b"\"1\"\xff").unwrap();
+        let req = TestRequest::default()
+            .insert_header((header::IF_MATCH, value))
+            .to_http_request();
+        let tags = EntityTags::from_header(req.headers(), header::IF_MATCH).unwrap();
+        assert!(!tags.matches_strong("\"1\""));
+        assert!(EntityTags::from_header(req.headers(), header::IF_NONE_MATCH).is_none());
+    }
 
     #[test]
     fn entity_tags_compare_strongly_for_if_match_and_weakly_for_if_none_match() {

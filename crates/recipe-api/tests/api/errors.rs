@@ -187,6 +187,14 @@ async fn a_wrong_content_type_returns_415_and_patch_accepts_merge_patch() {
         .await
         .unwrap();
     assert_eq!(charset.status(), StatusCode::CREATED);
+    let utf8 = app
+        .authed(Method::POST, "/v1/ingredients")
+        .header("content-type", "application/json; charset=UTF8")
+        .body(r#"{"name": "pepper"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(utf8.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
