@@ -5,10 +5,13 @@
 use mysql::prelude::Queryable;
 use mysql::Conn;
 
+use crate::exchange::{self, bound_text};
 use crate::load::my_err;
+use crate::partition::UNPARTITIONED;
 use crate::plan::Plan;
 use crate::runner::{Context, GroupError, PlannedPartition};
 use crate::source::{PartitionedSource, SourceError};
+use crate::target_ddl;
 
 /// Fills `estimated_bytes` and `mysql_rows` of every planned partition. Returns the group's
 /// connection (the advisory lock lives on it).
@@ -38,7 +41,17 @@ pub(crate) async fn estimate(
             Some((table.spec.target.quoted().to_string(), cond, params))
         })
         .collect();
-    let (conn, counts) = tokio::task::spawn_blocking(move || {
+    // Exchange applies to a group of one `mysql_partitioning` table (docs/sync.md#exchange).
+    let exchange_table = match tables {
+        [(t, p)]
+            if ctx.config.partition_sync.replace == domain::config::Replace::Exchange
+                && t.spec.mysql_partitioning =>
+        {
+            Some((t.clone(), p.clone()))
+        }
+        _ => None,
+    };
+    let (conn, counts, exact) = tokio::task::spawn_blocking(move || {
         let mut conn = conn;
         let counts: Result<Vec<Option<u64>>, GroupError> = filters
             .into_iter()
@@ -47,14 +60,70 @@ pub(crate) async fn estimate(
                 None => Ok(None),
             })
             .collect();
-        (conn, counts)
+        let exact = match exchange_table {
+            Some((t, p)) => exchanged_ids(&mut conn, &t, &p),
+            None => Ok(Vec::new()),
+        };
+        (conn, counts, exact)
     })
     .await
     .map_err(|e| GroupError::Other(format!("dry run: {e}")))?;
+    let exact = exact?;
     for (planned, count) in plan.iter_mut().zip(counts?) {
         planned.mysql_rows = count;
+        if planned.action == "load" {
+            planned.replace = Some(if exact.contains(&planned.partition) {
+                "exchange"
+            } else {
+                "transaction"
+            });
+        }
     }
     Ok(conn)
+}
+
+/// The planned partitions of a `mysql_partitioning` table that would go by exchange: those
+/// that are exactly one MySQL partition once the run has added the partitions it needs (a
+/// target that does not exist yet would be created with `p_floor` alone).
+fn exchanged_ids(
+    conn: &mut Conn,
+    table: &PartitionedSource,
+    plan: &Plan,
+) -> Result<Vec<String>, GroupError> {
+    let target = &table.spec.target;
+    let mut existing = exchange::mysql_partitions(conn, target)?;
+    if existing.is_empty() {
+        let exists: Option<u64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
+                (target.as_str(),),
+            )
+            .map_err(|e| my_err(format!("table {target}: looking it up"))(e))?;
+        if exists.unwrap_or(0) > 0 {
+            // Not partitioned in MySQL: every load takes the transaction path.
+            return Ok(Vec::new());
+        }
+        existing.push(("p_floor".into(), target_ddl::floor_bound(table).into()));
+    }
+    let ranges: Vec<(String, String, String)> = plan
+        .loads
+        .iter()
+        .filter_map(|l| {
+            let (start, end) = table.scheme.range(&l.partition.id).ok()?;
+            let (start, end) = (bound_text(table, start), bound_text(table, end));
+            Some((l.partition.id.clone(), start, end))
+        })
+        .collect();
+    let beyond = plan.loads.iter().any(|l| l.partition.id == UNPARTITIONED);
+    let after = target_ddl::partitions_after(
+        &existing,
+        &target_ddl::new_partitions(&existing, ranges.clone(), beyond),
+    );
+    Ok(ranges
+        .into_iter()
+        .filter(|(_, start, end)| target_ddl::exact_partition(&after, start, end).is_some())
+        .map(|(pid, _, _)| pid)
+        .collect())
 }
 
 /// The MySQL rows in one partition of `table` (quoted); 0 when the table does not exist yet.

@@ -52,7 +52,10 @@ pub fn shadow_name(target: &str) -> String {
 
 /// A target's MySQL partitions in order: name and upper bound (`PARTITION_DESCRIPTION` without
 /// quotes; `MAXVALUE` as is).
-fn mysql_partitions(conn: &mut Conn, target: &Ident) -> Result<Vec<(String, String)>, LoadError> {
+pub(crate) fn mysql_partitions(
+    conn: &mut Conn,
+    target: &Ident,
+) -> Result<Vec<(String, String)>, LoadError> {
     let rows: Vec<(String, Option<String>)> = conn
         .exec(
             "SELECT PARTITION_NAME, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS \
@@ -93,8 +96,7 @@ pub(crate) fn exact_partitions(
         .map(|l| {
             let (start, end) = work.table.scheme.range(&l.partition.id).ok()?;
             let (start, end) = (bound_text(&work.table, start), bound_text(&work.table, end));
-            let i = parts.iter().position(|(_, b)| *b == end)?;
-            (i > 0 && parts[i - 1].1 == start).then(|| parts[i].0.clone())
+            crate::target_ddl::exact_partition(&parts, &start, &end)
         })
         .collect())
 }

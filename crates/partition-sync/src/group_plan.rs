@@ -200,6 +200,7 @@ pub(crate) fn plan_report(tables: &[(PartitionedSource, Plan)]) -> Vec<PlannedPa
                     reason: l.reason.to_string(),
                     estimated_bytes: None,
                     mysql_rows: None,
+                    replace: None,
                 })
                 .chain(p.vanished.iter().map(|id| PlannedPartition {
                     table: t.spec.target.to_string(),
@@ -209,6 +210,7 @@ pub(crate) fn plan_report(tables: &[(PartitionedSource, Plan)]) -> Vec<PlannedPa
                     reason: "vanished from the warehouse".into(),
                     estimated_bytes: None,
                     mysql_rows: None,
+                    replace: None,
                 }))
                 .collect::<Vec<_>>()
         })

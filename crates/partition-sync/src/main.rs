@@ -330,8 +330,13 @@ fn print_summary(summary: &RunSummary) {
                 (None, Some(mysql)) => format!(", replaces {mysql} MySQL rows"),
                 _ => String::new(),
             };
+            let how = match p.replace {
+                Some("exchange") => ", by exchange",
+                Some(_) => ", in the batch's transaction",
+                None => "",
+            };
             println!(
-                "  {} {} {} ({} rows{estimate}): {}",
+                "  {} {} {} ({} rows{estimate}{how}): {}",
                 p.action, p.table, p.partition, p.rows, p.reason
             );
         }

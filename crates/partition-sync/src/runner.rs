@@ -140,6 +140,10 @@ pub struct PlannedPartition {
     /// `--dry-run`: the MySQL rows of the partition today, which the load or delete replaces.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mysql_rows: Option<u64>,
+    /// `--dry-run`, loads: how the partition would be replaced, `exchange` (a shadow table
+    /// swapped in) or `transaction` (DELETE + load in the batch's transaction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -159,11 +159,7 @@ fn create_target(conn: &mut Conn, table: &PartitionedSource) -> Result<(), LoadE
     if table.spec.mysql_partitioning {
         // A first partition below any real value holds NULL partition keys; the
         // warehouse's partitions are added by `ensure_mysql_partitions`.
-        let floor = if table.scheme.column_type == domain::schema::BqType::Date {
-            "1000-01-01"
-        } else {
-            "1000-01-01 00:00:00"
-        };
+        let floor = floor_bound(table);
         ddl.push_str(&format!(
             " PARTITION BY RANGE COLUMNS({}) (PARTITION p_floor VALUES LESS THAN ('{floor}'))",
             table.scheme.target_column.quoted()
@@ -173,6 +169,16 @@ fn create_target(conn: &mut Conn, table: &PartitionedSource) -> Result<(), LoadE
         .map_err(my_err(format!("table {target}: CREATE TABLE")))?;
     tracing::info!(table.name = %target, "created target table from the warehouse schema");
     Ok(())
+}
+
+/// The bound of `p_floor`, the first partition of a target the sync creates partitioned in
+/// MySQL (below any real value: it holds NULL partition keys), as MySQL prints it.
+pub fn floor_bound(table: &PartitionedSource) -> &'static str {
+    if table.scheme.column_type == domain::schema::BqType::Date {
+        "1000-01-01"
+    } else {
+        "1000-01-01 00:00:00"
+    }
 }
 
 /// For a target partitioned in MySQL (`RANGE COLUMNS` on the partition column), adds a
@@ -187,21 +193,11 @@ pub fn ensure_mysql_partitions(
     partitions: &[String],
 ) -> Result<usize, LoadError> {
     let target = &table.spec.target;
-    let existing: Vec<(String, Option<String>)> = conn
-        .exec(
-            "SELECT PARTITION_NAME, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() \
-             AND TABLE_NAME = ? AND PARTITION_NAME IS NOT NULL ORDER BY PARTITION_ORDINAL_POSITION",
-            (target.as_str(),),
-        )
-        .map_err(my_err(format!("table {target}: reading its MySQL partitions")))?;
+    let existing = crate::exchange::mysql_partitions(conn, target)?;
     if existing.is_empty() {
         // Not partitioned in MySQL (created before the option was set): leave it.
         return Ok(0);
     }
-    let existing: Vec<(String, String)> = existing
-        .into_iter()
-        .map(|(n, d)| (n, d.unwrap_or_default().trim_matches('\'').to_string()))
-        .collect();
     let mut ranges: Vec<(String, String, String)> = Vec::new();
     let mut beyond = false;
     for pid in partitions
@@ -238,15 +234,15 @@ pub fn ensure_mysql_partitions(
 /// The partition that holds dates from BigQuery's partitionable range's end on (2160).
 pub const BEYOND_PARTITION: &str = "p_beyond";
 
-/// The `ALTER TABLE` clause giving a table with partitions `existing` (name, bound without
-/// quotes, `MAXVALUE` as is; in order) a partition per range `(pid, start, end)` that ends
-/// above its highest bound (plus one for a gap before it), and `p_beyond` when `beyond`; and
-/// how many it adds. `None`: nothing to add. Pure.
-pub fn partitions_ddl(
+/// What a table with partitions `existing` (name, bound without quotes, `MAXVALUE` as is; in
+/// order) needs for ranges `(pid, start, end)` and, when `beyond`, the far future: the
+/// partitions to add (name, bound) in order, and whether they are split off `p_beyond`.
+/// Pure.
+pub fn new_partitions(
     existing: &[(String, String)],
     mut ranges: Vec<(String, String, String)>,
     beyond: bool,
-) -> Option<(String, usize)> {
+) -> (Vec<(String, String)>, bool) {
     const MAX: &str = "MAXVALUE";
     let last_is_max = existing.last().is_some_and(|(_, b)| b == MAX);
     // A MAXVALUE partition that is not ours may hold any dates: splitting it could move
@@ -255,7 +251,7 @@ pub fn partitions_ddl(
         .last()
         .is_some_and(|(n, b)| b == MAX && n == BEYOND_PARTITION);
     if last_is_max && !ours_last {
-        return None;
+        return (Vec::new(), false);
     }
     let mut max = existing
         .iter()
@@ -265,7 +261,7 @@ pub fn partitions_ddl(
         .unwrap_or_default()
         .to_string();
     ranges.sort_by(|a, b| a.2.cmp(&b.2));
-    let mut new: Vec<String> = Vec::new();
+    let mut new = Vec::new();
     for (pid, start, end) in ranges {
         if end <= max {
             continue;
@@ -273,42 +269,68 @@ pub fn partitions_ddl(
         // A partition holding exactly the warehouse partition's range can be replaced by
         // exchange (docs/sync.md#exchange): a gap before it gets its own MySQL partition.
         if start > max {
-            new.push(format!(
-                "PARTITION {} VALUES LESS THAN ('{start}')",
-                quote_ident(&format!("pgap_{pid}"))
-            ));
+            new.push((format!("pgap_{pid}"), start));
         }
-        new.push(format!(
-            "PARTITION {} VALUES LESS THAN ('{end}')",
-            quote_ident(&format!("p{pid}"))
-        ));
+        new.push((format!("p{pid}"), end.clone()));
         max = end;
     }
-    let added = new.len();
-    if ours_last {
-        if new.is_empty() {
-            return None;
-        }
-        new.push(format!(
-            "PARTITION {} VALUES LESS THAN ({MAX})",
-            quote_ident(BEYOND_PARTITION)
-        ));
+    if beyond && !ours_last {
+        new.push((BEYOND_PARTITION.to_string(), MAX.to_string()));
+    }
+    (new, ours_last)
+}
+
+/// The partitions the table will have once [`new_partitions`] are in, in order. Pure.
+pub fn partitions_after(
+    existing: &[(String, String)],
+    (new, split): &(Vec<(String, String)>, bool),
+) -> Vec<(String, String)> {
+    let mut all = existing.to_vec();
+    let beyond = split.then(|| all.pop()).flatten();
+    all.extend(new.iter().cloned());
+    all.extend(beyond);
+    all
+}
+
+/// The `ALTER TABLE` clause that adds `new` ([`new_partitions`]) and how many partitions it
+/// adds; `None`: nothing to add. Pure.
+pub fn partitions_ddl(
+    existing: &[(String, String)],
+    ranges: Vec<(String, String, String)>,
+    beyond: bool,
+) -> Option<(String, usize)> {
+    let (new, split) = new_partitions(existing, ranges, beyond);
+    if new.is_empty() {
+        return None;
+    }
+    let def = |(name, bound): &(String, String)| {
+        let bound = if bound == "MAXVALUE" {
+            bound.clone()
+        } else {
+            format!("'{bound}'")
+        };
+        format!("PARTITION {} VALUES LESS THAN ({bound})", quote_ident(name))
+    };
+    let mut defs: Vec<String> = new.iter().map(def).collect();
+    if split {
+        defs.push(def(&(BEYOND_PARTITION.to_string(), "MAXVALUE".to_string())));
         return Some((
             format!(
                 "REORGANIZE PARTITION {} INTO ({})",
                 quote_ident(BEYOND_PARTITION),
-                new.join(", ")
+                defs.join(", ")
             ),
-            added,
+            new.len(),
         ));
     }
-    if beyond {
-        new.push(format!(
-            "PARTITION {} VALUES LESS THAN ({MAX})",
-            quote_ident(BEYOND_PARTITION)
-        ));
-    }
-    (!new.is_empty()).then(|| (format!("ADD PARTITION ({})", new.join(", ")), new.len()))
+    Some((format!("ADD PARTITION ({})", defs.join(", ")), new.len()))
+}
+
+/// The MySQL partition holding exactly `[start, end)` among `parts` (in order; bounds as
+/// MySQL prints them): the one ending at `end` whose predecessor ends at `start`. Pure.
+pub fn exact_partition(parts: &[(String, String)], start: &str, end: &str) -> Option<String> {
+    let i = parts.iter().position(|(_, b)| b == end)?;
+    (i > 0 && parts[i - 1].1 == start).then(|| parts[i].0.clone())
 }
 
 #[cfg(test)]
@@ -382,6 +404,34 @@ mod tests {
             ))
         );
         assert_eq!(partitions_ddl(&existing, vec![], true), None);
+    }
+
+    #[test]
+    fn a_range_is_exact_once_the_partitions_it_needs_are_in() {
+        let existing = parts(&[("p_floor", "1000-01-01"), ("p_beyond", "MAXVALUE")]);
+        let ranges = vec![
+            day("20260101", "2026-01-01", "2026-01-02"),
+            day("20260102", "2026-01-02", "2026-01-03"),
+        ];
+        let after = partitions_after(&existing, &new_partitions(&existing, ranges, true));
+        let names: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "p_floor",
+                "pgap_20260101",
+                "p20260101",
+                "p20260102",
+                "p_beyond"
+            ]
+        );
+        assert_eq!(
+            exact_partition(&after, "2026-01-02", "2026-01-03").as_deref(),
+            Some("p20260102")
+        );
+        // A range spread over two partitions, or not covered, is not exact.
+        assert_eq!(exact_partition(&after, "2025-12-31", "2026-01-02"), None);
+        assert_eq!(exact_partition(&after, "2026-01-05", "2026-01-06"), None);
     }
 
     #[test]

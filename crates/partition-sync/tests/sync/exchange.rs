@@ -37,6 +37,18 @@ fn watermark(f: &Fixture, partition: &str) -> Option<(i64, String)> {
 async fn a_changed_partition_is_loaded_in_chunks_and_exchanged_in() {
     let f = stats_fixture(&["2026-01-01", "2026-01-02", "2026-01-03"], 5).await;
     let tables = partitioned("[partition_sync]\nchunk_rows = 2");
+    // A dry run says how each would be replaced (the target does not exist yet).
+    let dry = f
+        .run(
+            &tables,
+            Options {
+                dry_run: true,
+                ..Options::default()
+            },
+        )
+        .await;
+    let how: Vec<Option<&str>> = dry.groups[0].plan.iter().map(|p| p.replace).collect();
+    assert_eq!(how, vec![Some("exchange"); 3], "{dry:?}");
     let s = f.run(&tables, Options::default()).await;
     assert!(s.ok, "{s:?}");
     assert_eq!(s.partitions_loaded, 3);

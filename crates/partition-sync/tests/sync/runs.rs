@@ -90,6 +90,11 @@ async fn missed_runs_catch_up_oldest_first() {
     );
     let mysql_rows: Vec<_> = plan.iter().map(|p| p.mysql_rows).collect();
     assert_eq!(mysql_rows, vec![Some(2), Some(0), Some(0)]);
+    // Not partitioned in MySQL: each would load in the batch's transaction.
+    assert!(
+        plan.iter().all(|p| p.replace == Some("transaction")),
+        "{plan:?}"
+    );
     assert_eq!(
         plan.iter().map(|p| p.rows).collect::<Vec<_>>(),
         vec![1, 1, 1]
@@ -244,6 +249,28 @@ async fn out_of_range_rows_load_into_a_target_partitioned_in_mysql_which_keeps_g
     // A new day is split off the far-future partition; its rows stay where they belong.
     f.insert("stats", vec![stat(4, "2026-01-03", 40)]).await;
     let t = format!("{STATS}mysql_partitioning = true\n");
+    let dry = f
+        .run(
+            &t,
+            Options {
+                dry_run: true,
+                ..Options::default()
+            },
+        )
+        .await;
+    let how: Vec<(&str, Option<&str>)> = dry.groups[0]
+        .plan
+        .iter()
+        .map(|p| (p.partition.as_str(), p.replace))
+        .collect();
+    assert_eq!(
+        how,
+        vec![
+            ("20260101", Some("exchange")),
+            ("20260103", Some("exchange")),
+            ("__UNPARTITIONED__", Some("transaction"))
+        ]
+    );
     let s = f.run(&t, Options::default()).await;
     assert!(s.ok, "{s:?}");
     assert_eq!(
