@@ -14,10 +14,8 @@ fn bin() -> Command {
     c
 }
 
-#[tokio::test]
-async fn run_prints_a_one_line_json_summary_and_exits_zero() {
-    let f = stats_fixture(&["2026-01-01", "2026-01-02"], 2).await;
-    let cfg = f.write_config(STATS);
+/// `partition-sync --config CFG run`, which must exit 0.
+fn run_ok(cfg: &std::path::Path) -> std::process::Output {
     let out = bin()
         .args(["--config", cfg.to_str().unwrap(), "run"])
         .output()
@@ -27,6 +25,14 @@ async fn run_prints_a_one_line_json_summary_and_exits_zero() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+#[tokio::test]
+async fn run_prints_a_one_line_json_summary_and_exits_zero() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02"], 2).await;
+    let cfg = f.write_config(STATS);
+    let out = run_ok(&cfg);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.trim().lines().count(), 1, "{stdout}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
@@ -217,15 +223,7 @@ async fn metrics_are_pushed_and_a_failed_run_keeps_the_last_success_time() {
     );
     let cfg = f.dir.join("metrics.toml");
     std::fs::write(&cfg, text).unwrap();
-    let out = bin()
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&cfg);
     let scrape = || async {
         reqwest::get(format!("{pgw}/metrics"))
             .await
@@ -277,15 +275,7 @@ async fn metrics_are_pushed_and_a_failed_run_keeps_the_last_success_time() {
         "UPDATE `{{ds}}.{table}` SET note = 'short' WHERE recipe_id = 1"
     ))
     .await;
-    let out = bin()
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(&cfg);
     let body = scrape().await;
     let value = |name: &str, extra: &str| -> String {
         body.lines()
@@ -329,15 +319,7 @@ async fn a_config_without_partition_tables_or_staging_is_a_no_op_run() {
         .unwrap();
     let cfg = f.dir.join("stream-only.toml");
     std::fs::write(&cfg, format!("{}{}", &text[..start], &text[end..])).unwrap();
-    let out = bin()
-        .args(["--config", cfg.to_str().unwrap(), "run"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&cfg);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["groups"].as_array().unwrap().len(), 0);
 }

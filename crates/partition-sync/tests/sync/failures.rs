@@ -88,13 +88,7 @@ async fn a_bad_row_fails_its_partition_and_the_rest_of_the_batch_loads() {
         .map(|p| p.partition.as_str())
         .collect();
     assert_eq!(planned, vec!["20260102"]);
-    let ctx = partition_sync::runner::Context::new(f.config(STATS))
-        .await
-        .unwrap();
-    let m = partition_sync::commands::verify(&ctx, &Options::default())
-        .await
-        .unwrap();
-    assert!(m.is_empty(), "{m:?}");
+    f.assert_in_sync(STATS).await;
 }
 
 #[tokio::test]

@@ -302,13 +302,7 @@ async fn out_of_range_rows_load_into_a_target_partitioned_in_mysql_which_keeps_g
         (3, 2),
         "{s:?}"
     );
-    let ctx = partition_sync::runner::Context::new(f.config(&t))
-        .await
-        .unwrap();
-    let m = partition_sync::commands::verify(&ctx, &Options::default())
-        .await
-        .unwrap();
-    assert!(m.is_empty(), "{m:?}");
+    f.assert_in_sync(&t).await;
 }
 
 /// Rows dated before 1960-01-01 or after 2159-12-31, which BigQuery keeps in
@@ -362,13 +356,10 @@ async fn out_of_range_rows(mysql_partitioning: bool) -> Fixture {
 async fn verify_finds_a_row_altered_behind_the_syncs_back_and_resync_repairs_it() {
     let f = stats_fixture(&["2026-01-01", "2026-01-02"], 3).await;
     assert!(f.run(STATS, Options::default()).await.ok);
+    f.assert_in_sync(STATS).await;
     let ctx = partition_sync::runner::Context::new(f.config(STATS))
         .await
         .unwrap();
-    assert!(partition_sync::commands::verify(&ctx, &Options::default())
-        .await
-        .unwrap()
-        .is_empty());
 
     f.mysql()
         .query_drop("UPDATE stats SET note = 'tampered' WHERE recipe_id = 2 AND day = '2026-01-02'")
@@ -515,13 +506,7 @@ async fn types_round_trip(format: &'static str, mysql_partitioning: bool) {
     let nulls: Vec<(i64, Option<String>, Option<f64>)> =
         f.rows("SELECT id, s, f FROM types WHERE id < 0");
     assert_eq!(nulls, vec![(i64::MIN, None, None)]);
-    let ctx = partition_sync::runner::Context::new(f.config(t))
-        .await
-        .unwrap();
-    let m = partition_sync::commands::verify(&ctx, &Options::default())
-        .await
-        .unwrap();
-    assert!(m.is_empty(), "{m:?}");
+    f.assert_in_sync(t).await;
 }
 
 #[tokio::test]
@@ -664,13 +649,7 @@ async fn a_target_partitioned_in_mysql_gets_a_partition_per_new_warehouse_partit
         ]
     );
     assert_eq!(count(&f, "stats"), 5);
-    let ctx = partition_sync::runner::Context::new(f.config(&tables))
-        .await
-        .unwrap();
-    assert!(partition_sync::commands::verify(&ctx, &Options::default())
-        .await
-        .unwrap()
-        .is_empty());
+    f.assert_in_sync(&tables).await;
 }
 
 #[tokio::test]
@@ -686,13 +665,7 @@ async fn parquet_exports_load_and_reload_like_json_ones() {
     let row: Vec<(i64, Option<String>)> =
         f.rows("SELECT views, note FROM stats WHERE recipe_id = 2 AND day = '2026-01-02'");
     assert_eq!(row, vec![(7, None)]);
-    let ctx = partition_sync::runner::Context::new(f.config(STATS))
-        .await
-        .unwrap();
-    assert!(partition_sync::commands::verify(&ctx, &Options::default())
-        .await
-        .unwrap()
-        .is_empty());
+    f.assert_in_sync(STATS).await;
 }
 
 #[tokio::test]
