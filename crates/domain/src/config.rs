@@ -429,10 +429,18 @@ pub struct StreamSyncSettings {
     /// `docs/sync.md#sharding`): each syncs the tables whose name hashes to its index.
     #[serde(default = "default_shards")]
     pub shards: u64,
+    /// Cursor-mode and change-history tables: the full bucket diff runs on the first cycle
+    /// and every N-th (`run --full-diff-every` overrides it).
+    #[serde(default = "default_full_diff_every")]
+    pub full_diff_every: u64,
 }
 
 fn default_shards() -> u64 {
     1
+}
+
+fn default_full_diff_every() -> u64 {
+    10
 }
 
 impl Default for StreamSyncSettings {
@@ -443,6 +451,7 @@ impl Default for StreamSyncSettings {
             max_delete_fraction: default_max_delete(),
             batch_rows: default_batch(),
             shards: default_shards(),
+            full_diff_every: default_full_diff_every(),
         }
     }
 }
@@ -704,6 +713,9 @@ impl StreamSyncSettings {
         if self.shards == 0 || self.shards > 1024 {
             return Err("stream_sync.shards must be within 1..=1024".into());
         }
+        if self.full_diff_every == 0 {
+            return Err("stream_sync.full_diff_every must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -771,6 +783,11 @@ primary_key = ["ingredient_id"]
         assert_eq!(c.groups().len(), 1);
         assert_eq!(c.stream_tables().len(), 1);
         assert_eq!(c.warehouse.change_detection, ChangeDetection::Metadata);
+        assert_eq!(c.stream_sync.full_diff_every, 10);
+        let c = parse("[stream_sync]\nfull_diff_every = 3\n").unwrap();
+        assert_eq!(c.stream_sync.full_diff_every, 3);
+        let e = parse("[stream_sync]\nfull_diff_every = 0\n").unwrap_err();
+        assert!(e.to_string().contains("full_diff_every"), "{e}");
     }
 
     #[test]

@@ -45,9 +45,10 @@ enum Command {
         /// Let a cycle delete any share of a table, even all of it.
         #[arg(long)]
         allow_mass_delete: bool,
-        /// Cursor-mode tables: run the full bucket diff every N cycles.
-        #[arg(long, default_value_t = 10)]
-        full_diff_every: u64,
+        /// Cursor-mode and change-history tables: run the full bucket diff every N cycles
+        /// (default: `stream_sync.full_diff_every`, 10).
+        #[arg(long)]
+        full_diff_every: Option<u64>,
         /// --once: attempts per table for transient errors.
         #[arg(long, default_value_t = 10)]
         max_attempts: u32,
@@ -112,7 +113,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shard_index,
         } => {
             settings.allow_mass_delete = allow_mass_delete;
-            settings.full_diff_every = full_diff_every;
+            if let Some(n) = full_diff_every {
+                settings.full_diff_every = n.max(1);
+            }
             // Only the daemon shards (status, verify and resync see every table); a table named
             // with --table is synced whichever shard owns it.
             if table.is_none() {

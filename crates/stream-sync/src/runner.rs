@@ -172,6 +172,7 @@ impl Runner {
             buckets: config.stream_sync.buckets,
             max_delete_fraction: config.stream_sync.max_delete_fraction,
             batch_rows: config.stream_sync.batch_rows,
+            full_diff_every: config.stream_sync.full_diff_every.max(1),
             change_detection: config.warehouse.change_detection,
             ..CycleSettings::default()
         }
