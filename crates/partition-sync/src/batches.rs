@@ -82,7 +82,8 @@ pub(crate) async fn run_batches(
         let loaded = export_and_load(run, tables, conn, bytes).await;
         clean_staging(run.ctx, run.run_id).await;
         let done = match loaded {
-            Err(e) if e.past_deadline() => {
+            Err((e, left_out)) if e.past_deadline() => {
+                bad.extend(left_out);
                 // The batch rolled back (an exchange's shadow is dropped); the group's lock
                 // went with its session. It and the rest wait for the next run.
                 tracing::warn!(
@@ -97,7 +98,8 @@ pub(crate) async fn run_batches(
                     bad,
                 });
             }
-            other => other?,
+            Err((e, _)) => return Err(e),
+            Ok(done) => done,
         };
         let (next, done, left_out) = (done.conn, done.outcomes, done.bad);
         conn = next;
@@ -329,10 +331,16 @@ async fn export_and_load(
     tables: Vec<(PartitionedSource, Plan)>,
     conn: mysql::Conn,
     bytes: &mut u64,
-) -> Result<BatchLoad, GroupError> {
-    let work = export_group(run.ctx, run.run_id, tables, run.progress, bytes).await?;
+) -> Result<BatchLoad, BatchFailed> {
+    let work = export_group(run.ctx, run.run_id, tables, run.progress, bytes)
+        .await
+        .map_err(|e| (e, Vec::new()))?;
     load_exported(run, conn, work).await
 }
+
+/// A batch that failed, and the bad rows that had failed their partitions before (reported
+/// with it when the run's deadline ended the batch).
+type BatchFailed = (GroupError, Vec<LoadError>);
 
 /// Records the change-history cursors of a group whose every batch committed (or that had
 /// nothing to load). A crash before this re-reads the same window next run: its partitions
@@ -360,16 +368,18 @@ async fn load_exported(
     run: &BatchRun<'_>,
     mut conn: mysql::Conn,
     work: Vec<TableWork>,
-) -> Result<BatchLoad, GroupError> {
+) -> Result<BatchLoad, BatchFailed> {
     let store = run.ctx.store.clone();
+    let deadline = run.deadline;
     let rt = tokio::runtime::Handle::current();
     let run_id = run.run_id.to_string();
     let settings = run.ctx.config.partition_sync.clone();
     let throttle = run.throttle.clone();
     let progress = run.progress.clone();
-    let loaded = tokio::task::spawn_blocking(move || -> Result<_, LoadError> {
+    let loaded = tokio::task::spawn_blocking(move || -> Result<_, Box<(LoadError, Vec<LoadError>)>> {
         let mut work = work;
-        prepare_targets(&mut conn, &mut work, settings.ddl_lock_wait_secs)?;
+        prepare_targets(&mut conn, &mut work, settings.ddl_lock_wait_secs)
+            .map_err(|e| Box::new((e, Vec::new())))?;
         let opts = load::LoadOptions {
             loader: settings.loader,
             replace: settings.replace,
@@ -378,23 +388,91 @@ async fn load_exported(
             throttle: &throttle,
         };
         let mut bad = Vec::new();
+        // What failed attempts had already swapped in by exchange (committed).
+        let mut carried: Vec<TableLoadSummary> = Vec::new();
         loop {
             match load::load_batch(&mut conn, &store, &rt, &run_id, &work, &opts, &*progress) {
-                Ok(outcomes) => return Ok(BatchLoad { conn, outcomes, bad }),
+                Ok(outcomes) => {
+                    let mut all = carried;
+                    merge(&mut all, outcomes);
+                    return Ok(BatchLoad {
+                        conn,
+                        outcomes: all,
+                        bad,
+                    });
+                }
                 Err(e) => {
                     let Some(pid) = bad_partition(&e).map(str::to_string) else {
-                        return Err(e);
+                        return Err(Box::new((e, bad)));
                     };
                     tracing::error!(error = %e, partition.id = %pid, "a bad row fails its partition; the rest of the batch loads without it");
-                    for w in &mut work {
-                        w.loads.retain(|l| l.partition.id != pid);
-                    }
                     bad.push(e);
+                    // Partitions this attempt already swapped in by exchange are committed
+                    // with this run's watermark: not loaded again.
+                    let done = match exchanged_by(&mut conn, &run_id, &work) {
+                        Ok(done) => done,
+                        Err(e) => return Err(Box::new((e, bad))),
+                    };
+                    for w in &mut work {
+                        let target = w.table.spec.target.to_string();
+                        let mut summary = TableLoadSummary {
+                            table: target.clone(),
+                            ..Default::default()
+                        };
+                        w.loads.retain(|l| {
+                            let swapped = done
+                                .iter()
+                                .find(|(t, id, _)| *t == target && *id == l.partition.id);
+                            if let Some((_, _, rows)) = swapped {
+                                summary.partitions_loaded += 1;
+                                summary.partitions_exchanged += 1;
+                                summary.rows_loaded += rows;
+                                summary.rows_deleted += l.synced_rows.unwrap_or(0);
+                            }
+                            l.partition.id != pid && swapped.is_none()
+                        });
+                        merge(&mut carried, vec![summary]);
+                    }
+                    if std::time::Instant::now() >= deadline {
+                        let past = LoadError::Sink {
+                            context: "loading the batch again without its bad partitions".into(),
+                            source: sync_engine::session::MysqlError::PastDeadline(
+                                "the run's time budget is spent".into(),
+                            ),
+                        };
+                        return Err(Box::new((past, bad)));
+                    }
                 }
             }
         }
     })
     .await
-    .map_err(blocking_err)??;
-    Ok(loaded)
+    .map_err(|e| (blocking_err(e), Vec::new()))?;
+    loaded.map_err(|b| {
+        let (e, bad) = *b;
+        (GroupError::from(e), bad)
+    })
+}
+
+/// The (table, partition, rows) of the watermarks this run wrote for the tables of `work`.
+fn exchanged_by(
+    conn: &mut mysql::Conn,
+    run_id: &str,
+    work: &[TableWork],
+) -> Result<Vec<(String, String, u64)>, LoadError> {
+    use mysql::prelude::Queryable;
+    let mut done = Vec::new();
+    for w in work {
+        let target = w.table.spec.target.to_string();
+        let rows: Vec<(String, u64)> = conn
+            .exec(
+                "SELECT partition_id, row_count FROM sync_partitions WHERE target_table = ? AND run_id = ?",
+                (target.as_str(), run_id),
+            )
+            .map_err(load::my_err(format!(
+                "table {target}: reading this run's watermarks"
+            )))?;
+        done.extend(rows.into_iter().map(|(id, n)| (target.clone(), id, n)));
+    }
+    Ok(done)
 }

@@ -291,7 +291,7 @@ async fn run(
     let summary = summary?;
     if let Some(url) = pushgateway {
         if !opts.dry_run {
-            if let Err(e) = push::push_metrics(url, &summary).await {
+            if let Err(e) = push::push_metrics(url, &summary, &push::run_scope(opts)).await {
                 tracing::warn!(error = %format!("{e:#}"), "could not push metrics");
             }
         }

@@ -1,15 +1,17 @@
 //! The metrics a run pushes to the Pushgateway (`docs/sync.md#partition-sync-metrics`): with
 //! push-add (POST), one grouping key per table so that a failed table keeps its last success
-//! time, and one for the run as a whole. The `_total` counters continue the values the
+//! time, and one per run scope (all groups, one shard of an Indexed Job, one `--group` or
+//! `--table`) for the run as a whole. The `_total` counters continue the values the
 //! Pushgateway holds (read first), so they count across runs like a long-lived process's;
-//! the `last_run_` gauges describe the last run alone.
+//! runs that write one grouping key never overlap (a table's group lock; one CronJob per
+//! scope, which forbids concurrency). The `last_run_` gauges describe the last run alone.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context as _;
 use prometheus::{CounterVec, Encoder, GaugeVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::runner::{GroupReport, RunSummary};
+use crate::runner::{GroupReport, Options, RunSummary};
 
 /// What the Pushgateway holds of our counters: per grouping key (its labels, sorted), per
 /// metric name, per series (its labels but `instance`, sorted) the value.
@@ -23,7 +25,7 @@ type Counters = BTreeMap<String, BTreeMap<Labels, f64>>;
 
 /// Pushes a run's metrics. A Pushgateway whose current values can't be read gets counters
 /// that start again from this run (Prometheus reads that as a counter reset).
-pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()> {
+pub async fn push_metrics(url: &str, summary: &RunSummary, scope: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()?;
@@ -52,11 +54,41 @@ pub async fn push_metrics(url: &str, summary: &RunSummary) -> anyhow::Result<()>
             .await?;
         }
     }
-    let key = vec![("job".to_string(), "partition_sync".to_string())];
+    let key = vec![
+        ("job".to_string(), "partition_sync".to_string()),
+        ("scope".to_string(), scope.to_string()),
+    ];
     let before = pushed.get(&key).cloned().unwrap_or_default();
     let reg = Registry::new();
     register_run_metrics(&reg, summary, &before)?;
-    send(&http, &format!("{base}/metrics/job/partition_sync"), &reg).await
+    send(
+        &http,
+        &format!("{base}/metrics/job/partition_sync/scope/{scope}"),
+        &reg,
+    )
+    .await
+}
+
+/// The grouping key of a run's own metrics: which groups it ran. Runs of different scopes
+/// (the pods of an Indexed Job, CronJobs per group) may overlap; runs of one scope do not.
+pub fn run_scope(opts: &Options) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
+    match (&opts.shard, &opts.group, &opts.table) {
+        (_, Some(g), _) => format!("group-{}", clean(g)),
+        (_, None, Some(t)) => format!("table-{}", clean(t)),
+        (Some((i, n)), None, None) => format!("shard-{i}-of-{n}"),
+        (None, None, None) => "all".to_string(),
+    }
 }
 
 /// Reads the `partition_sync_…_total` series the Pushgateway holds (`GET /api/v1/metrics`).

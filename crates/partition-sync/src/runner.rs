@@ -327,7 +327,7 @@ pub async fn run(
     let groups = selected_groups(&ctx.config, opts)?;
     ctx.throttle_tally.take();
     // One throttle (and heartbeat) for the whole run, started by the first group with work.
-    let throttle = tokio::sync::OnceCell::new();
+    let throttle = tokio::sync::Mutex::new(None);
     let scope = RunScope {
         run_id: &run_id,
         deadline,
@@ -387,16 +387,25 @@ struct RunScope<'a> {
     deadline: Instant,
     /// Started by the first group that loads; errors are not kept (the next group tries
     /// again).
-    throttle: &'a tokio::sync::OnceCell<Arc<Throttle>>,
+    throttle: &'a tokio::sync::Mutex<Option<Arc<Throttle>>>,
 }
 
 impl RunScope<'_> {
     /// The run's throttle, started on first use.
     async fn throttle(&self, ctx: &Context) -> Result<Arc<Throttle>, GroupError> {
-        self.throttle
-            .get_or_try_init(|| start_throttle(ctx, self.deadline))
-            .await
-            .cloned()
+        let mut slot = self.throttle.lock().await;
+        if let Some(t) = slot.as_ref() {
+            return Ok(t.clone());
+        }
+        let t = start_throttle(ctx, self.deadline).await?;
+        *slot = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Forgets the throttle: the next group (or retry) starts a fresh one, which reads the
+    /// primary's `@@server_id` again (after a failover the heartbeat row is another's).
+    async fn restart_throttle(&self) {
+        *self.throttle.lock().await = None;
     }
 }
 
@@ -437,6 +446,7 @@ async fn run_group_retrying(
     loop {
         match run_group(ctx, group, opts, scope, progress.clone(), bytes).await {
             Err(e) if e.mysql_transient() && attempt < GROUP_ATTEMPTS => {
+                scope.restart_throttle().await;
                 let delay = sync_engine::retry::backoff(attempt + 2);
                 tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "group failed on a transient MySQL error; retrying");
                 tokio::time::sleep(delay).await;

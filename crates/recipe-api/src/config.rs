@@ -52,6 +52,10 @@ impl fmt::Debug for Config {
     }
 }
 
+/// The longest `Idempotency-Key` lifetime accepted: 10 years (expiry times stay far inside
+/// MySQL's DATETIME range).
+pub const MAX_IDEMPOTENCY_TTL_SECS: u64 = 10 * 365 * 86_400;
+
 /// Default body limit: 256 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
 
@@ -119,8 +123,8 @@ impl Config {
         }
         if let Some(secs) = number("RECIPE_API_IDEMPOTENCY_TTL_SECS")? {
             anyhow::ensure!(
-                secs >= 1,
-                "RECIPE_API_IDEMPOTENCY_TTL_SECS must be at least 1"
+                (1..=MAX_IDEMPOTENCY_TTL_SECS).contains(&secs),
+                "RECIPE_API_IDEMPOTENCY_TTL_SECS must be from 1 to {MAX_IDEMPOTENCY_TTL_SECS} (10 years)"
             );
             config.idempotency_ttl = Duration::from_secs(secs);
         }
@@ -217,6 +221,8 @@ mod tests {
             ("RECIPE_API_DB_TIMEOUT_MS", "-5"),
             ("RECIPE_API_BODY_LIMIT", "1.5"),
             ("RECIPE_API_TOKENS_FILE", "/nonexistent/tokens"),
+            ("RECIPE_API_IDEMPOTENCY_TTL_SECS", "0"),
+            ("RECIPE_API_IDEMPOTENCY_TTL_SECS", "999999999999"),
         ] {
             let e = Config::from_lookup(lookup(&[("DATABASE_URL", "mysql://h/db"), (key, value)]))
                 .unwrap_err();

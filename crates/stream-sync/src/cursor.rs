@@ -14,7 +14,7 @@ use crate::{apply, blocking, target, SyncError};
 pub(crate) fn due_cursor(env: &Env<'_>, state: &TableState) -> Option<String> {
     let cursor = state.spec.cursor_column.as_ref()?;
     let every = env.settings.full_diff_every.max(1);
-    (state.cycles % every != 0).then(|| cursor.to_string())
+    (state.cycles % every != 0 && !state.full_diff_due).then(|| cursor.to_string())
 }
 
 /// Cursor mode: rows past MySQL's largest cursor value, upserted.

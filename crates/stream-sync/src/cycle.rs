@@ -80,6 +80,9 @@ pub struct TableState {
     /// Rewrite every row (bucket and hash included) at the next cycle: `resync`, a changed
     /// bucket count, or a table stream-sync did not fill.
     pub rewrite: bool,
+    /// The next cycle is a full diff whatever its mode: a bad row was left out of this one
+    /// (a cursor or history cycle would not see that row again).
+    pub(crate) full_diff_due: bool,
     /// The server's `max_allowed_packet`, read once per MySQL session (see [`Self::new_session`]).
     max_packet: Option<usize>,
 }
@@ -95,6 +98,7 @@ impl TableState {
             change_detection: None,
             history: None,
             rewrite: false,
+            full_diff_due: false,
             max_packet: None,
         }
     }
@@ -225,10 +229,12 @@ pub async fn run_cycle(
     let mut result = cycle_inner(env, state, conn, report).await;
     report.duration = started.elapsed();
     if result.is_ok() && report.bad_rows > 0 {
-        // Not converged: the next cycle diffs in full (no skip, no history window past it).
+        // Not converged: the next cycle diffs in full (no skip, no cursor or history cycle,
+        // no history window past it).
         state.last_meta = None;
         state.last_digest = None;
         state.history = None;
+        state.full_diff_due = true;
         result = Err(SyncError::BadRow(format!(
             "{} rows left out (the rest of the cycle was applied): {}{}",
             report.bad_rows,
@@ -300,6 +306,7 @@ async fn cycle_inner(
         }
     }
     let wh = full_diff(env, &src, conn, &table, max_packet, report).await?;
+    state.full_diff_due = false;
     state.last_meta = Some(meta);
     state.last_digest = Some(plan::table_digest(&wh));
     if state.change_detection(env.settings) == ChangeDetection::Changes {
@@ -341,6 +348,11 @@ async fn rewrite_all(
         report,
     )
     .await?;
+    if report.bad_rows > 0 {
+        // A row left out keeps its bucket and hash of the old count: the marker stays old
+        // and the rewrite runs again next cycle (the cycle fails naming the row).
+        return Ok(());
+    }
     let buckets = env.settings.buckets;
     blocking(|| target::set_bucket_marker(conn, table, buckets))?;
     state.rewrite = false;

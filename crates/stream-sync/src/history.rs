@@ -25,7 +25,7 @@ pub(crate) fn due(env: &Env<'_>, state: &TableState) -> Option<HistoryCursor> {
     }
     let cursor = state.history?;
     let every = env.settings.full_diff_every.max(1);
-    (state.cycles % every != 0).then_some(cursor)
+    (state.cycles % every != 0 && !state.full_diff_due).then_some(cursor)
 }
 
 /// One history window applied; returns the cursor after it. Nothing to read yet (the window

@@ -1098,3 +1098,53 @@ async fn a_bad_row_fails_itself_and_the_rest_of_the_cycle_applies() {
     ok(&f.sync(&config).await, "items");
     f.assert_in_sync(&config).await;
 }
+
+#[tokio::test]
+async fn in_cursor_mode_a_bad_row_is_named_again_until_repaired() {
+    let f = Fixture::new().await;
+    f.bq("CREATE TABLE {ds}.events (id INT64 NOT NULL, updated_at TIMESTAMP, v STRING)")
+        .await;
+    f.bq("INSERT INTO {ds}.events (id, updated_at, v) SELECT x, TIMESTAMP_SECONDS(1700000000 + 600 * x), 'a' \
+          FROM UNNEST(GENERATE_ARRAY(1, 40)) AS x")
+        .await;
+    let config = f.config(
+        &table(
+            "events",
+            &["id"],
+            "cursor_column = \"updated_at\"\nvarchar = { v = 5 }",
+        ),
+        "",
+    );
+    let mut runner = f.runner(&config, None).await;
+    ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "events");
+    // Two rows move past the watermark; one of them can't be stored.
+    f.bq("UPDATE {ds}.events SET v = 'far too long', updated_at = TIMESTAMP_SECONDS(1700030000) WHERE id = 5")
+        .await;
+    f.bq("UPDATE {ds}.events SET v = 'b', updated_at = TIMESTAMP_SECONDS(1700030000) WHERE id = 6")
+        .await;
+    let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+    assert!(out[0].report.cursor, "{:?}", out[0].report);
+    let (_, message) = out[0].error.clone().expect("the bad row fails the cycle");
+    assert!(message.contains("1 rows left out"), "{message}");
+    assert_eq!(
+        f.my_rows("SELECT id, v FROM events WHERE id IN (5, 6) ORDER BY id"),
+        vec![vec!["5", "a"], vec!["6", "b"]]
+    );
+    // MySQL's watermark is past the bad row now: a cursor cycle would not see it again. The
+    // next cycle is a full diff instead, and names it again.
+    let out = runner.run(Mode::Once { max_attempts: 3 }).await;
+    assert!(!out[0].report.cursor, "{:?}", out[0].report);
+    let (_, message) = out[0].error.clone().expect("still bad");
+    assert!(message.contains("1 rows left out"), "{message}");
+    // Repaired: converged, and cursor cycles resume.
+    f.bq("UPDATE {ds}.events SET v = 'c' WHERE id = 5").await;
+    ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "events");
+    assert_eq!(
+        f.my_rows("SELECT v FROM events WHERE id = 5"),
+        vec![vec!["c"]]
+    );
+    f.bq("UPDATE {ds}.events SET v = 'd', updated_at = TIMESTAMP_SECONDS(1700040000) WHERE id = 7")
+        .await;
+    let r = ok(&runner.run(Mode::Once { max_attempts: 3 }).await, "events").clone();
+    assert!(r.cursor, "{r:?}");
+}

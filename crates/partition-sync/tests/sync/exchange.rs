@@ -302,3 +302,42 @@ async fn a_pause_that_reaches_the_runs_deadline_leaves_the_batch_for_the_next_ru
     assert_eq!((s.partitions_loaded, s.partitions_pending), (1, 0), "{s:?}");
     assert_eq!(count(&f, "stats"), 3);
 }
+
+#[tokio::test]
+async fn a_bad_row_in_a_later_exchange_keeps_the_earlier_one_and_reports_it() {
+    let f = stats_fixture(&["2026-01-01", "2026-01-02"], 3).await;
+    let tables = partitioned("");
+    assert_eq!(exchanged(&f.run(&tables, Options::default()).await), 2);
+    f.sql("UPDATE `{ds}.stats` SET views = 500 WHERE day = DATE '2026-01-01'")
+        .await;
+    f.sql("UPDATE `{ds}.stats` SET views = 500, note = 'this note is much too long for twenty' WHERE recipe_id = 2 AND day = DATE '2026-01-02'").await;
+    let s = f.run(&tables, Options::default()).await;
+    assert!(!s.ok, "{s:?}");
+    let g = &s.groups[0];
+    assert_eq!(g.error_kind, Some("bad_row"), "{s:?}");
+    assert!(g
+        .error
+        .as_deref()
+        .unwrap_or_default()
+        .contains("partition 20260102"));
+    // The first day was swapped in before the bad row was met, and counts as loaded.
+    assert_eq!(
+        (
+            g.tables[0].partitions_loaded,
+            g.tables[0].partitions_exchanged
+        ),
+        (1, 1),
+        "{s:?}"
+    );
+    assert_eq!(
+        f.rows::<(String, i64)>(
+            "SELECT CAST(day AS CHAR), MAX(views) FROM stats GROUP BY day ORDER BY day"
+        ),
+        vec![("2026-01-01".into(), 500), ("2026-01-02".into(), 30)]
+    );
+    assert_eq!(
+        watermark(&f, "20260101").map(|w| w.1),
+        Some(s.run_id.clone())
+    );
+    assert!(shadows(&f).is_empty());
+}
