@@ -409,6 +409,20 @@ mod tests {
     }
 
     #[test]
+    fn a_runs_scope_names_what_it_covered() {
+        let opts = |shard, group: Option<&str>, table: Option<&str>| Options {
+            shard,
+            group: group.map(String::from),
+            table: table.map(String::from),
+            ..Options::default()
+        };
+        assert_eq!(run_scope(&opts(None, None, None)), "all");
+        assert_eq!(run_scope(&opts(Some((2, 4)), None, None)), "shard-2-of-4");
+        assert_eq!(run_scope(&opts(None, Some("stats"), None)), "group-stats");
+        assert_eq!(run_scope(&opts(None, None, Some("a.b/c"))), "table-a_b_c");
+    }
+
+    #[test]
     fn a_continued_counter_keeps_every_earlier_series_and_adds_the_runs() {
         let mut before = BTreeMap::new();
         before.insert(
