@@ -330,15 +330,21 @@ async fn verify_reports_a_row_changed_behind_the_syncs_back() {
     );
 }
 
-#[tokio::test]
-async fn cursor_mode_fetches_only_rows_past_the_watermark() {
+/// A warehouse table `events (id, updated_at, v)` of 40 rows, `v = 'a'`, ten minutes apart
+/// (a cursor's 5-minute overlap re-reads only the newest row).
+async fn events_fixture() -> Fixture {
     let f = Fixture::new().await;
     f.bq("CREATE TABLE {ds}.events (id INT64 NOT NULL, updated_at TIMESTAMP, v STRING)")
         .await;
-    // Ten minutes apart: the watermark's 5-minute overlap re-reads only the newest row.
     f.bq("INSERT INTO {ds}.events (id, updated_at, v) SELECT x, TIMESTAMP_SECONDS(1700000000 + 600 * x), 'a' \
           FROM UNNEST(GENERATE_ARRAY(1, 40)) AS x")
         .await;
+    f
+}
+
+#[tokio::test]
+async fn cursor_mode_fetches_only_rows_past_the_watermark() {
+    let f = events_fixture().await;
     let config = f.config(
         &table("events", &["id"], "cursor_column = \"updated_at\""),
         "",
@@ -1101,12 +1107,7 @@ async fn a_bad_row_fails_itself_and_the_rest_of_the_cycle_applies() {
 
 #[tokio::test]
 async fn in_cursor_mode_a_bad_row_is_named_again_until_repaired() {
-    let f = Fixture::new().await;
-    f.bq("CREATE TABLE {ds}.events (id INT64 NOT NULL, updated_at TIMESTAMP, v STRING)")
-        .await;
-    f.bq("INSERT INTO {ds}.events (id, updated_at, v) SELECT x, TIMESTAMP_SECONDS(1700000000 + 600 * x), 'a' \
-          FROM UNNEST(GENERATE_ARRAY(1, 40)) AS x")
-        .await;
+    let f = events_fixture().await;
     let config = f.config(
         &table(
             "events",
