@@ -232,7 +232,7 @@ async fn check_drift(
     tokio::task::spawn_blocking(move || {
         for m in &drift {
             tracing::error!(table.name = %m.table, partition.id = %m.partition, detail = m.detail, "loaded partition differs from the warehouse; its watermark is forgotten");
-            forget_watermark(&mut conn, &m.table, &m.partition).map_err(|e| {
+            crate::state::delete_partition(&mut conn, &m.table, &m.partition).map_err(|e| {
                 GroupError::Load(load::my_err(format!(
                     "table {}: forgetting a watermark",
                     m.table
@@ -278,18 +278,6 @@ async fn changed_since_detection(
         })
         .map(|l| l.partition.id.clone())
         .collect())
-}
-
-fn forget_watermark(
-    conn: &mut mysql::Conn,
-    target: &str,
-    partition: &str,
-) -> Result<(), mysql::Error> {
-    use mysql::prelude::Queryable;
-    conn.exec_drop(
-        "DELETE FROM sync_partitions WHERE target_table = ? AND partition_id = ?",
-        (target, partition),
-    )
 }
 
 /// Partitions of the batches not run, per table.
@@ -407,31 +395,9 @@ async fn load_exported(
                     };
                     tracing::error!(error = %e, partition.id = %pid, "a bad row fails its partition; the rest of the batch loads without it");
                     bad.push(e);
-                    // Partitions this attempt already swapped in by exchange are committed
-                    // with this run's watermark: not loaded again.
-                    let done = match exchanged_by(&mut conn, &run_id, &work) {
-                        Ok(done) => done,
+                    match drop_done(&mut conn, &run_id, &mut work, &pid) {
+                        Ok(swapped) => merge(&mut carried, swapped),
                         Err(e) => return Err(Box::new((e, bad))),
-                    };
-                    for w in &mut work {
-                        let target = w.table.spec.target.to_string();
-                        let mut summary = TableLoadSummary {
-                            table: target.clone(),
-                            ..Default::default()
-                        };
-                        w.loads.retain(|l| {
-                            let swapped = done
-                                .iter()
-                                .find(|(t, id, _)| *t == target && *id == l.partition.id);
-                            if let Some((_, _, rows)) = swapped {
-                                summary.partitions_loaded += 1;
-                                summary.partitions_exchanged += 1;
-                                summary.rows_loaded += rows;
-                                summary.rows_deleted += l.synced_rows.unwrap_or(0);
-                            }
-                            l.partition.id != pid && swapped.is_none()
-                        });
-                        merge(&mut carried, vec![summary]);
                     }
                     if std::time::Instant::now() >= deadline {
                         let past = LoadError::Sink {
@@ -454,25 +420,36 @@ async fn load_exported(
     })
 }
 
-/// The (table, partition, rows) of the watermarks this run wrote for the tables of `work`.
-fn exchanged_by(
+/// Takes out of `work` the bad row's partition `pid` and the partitions a failed attempt
+/// already swapped in by exchange (committed, with this run's watermark); returns the latter
+/// as loaded.
+fn drop_done(
     conn: &mut mysql::Conn,
     run_id: &str,
-    work: &[TableWork],
-) -> Result<Vec<(String, String, u64)>, LoadError> {
-    use mysql::prelude::Queryable;
-    let mut done = Vec::new();
+    work: &mut [TableWork],
+    pid: &str,
+) -> Result<Vec<TableLoadSummary>, LoadError> {
+    let mut swapped = Vec::new();
     for w in work {
         let target = w.table.spec.target.to_string();
-        let rows: Vec<(String, u64)> = conn
-            .exec(
-                "SELECT partition_id, row_count FROM sync_partitions WHERE target_table = ? AND run_id = ?",
-                (target.as_str(), run_id),
-            )
-            .map_err(load::my_err(format!(
-                "table {target}: reading this run's watermarks"
-            )))?;
-        done.extend(rows.into_iter().map(|(id, n)| (target.clone(), id, n)));
+        let done = crate::state::partitions_of_run(conn, &target, run_id).map_err(load::my_err(
+            format!("table {target}: reading this run's watermarks"),
+        ))?;
+        let mut summary = TableLoadSummary {
+            table: target,
+            ..Default::default()
+        };
+        w.loads.retain(|l| {
+            let Some((_, rows)) = done.iter().find(|(id, _)| *id == l.partition.id) else {
+                return l.partition.id != pid;
+            };
+            summary.partitions_loaded += 1;
+            summary.partitions_exchanged += 1;
+            summary.rows_loaded += rows;
+            summary.rows_deleted += l.synced_rows.unwrap_or(0);
+            false
+        });
+        swapped.push(summary);
     }
-    Ok(done)
+    Ok(swapped)
 }

@@ -5,9 +5,10 @@
 use mysql::prelude::Queryable;
 use mysql::Conn;
 
-use crate::exchange::{self, bound_text};
-use crate::load::my_err;
-use crate::partition::UNPARTITIONED;
+use sync_engine::session;
+
+use crate::exchange;
+use crate::load::{self, my_err};
 use crate::plan::Plan;
 use crate::runner::{Context, GroupError, PlannedPartition};
 use crate::source::{PartitionedSource, SourceError};
@@ -93,28 +94,22 @@ fn exchanged_ids(
     let target = &table.spec.target;
     let mut existing = exchange::mysql_partitions(conn, target)?;
     if existing.is_empty() {
-        let exists: Option<u64> = conn
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?",
-                (target.as_str(),),
-            )
-            .map_err(|e| my_err(format!("table {target}: looking it up"))(e))?;
-        if exists.unwrap_or(0) > 0 {
+        let exists = session::table_columns(conn, target)
+            .map_err(load::sink_err(format!(
+                "table {target}: reading its columns"
+            )))?
+            .is_some();
+        if exists {
             // Not partitioned in MySQL: every load takes the transaction path.
             return Ok(Vec::new());
         }
-        existing.push(("p_floor".into(), target_ddl::floor_bound(table).into()));
+        existing.push((
+            target_ddl::FLOOR_PARTITION.into(),
+            target_ddl::floor_bound(table).into(),
+        ));
     }
-    let ranges: Vec<(String, String, String)> = plan
-        .loads
-        .iter()
-        .filter_map(|l| {
-            let (start, end) = table.scheme.range(&l.partition.id).ok()?;
-            let (start, end) = (bound_text(table, start), bound_text(table, end));
-            Some((l.partition.id.clone(), start, end))
-        })
-        .collect();
-    let beyond = plan.loads.iter().any(|l| l.partition.id == UNPARTITIONED);
+    let ids: Vec<String> = plan.loads.iter().map(|l| l.partition.id.clone()).collect();
+    let (ranges, beyond) = target_ddl::wanted_ranges(table, &ids)?;
     let after = target_ddl::partitions_after(
         &existing,
         &target_ddl::new_partitions(&existing, ranges.clone(), beyond),

@@ -37,36 +37,29 @@ pub async fn push_metrics(url: &str, summary: &RunSummary, scope: &str) -> anyho
             Pushed::new()
         }
     };
+    let none = Counters::new();
+    // The grouping key `job=partition_sync, label=value`: what the Pushgateway holds under
+    // it, and where to push.
+    let group = |label: &str, value: &str| {
+        let key = vec![
+            ("job".to_string(), "partition_sync".to_string()),
+            (label.to_string(), value.to_string()),
+        ];
+        let url = format!("{base}/metrics/job/partition_sync/{label}/{value}");
+        (pushed.get(&key).unwrap_or(&none), url)
+    };
     for g in &summary.groups {
         for t in &g.targets {
-            let key = vec![
-                ("job".to_string(), "partition_sync".to_string()),
-                ("table".to_string(), t.clone()),
-            ];
-            let before = pushed.get(&key).cloned().unwrap_or_default();
+            let (before, url) = group("table", t);
             let reg = Registry::new();
-            register_table_metrics(&reg, summary, g, t, &before)?;
-            send(
-                &http,
-                &format!("{base}/metrics/job/partition_sync/table/{t}"),
-                &reg,
-            )
-            .await?;
+            register_table_metrics(&reg, summary, g, t, before)?;
+            send(&http, &url, &reg).await?;
         }
     }
-    let key = vec![
-        ("job".to_string(), "partition_sync".to_string()),
-        ("scope".to_string(), scope.to_string()),
-    ];
-    let before = pushed.get(&key).cloned().unwrap_or_default();
+    let (before, url) = group("scope", scope);
     let reg = Registry::new();
-    register_run_metrics(&reg, summary, &before)?;
-    send(
-        &http,
-        &format!("{base}/metrics/job/partition_sync/scope/{scope}"),
-        &reg,
-    )
-    .await
+    register_run_metrics(&reg, summary, before)?;
+    send(&http, &url, &reg).await
 }
 
 /// The grouping key of a run's own metrics: which groups it ran. Runs of different scopes

@@ -111,6 +111,18 @@ pub(crate) fn delete_partition(
     )
 }
 
+/// The partitions of `target` whose watermark run `run_id` wrote, with their row counts.
+pub(crate) fn partitions_of_run(
+    conn: &mut mysql::Conn,
+    target: &str,
+    run_id: &str,
+) -> mysql::Result<Vec<(String, u64)>> {
+    conn.exec(
+        "SELECT partition_id, row_count FROM sync_partitions WHERE target_table = ? AND run_id = ?",
+        (target, run_id),
+    )
+}
+
 /// When a partition of `target` was last synced (RFC 3339 UTC), if ever.
 pub(crate) fn last_synced_at(
     conn: &mut mysql::Conn,

@@ -161,7 +161,7 @@ fn create_target(conn: &mut Conn, table: &PartitionedSource) -> Result<(), LoadE
         // warehouse's partitions are added by `ensure_mysql_partitions`.
         let floor = floor_bound(table);
         ddl.push_str(&format!(
-            " PARTITION BY RANGE COLUMNS({}) (PARTITION p_floor VALUES LESS THAN ('{floor}'))",
+            " PARTITION BY RANGE COLUMNS({}) (PARTITION {FLOOR_PARTITION} VALUES LESS THAN ('{floor}'))",
             table.scheme.target_column.quoted()
         ));
     }
@@ -170,6 +170,9 @@ fn create_target(conn: &mut Conn, table: &PartitionedSource) -> Result<(), LoadE
     tracing::info!(table.name = %target, "created target table from the warehouse schema");
     Ok(())
 }
+
+/// The first partition of a target the sync creates partitioned in MySQL.
+pub const FLOOR_PARTITION: &str = "p_floor";
 
 /// The bound of `p_floor`, the first partition of a target the sync creates partitioned in
 /// MySQL (below any real value: it holds NULL partition keys), as MySQL prints it.
@@ -198,29 +201,7 @@ pub fn ensure_mysql_partitions(
         // Not partitioned in MySQL (created before the option was set): leave it.
         return Ok(0);
     }
-    let mut ranges: Vec<(String, String, String)> = Vec::new();
-    let mut beyond = false;
-    for pid in partitions
-        .iter()
-        .filter(|p| p.as_str() != crate::partition::NULL_PARTITION)
-    {
-        if pid == crate::partition::UNPARTITIONED {
-            beyond = true;
-            continue;
-        }
-        let (start, end) = table
-            .scheme
-            .range(pid)
-            .map_err(|message| LoadError::Create {
-                table: target.to_string(),
-                message,
-            })?;
-        ranges.push((
-            pid.clone(),
-            bound_text(table, start),
-            bound_text(table, end),
-        ));
-    }
+    let (ranges, beyond) = wanted_ranges(table, partitions)?;
     let Some((ddl, added)) = partitions_ddl(&existing, ranges, beyond) else {
         return Ok(0);
     };
@@ -231,8 +212,47 @@ pub fn ensure_mysql_partitions(
     Ok(added)
 }
 
+/// A warehouse partition's range in MySQL terms: id, start, end (bounds as MySQL prints them).
+pub type Range = (String, String, String);
+
+/// What loading `partitions` asks of a target partitioned in MySQL: the range `(pid, start,
+/// end)` of each dated one, bounds as MySQL prints them, and whether `__UNPARTITIONED__` is
+/// among them (it needs [`BEYOND_PARTITION`]). `__NULL__` needs nothing (`p_floor` holds it).
+pub fn wanted_ranges(
+    table: &PartitionedSource,
+    partitions: &[String],
+) -> Result<(Vec<Range>, bool), LoadError> {
+    let mut ranges = Vec::new();
+    let mut beyond = false;
+    for pid in partitions {
+        match pid.as_str() {
+            crate::partition::NULL_PARTITION => {}
+            crate::partition::UNPARTITIONED => beyond = true,
+            _ => {
+                let (start, end) =
+                    table
+                        .scheme
+                        .range(pid)
+                        .map_err(|message| LoadError::Create {
+                            table: table.spec.target.to_string(),
+                            message,
+                        })?;
+                ranges.push((
+                    pid.clone(),
+                    bound_text(table, start),
+                    bound_text(table, end),
+                ));
+            }
+        }
+    }
+    Ok((ranges, beyond))
+}
+
 /// The partition that holds dates from BigQuery's partitionable range's end on (2160).
 pub const BEYOND_PARTITION: &str = "p_beyond";
+
+/// The bound MySQL prints for a last partition without an upper bound.
+const MAXVALUE: &str = "MAXVALUE";
 
 /// What a table with partitions `existing` (name, bound without quotes, `MAXVALUE` as is; in
 /// order) needs for ranges `(pid, start, end)` and, when `beyond`, the far future: the
@@ -240,23 +260,22 @@ pub const BEYOND_PARTITION: &str = "p_beyond";
 /// Pure.
 pub fn new_partitions(
     existing: &[(String, String)],
-    mut ranges: Vec<(String, String, String)>,
+    mut ranges: Vec<Range>,
     beyond: bool,
 ) -> (Vec<(String, String)>, bool) {
-    const MAX: &str = "MAXVALUE";
-    let last_is_max = existing.last().is_some_and(|(_, b)| b == MAX);
+    let last_is_max = existing.last().is_some_and(|(_, b)| b == MAXVALUE);
     // A MAXVALUE partition that is not ours may hold any dates: splitting it could move
     // millions of rows. Loads go into it as it is (the one-transaction path).
     let ours_last = existing
         .last()
-        .is_some_and(|(n, b)| b == MAX && n == BEYOND_PARTITION);
+        .is_some_and(|(n, b)| b == MAXVALUE && n == BEYOND_PARTITION);
     if last_is_max && !ours_last {
         return (Vec::new(), false);
     }
     let mut max = existing
         .iter()
         .map(|(_, b)| b.as_str())
-        .filter(|b| *b != MAX)
+        .filter(|b| *b != MAXVALUE)
         .max()
         .unwrap_or_default()
         .to_string();
@@ -275,7 +294,7 @@ pub fn new_partitions(
         max = end;
     }
     if beyond && !ours_last {
-        new.push((BEYOND_PARTITION.to_string(), MAX.to_string()));
+        new.push((BEYOND_PARTITION.to_string(), MAXVALUE.to_string()));
     }
     (new, ours_last)
 }
@@ -296,7 +315,7 @@ pub fn partitions_after(
 /// adds; `None`: nothing to add. Pure.
 pub fn partitions_ddl(
     existing: &[(String, String)],
-    ranges: Vec<(String, String, String)>,
+    ranges: Vec<Range>,
     beyond: bool,
 ) -> Option<(String, usize)> {
     let (new, split) = new_partitions(existing, ranges, beyond);
@@ -304,7 +323,7 @@ pub fn partitions_ddl(
         return None;
     }
     let def = |(name, bound): &(String, String)| {
-        let bound = if bound == "MAXVALUE" {
+        let bound = if bound == MAXVALUE {
             bound.clone()
         } else {
             format!("'{bound}'")
@@ -313,7 +332,7 @@ pub fn partitions_ddl(
     };
     let mut defs: Vec<String> = new.iter().map(def).collect();
     if split {
-        defs.push(def(&(BEYOND_PARTITION.to_string(), "MAXVALUE".to_string())));
+        defs.push(def(&(BEYOND_PARTITION.to_string(), MAXVALUE.to_string())));
         return Some((
             format!(
                 "REORGANIZE PARTITION {} INTO ({})",

@@ -56,11 +56,8 @@ impl Application {
                 config.db_timeout,
                 config.query_timeout,
                 config.body_limit,
+                config.idempotency_ttl,
             )
-            .map(|mut s| {
-                s.idempotency_ttl = config.idempotency_ttl;
-                s
-            })
             .context("Failed to start the database threads")?,
         );
         let tokens = web::Data::new(Tokens::new(&config.tokens));

@@ -14,9 +14,6 @@ use crate::plan::{self, StaleRow};
 use crate::source::{pk_positions, SourceTable};
 use crate::{blocking, target, SyncError};
 
-/// How many bad rows a cycle names in its error (it counts them all).
-const BAD_ROW_MESSAGES: usize = 5;
-
 /// Upserts rows in transactions of `batch_rows`; after each full batch, stops on shutdown.
 struct Upserter<'a> {
     table: &'a Ident,
@@ -96,7 +93,6 @@ pub(crate) async fn fetch_and_apply(
     let table = src.target.clone();
     let mut up = Upserter::new(env, src, &table, max_packet);
     let mut fetched = 0u64;
-    let (mut bad, mut bad_messages) = (0u64, Vec::new());
     let hash_at = src.columns.len() + 1;
     report.fetch.queries += 1;
     let result = env
@@ -114,10 +110,7 @@ pub(crate) async fn fetch_and_apply(
                     // A value MySQL can't take fails its row, not the cycle (the row keeps
                     // its old version in MySQL; docs/sync.md#apply).
                     Err(SyncError::BadRow(m)) if raw_hash.is_none_or(wanted) => {
-                        bad += 1;
-                        if bad_messages.len() < BAD_ROW_MESSAGES {
-                            bad_messages.push(m);
-                        }
+                        report.note_bad_row(m)
                     }
                     Err(SyncError::BadRow(_)) => {}
                     Err(e) => return Err(e),
@@ -126,11 +119,6 @@ pub(crate) async fn fetch_and_apply(
             Ok::<(), SyncError>(())
         })
         .await;
-    report.bad_rows += bad;
-    let room = BAD_ROW_MESSAGES.saturating_sub(report.bad_row_messages.len());
-    report
-        .bad_row_messages
-        .extend(bad_messages.into_iter().take(room));
     report.fetch.full_rows += fetched;
     report.upserted += up.upserted;
     report.fetch.bytes_processed += result?;

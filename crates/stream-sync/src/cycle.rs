@@ -152,7 +152,18 @@ pub struct CycleReport {
     pub bad_row_messages: Vec<String>,
 }
 
+/// How many bad rows a cycle names in its error (it counts them all).
+const BAD_ROW_MESSAGES: usize = 5;
+
 impl CycleReport {
+    /// Counts a row left out because MySQL can't take it, keeping the first few messages.
+    pub(crate) fn note_bad_row(&mut self, message: String) {
+        self.bad_rows += 1;
+        if self.bad_row_messages.len() < BAD_ROW_MESSAGES {
+            self.bad_row_messages.push(message);
+        }
+    }
+
     /// Rows written to MySQL.
     pub fn rows_written(&self) -> u64 {
         self.upserted + self.deleted

@@ -38,6 +38,7 @@ impl AppState {
         db_timeout: Duration,
         query_timeout: Duration,
         body_limit: usize,
+        idempotency_ttl: Duration,
     ) -> std::io::Result<AppState> {
         let threads = usize::try_from(pool.max_size()).unwrap_or(1).max(1);
         Ok(AppState {
@@ -47,7 +48,7 @@ impl AppState {
             query_timeout,
             body_limit,
             readiness: Readiness::new(database_url),
-            idempotency_ttl: super::idempotency::TTL,
+            idempotency_ttl,
         })
     }
 }
